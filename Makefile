@@ -1,0 +1,62 @@
+# Kafka protocol filter for Envoy and Istio.
+#   make demo   build the filter, start a broker and Envoy, push real traffic, show what the filter saw
+#   make test   unit tests + end-to-end tests (real Envoy, real broker, real clients)
+#   make bench  benchmarks against plain tcp_proxy and the broker directly
+# Everything it needs is installed into the repository (.venv) or the user's rustup.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+WASM := target/wasm32-wasip1/release/kafka_filter.wasm
+STAMP := $(VENV)/.installed
+
+.PHONY: all wasm deps rust-deps py-deps test unit e2e demo bench lint fmt validate-config clean
+
+all: wasm
+
+rust-deps:
+	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+
+$(STAMP): tests/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --upgrade pip
+	$(VPY) -m pip install --quiet -r tests/requirements.txt
+	touch $(STAMP)
+
+py-deps: $(STAMP)
+
+deps: rust-deps py-deps
+
+wasm: rust-deps
+	cargo build --release --target wasm32-wasip1 -p kafka-filter
+	@ls -l $(WASM) | awk '{print "wasm size: " $$5 " bytes"}'
+
+unit:
+	cargo test -p kafka-filter
+
+validate-config: wasm py-deps
+	$(VPY) tests/validate_configs.py
+
+e2e: wasm py-deps
+	$(VPY) -m pytest -v tests
+
+test: lint unit validate-config e2e
+
+demo: wasm py-deps
+	$(VPY) examples/demo.py
+
+bench: wasm py-deps
+	$(VPY) bench/run.py
+
+lint: rust-deps
+	cargo fmt --all -- --check
+	cargo clippy -p kafka-filter --all-targets -- -D warnings
+	cargo clippy -p kafka-filter --target wasm32-wasip1 -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+clean:
+	cargo clean
+	rm -rf $(VENV)

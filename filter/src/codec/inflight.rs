@@ -1,0 +1,107 @@
+//! The correlation table: requests in flight on one connection, waiting for their responses.
+//!
+//! A response carries only the correlation id; its schema (API key and version) and its latency
+//! come from the request, remembered here. Kafka answers requests in order on a connection, so
+//! the match is almost always the oldest entry; requests that never get an answer (a Produce with
+//! acks=0 that was not recognised as such) are dropped when a later response overtakes them.
+
+use std::collections::VecDeque;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inflight {
+    pub correlation_id: i32,
+    pub api_key: i16,
+    pub api_version: i16,
+    pub sent_at_ns: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Matched {
+    pub request: Inflight,
+    /// Older requests that were passed over (they will never be answered).
+    pub skipped: usize,
+}
+
+#[derive(Debug)]
+pub struct InflightTable {
+    entries: VecDeque<Inflight>,
+    capacity: usize,
+}
+
+impl InflightTable {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            entries: VecDeque::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Remember a request. Returns true if the table was full and its oldest entry was evicted.
+    pub fn push(&mut self, entry: Inflight) -> bool {
+        let evicted = self.entries.len() >= self.capacity;
+        if evicted {
+            self.entries.pop_front();
+        }
+        self.entries.push_back(entry);
+        evicted
+    }
+
+    /// Take the request a response with this correlation id answers.
+    pub fn take(&mut self, correlation_id: i32) -> Option<Matched> {
+        let at = self
+            .entries
+            .iter()
+            .position(|e| e.correlation_id == correlation_id)?;
+        self.entries.drain(..at);
+        let request = self.entries.pop_front()?;
+        Some(Matched {
+            request,
+            skipped: at,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(id: i32) -> Inflight {
+        Inflight {
+            correlation_id: id,
+            api_key: 0,
+            api_version: 9,
+            sent_at_ns: id as u64,
+        }
+    }
+
+    #[test]
+    fn in_order_and_skipped() {
+        let mut t = InflightTable::new(10);
+        for id in 1..=4 {
+            assert!(!t.push(req(id)));
+        }
+        assert_eq!(t.take(1).unwrap().skipped, 0);
+        let m = t.take(3).unwrap();
+        assert_eq!((m.request.correlation_id, m.skipped), (3, 1));
+        assert_eq!(t.take(99), None);
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn bounded() {
+        let mut t = InflightTable::new(2);
+        assert!(!t.push(req(1)));
+        assert!(!t.push(req(2)));
+        assert!(t.push(req(3)));
+        assert_eq!(t.take(1), None);
+        assert_eq!(t.len(), 2);
+    }
+}

@@ -1,0 +1,163 @@
+//! Plugin configuration: the JSON document given to Envoy (`configuration`) or to Istio
+//! (`WasmPlugin.spec.pluginConfig`). Parsing is a pure function so that every bad document is
+//! rejected at configure time, with the offending field named, before any traffic flows.
+
+use serde::Deserialize;
+
+/// Kafka's own default for `socket.request.max.bytes`.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 100 * 1024 * 1024;
+pub const DEFAULT_MAX_INFLIGHT_REQUESTS: usize = 10_000;
+const MIN_FRAME_BYTES: u64 = 1024;
+const MAX_INFLIGHT_LIMIT: u64 = 1_000_000;
+
+/// What to do with a connection whose byte stream can no longer be framed as Kafka (a size field
+/// above `max_frame_bytes`, or negative).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FrameErrorPolicy {
+    /// Close the connection, as a Kafka broker does with an oversized request.
+    Close,
+    /// Stop interpreting the connection and forward its bytes untouched.
+    PassThrough,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub max_frame_bytes: usize,
+    pub on_frame_error: FrameErrorPolicy,
+    pub max_inflight_requests: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            on_frame_error: FrameErrorPolicy::Close,
+            max_inflight_requests: DEFAULT_MAX_INFLIGHT_REQUESTS,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    max_frame_bytes: Option<i64>,
+    on_frame_error: Option<FrameErrorPolicy>,
+    max_inflight_requests: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid plugin configuration at `{path}`: {message}")]
+    Json { path: String, message: String },
+    #[error("invalid plugin configuration: field `{field}`: {message}")]
+    Field {
+        field: &'static str,
+        message: String,
+    },
+}
+
+/// Parse the plugin configuration. Empty (or whitespace) means all defaults.
+pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => return Ok(Config::default()),
+        Some(b'{') => {}
+        Some(_) => {
+            return Err(ConfigError::Json {
+                path: ".".into(),
+                message: "the plugin configuration must be a JSON object".into(),
+            })
+        }
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Json {
+        path: e.path().to_string(),
+        message: e.inner().to_string(),
+    })?;
+    let defaults = Config::default();
+    Ok(Config {
+        max_frame_bytes: in_range(
+            "max_frame_bytes",
+            raw.max_frame_bytes,
+            MIN_FRAME_BYTES,
+            i32::MAX as u64,
+        )?
+        .unwrap_or(defaults.max_frame_bytes),
+        on_frame_error: raw.on_frame_error.unwrap_or(defaults.on_frame_error),
+        max_inflight_requests: in_range(
+            "max_inflight_requests",
+            raw.max_inflight_requests,
+            1,
+            MAX_INFLIGHT_LIMIT,
+        )?
+        .unwrap_or(defaults.max_inflight_requests),
+    })
+}
+
+fn in_range(
+    field: &'static str,
+    value: Option<i64>,
+    min: u64,
+    max: u64,
+) -> Result<Option<usize>, ConfigError> {
+    let Some(v) = value else { return Ok(None) };
+    match u64::try_from(v) {
+        Ok(u) if (min..=max).contains(&u) => {
+            usize::try_from(u)
+                .map(Some)
+                .map_err(|_| ConfigError::Field {
+                    field,
+                    message: format!("{v} does not fit this platform"),
+                })
+        }
+        _ => Err(ConfigError::Field {
+            field,
+            message: format!("{v} is out of range, expected {min}..={max}"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        assert_eq!(parse(b"").unwrap(), Config::default());
+        assert_eq!(parse(b"  \n").unwrap(), Config::default());
+        assert_eq!(parse(b"{}").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn full_document() {
+        let c = parse(
+            br#"{"max_frame_bytes": 2048, "on_frame_error": "pass_through", "max_inflight_requests": 5}"#,
+        )
+        .unwrap();
+        assert_eq!(c.max_frame_bytes, 2048);
+        assert_eq!(c.on_frame_error, FrameErrorPolicy::PassThrough);
+        assert_eq!(c.max_inflight_requests, 5);
+    }
+
+    #[test]
+    fn bad_documents_name_the_field() {
+        let table: &[(&str, &str)] = &[
+            (r#"{"max_frame_bytez": 5}"#, "max_frame_bytez"),
+            (r#"{"max_frame_bytes": -1}"#, "max_frame_bytes"),
+            (r#"{"max_frame_bytes": 10}"#, "max_frame_bytes"),
+            (r#"{"max_frame_bytes": 4294967296}"#, "max_frame_bytes"),
+            (r#"{"max_frame_bytes": "big"}"#, "max_frame_bytes"),
+            (r#"{"on_frame_error": "drop"}"#, "on_frame_error"),
+            (r#"{"max_inflight_requests": 0}"#, "max_inflight_requests"),
+            (r#"{"max_inflight_requests": 1.5}"#, "max_inflight_requests"),
+            (r#"[1, 2]"#, "."),
+            (r#"{"max_frame_bytes": 2048"#, "line 1"),
+            ("not json", "JSON object"),
+            (r#"{"on_frame_error": 3} trailing"#, "on_frame_error"),
+        ];
+        for (doc, needle) in table {
+            let err = parse(doc.as_bytes()).unwrap_err().to_string();
+            assert!(err.contains(needle), "{doc}: {err}");
+        }
+    }
+}

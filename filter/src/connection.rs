@@ -1,0 +1,272 @@
+//! One client connection as the filter sees it: the request stream (client to broker) and the
+//! response stream (broker to client), tied together by the correlation table.
+//!
+//! Sans-io: the host hands in each chunk as a [`ByteSource`] plus the current time, and gets back
+//! a [`Verdict`]; what the filter saw goes to a [`MetricsSink`]. With no rules configured nothing
+//! is rewritten: the chunk is forwarded exactly as it came.
+
+use std::rc::Rc;
+
+use crate::api::ApiLabel;
+use crate::codec::frame::FrameHead;
+use crate::codec::inflight::Inflight;
+use crate::codec::request::{self, parse_request, RequestHead, RequestParse};
+use crate::codec::response;
+use crate::codec::{ByteSource, FrameError, FrameReader, InflightTable, Step};
+use crate::config::{Config, FrameErrorPolicy};
+use crate::metrics::{MetricKey, MetricsSink};
+
+/// What the host should do with the chunk it just handed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Forward the chunk as it is.
+    Continue,
+    /// Close the connection (both sides); the chunk is not forwarded.
+    Close,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Request,
+    Response,
+}
+
+impl Direction {
+    fn as_str(self) -> &'static str {
+        match self {
+            Direction::Request => "request",
+            Direction::Response => "response",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Both streams are framed and interpreted.
+    Observing,
+    /// A stream could not be framed and policy says forward untouched: nothing is parsed anymore.
+    Bypassed,
+    /// Policy closed the connection.
+    Closed,
+}
+
+pub struct KafkaConnection {
+    id: u32,
+    config: Rc<Config>,
+    requests: FrameReader,
+    responses: FrameReader,
+    inflight: InflightTable,
+    mode: Mode,
+    client_id: Option<String>,
+    undecodable_logged: bool,
+}
+
+impl KafkaConnection {
+    /// `id` only labels log lines.
+    pub fn new(id: u32, config: Rc<Config>) -> Self {
+        Self {
+            id,
+            requests: FrameReader::new(request::FIRST_WANT, config.max_frame_bytes),
+            responses: FrameReader::new(response::FIRST_WANT, config.max_frame_bytes),
+            inflight: InflightTable::new(config.max_inflight_requests),
+            mode: Mode::Observing,
+            client_id: None,
+            undecodable_logged: false,
+            config,
+        }
+    }
+
+    /// The client id of the connection's first decoded request.
+    pub fn client_id(&self) -> Option<&str> {
+        self.client_id.as_deref()
+    }
+
+    pub fn inflight(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// A chunk of bytes from the client. `now_ns`: any clock, used for latency.
+    pub fn on_request_data<S>(
+        &mut self,
+        src: &mut S,
+        now_ns: u64,
+        m: &mut dyn MetricsSink,
+    ) -> Verdict
+    where
+        S: ByteSource + ?Sized,
+    {
+        m.add(MetricKey::RequestBytes, len_i64(src.len()));
+        match self.mode {
+            Mode::Closed => return Verdict::Close,
+            Mode::Bypassed => return Verdict::Continue,
+            Mode::Observing => {}
+        }
+        let mut heads: Vec<RequestHead> = Vec::new();
+        let mut malformed = 0i64;
+        let fed = self.requests.feed(src, |h: &FrameHead<'_>| {
+            match parse_request(h.prefix, h.last_look()) {
+                RequestParse::Need(n) => return Step::Need(n),
+                RequestParse::Done(head) => heads.push(head),
+                RequestParse::Malformed => malformed += 1,
+            }
+            Step::Done
+        });
+        if malformed > 0 {
+            m.add(MetricKey::FramesUndecodable, malformed);
+            self.log_undecodable("request frame too short for a request header");
+        }
+        for head in heads {
+            self.on_request(head, now_ns, m);
+        }
+        match fed {
+            Ok(()) => Verdict::Continue,
+            Err(e) => self.on_frame_error(Direction::Request, e, m),
+        }
+    }
+
+    /// A chunk of bytes from the broker.
+    pub fn on_response_data<S>(
+        &mut self,
+        src: &mut S,
+        now_ns: u64,
+        m: &mut dyn MetricsSink,
+    ) -> Verdict
+    where
+        S: ByteSource + ?Sized,
+    {
+        m.add(MetricKey::ResponseBytes, len_i64(src.len()));
+        match self.mode {
+            Mode::Closed => return Verdict::Close,
+            Mode::Bypassed => return Verdict::Continue,
+            Mode::Observing => {}
+        }
+        let inflight = &mut self.inflight;
+        let mut malformed = 0i64;
+        let fed = self.responses.feed(src, |h: &FrameHead<'_>| {
+            match response::correlation_id(h.prefix) {
+                Some(id) => match inflight.take(id) {
+                    Some(matched) => {
+                        let label: ApiLabel = crate::api::classify(matched.request.api_key);
+                        m.add(MetricKey::Responses(label), 1);
+                        let us = now_ns.saturating_sub(matched.request.sent_at_ns) / 1_000;
+                        m.record(MetricKey::ResponseLatencyUs(label), us);
+                        if matched.skipped > 0 {
+                            m.add(MetricKey::RequestsUnanswered, len_i64(matched.skipped));
+                        }
+                    }
+                    None => m.add(MetricKey::ResponsesUnmatched, 1),
+                },
+                None if h.last_look() => malformed += 1,
+                None => return Step::Need(response::FIRST_WANT),
+            }
+            Step::Done
+        });
+        if malformed > 0 {
+            m.add(MetricKey::FramesUndecodable, malformed);
+            self.log_undecodable("response frame too short for a response header");
+        }
+        match fed {
+            Ok(()) => Verdict::Continue,
+            Err(e) => self.on_frame_error(Direction::Response, e, m),
+        }
+    }
+
+    fn on_request(&mut self, head: RequestHead, now_ns: u64, m: &mut dyn MetricsSink) {
+        m.add(MetricKey::Requests(head.api), 1);
+        if head.api.is_none() {
+            m.add(MetricKey::RequestsUnknownApi, 1);
+            log::debug!(
+                "connection {}: unknown API key {} v{} (correlation id {}), forwarded untouched",
+                self.id,
+                head.api_key,
+                head.api_version,
+                head.correlation_id
+            );
+        } else if !head.version_known {
+            m.add(MetricKey::RequestsUnknownVersion, 1);
+            log::debug!(
+                "connection {}: {:?} v{} is newer than this filter knows, forwarded untouched",
+                self.id,
+                head.api,
+                head.api_version
+            );
+        }
+        if head.api.is_some() && !head.header_decoded {
+            m.add(MetricKey::FramesUndecodable, 1);
+            self.log_undecodable("request header could not be decoded");
+        }
+        if self.client_id.is_none() {
+            self.client_id = head.client_id;
+        }
+        if head.expects_response {
+            let evicted = self.inflight.push(Inflight {
+                correlation_id: head.correlation_id,
+                api_key: head.api_key,
+                api_version: head.api_version,
+                sent_at_ns: now_ns,
+            });
+            if evicted {
+                m.add(MetricKey::InflightOverflow, 1);
+            }
+        }
+    }
+
+    fn on_frame_error(
+        &mut self,
+        dir: Direction,
+        e: FrameError,
+        m: &mut dyn MetricsSink,
+    ) -> Verdict {
+        match e {
+            FrameError::Oversized { .. } => m.add(MetricKey::FramesOversized, 1),
+            FrameError::NegativeSize(_) => m.add(MetricKey::FramesInvalidSize, 1),
+            FrameError::HostRead => {}
+        }
+        // Unreadable host buffers are our problem, not the client's: never close for them.
+        let policy = match e {
+            FrameError::HostRead => FrameErrorPolicy::PassThrough,
+            _ => self.config.on_frame_error,
+        };
+        let client = self.client_id.as_deref().unwrap_or("-");
+        match policy {
+            FrameErrorPolicy::Close => {
+                log::warn!(
+                    "connection {} (client_id {client}): {} stream: {e}; closing the connection (on_frame_error=close)",
+                    self.id,
+                    dir.as_str()
+                );
+                m.add(MetricKey::ConnectionsClosedByPolicy, 1);
+                self.mode = Mode::Closed;
+                Verdict::Close
+            }
+            FrameErrorPolicy::PassThrough => {
+                log::warn!(
+                    "connection {} (client_id {client}): {} stream: {e}; forwarding the rest of the connection untouched",
+                    self.id,
+                    dir.as_str()
+                );
+                m.add(MetricKey::ConnectionsBypassed, 1);
+                self.mode = Mode::Bypassed;
+                Verdict::Continue
+            }
+        }
+    }
+
+    fn log_undecodable(&mut self, what: &str) {
+        // First time per connection at warn, then quietly: a broken client must not flood the log.
+        if self.undecodable_logged {
+            log::debug!("connection {}: {what}, forwarded untouched", self.id);
+        } else {
+            self.undecodable_logged = true;
+            log::warn!(
+                "connection {} (client_id {}): {what}, forwarded untouched (further ones logged at debug)",
+                self.id,
+                self.client_id.as_deref().unwrap_or("-")
+            );
+        }
+    }
+}
+
+fn len_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,19 @@
+//! The filter's metrics: names, kinds, and the sink the core reports to.
+//!
+//! Labels are encoded in the metric name (`kafka.api.<Api>.requests`) and turned into Prometheus
+//! labels by Envoy `stats_tags` (see `envoy-config/envoy.yaml`); [`STATS_TAGS`] holds the
+//! matching regexes so docs, configs and tests use one source.
+
+mod names;
+mod recording;
+
+pub use names::{MetricKey, MetricKind, STATS_TAGS};
+pub use recording::RecordingSink;
+
+/// Where the core reports what it saw. The host caches one metric per key.
+pub trait MetricsSink {
+    /// Add `delta` to a counter or gauge.
+    fn add(&mut self, key: MetricKey, delta: i64);
+    /// Record one histogram sample.
+    fn record(&mut self, key: MetricKey, value: u64);
+}

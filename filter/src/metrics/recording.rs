@@ -1,0 +1,26 @@
+use std::collections::HashMap;
+
+use super::{MetricKey, MetricsSink};
+
+/// A sink that keeps everything in memory: for unit tests and the native benchmarks.
+#[derive(Debug, Default)]
+pub struct RecordingSink {
+    pub values: HashMap<MetricKey, i64>,
+    pub samples: HashMap<MetricKey, Vec<u64>>,
+}
+
+impl RecordingSink {
+    pub fn get(&self, key: MetricKey) -> i64 {
+        self.values.get(&key).copied().unwrap_or(0)
+    }
+}
+
+impl MetricsSink for RecordingSink {
+    fn add(&mut self, key: MetricKey, delta: i64) {
+        *self.values.entry(key).or_insert(0) += delta;
+    }
+
+    fn record(&mut self, key: MetricKey, value: u64) {
+        self.samples.entry(key).or_default().push(value);
+    }
+}

@@ -1,0 +1,95 @@
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::UNIX_EPOCH;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, MetricType};
+
+use crate::codec::ByteSource;
+use crate::metrics::{MetricKey, MetricKind, MetricsSink};
+
+/// The chunk Envoy is showing the filter right now; bytes are fetched only when asked for.
+pub struct HostBuffer {
+    pub buffer: BufferType,
+    pub len: usize,
+}
+
+impl ByteSource for HostBuffer {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn copy_into(&mut self, start: usize, len: usize, out: &mut Vec<u8>) -> bool {
+        match hostcalls::get_buffer(self.buffer, start, len) {
+            Ok(Some(bytes)) if bytes.len() == len => {
+                out.extend_from_slice(&bytes);
+                true
+            }
+            Ok(None) if len == 0 => true,
+            other => {
+                log::error!(
+                    "reading {len} bytes at {start} of {:?} failed: {:?}",
+                    self.buffer,
+                    other.map(|b| b.map(|b| b.len()))
+                );
+                false
+            }
+        }
+    }
+}
+
+/// Nanoseconds from the host's clock (0 if it cannot be read: latency is then wrong, not fatal).
+pub fn now_ns() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Envoy metrics, defined on first use and cached per VM (one per worker thread).
+#[derive(Default)]
+pub struct HostMetrics {
+    ids: HashMap<MetricKey, Option<u32>>,
+}
+
+pub type SharedMetrics = Rc<RefCell<HostMetrics>>;
+
+impl HostMetrics {
+    fn id(&mut self, key: MetricKey) -> Option<u32> {
+        *self.ids.entry(key).or_insert_with(|| {
+            let kind = match key.kind() {
+                MetricKind::Counter => MetricType::Counter,
+                MetricKind::Gauge => MetricType::Gauge,
+                MetricKind::Histogram => MetricType::Histogram,
+            };
+            let name = key.name();
+            match hostcalls::define_metric(kind, &name) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    // Remembered as None: logged once, never retried on the hot path.
+                    log::error!("defining metric {name} failed: {e:?}");
+                    None
+                }
+            }
+        })
+    }
+}
+
+impl MetricsSink for HostMetrics {
+    fn add(&mut self, key: MetricKey, delta: i64) {
+        if delta == 0 {
+            return;
+        }
+        if let Some(id) = self.id(key) {
+            let _ = hostcalls::increment_metric(id, delta);
+        }
+    }
+
+    fn record(&mut self, key: MetricKey, value: u64) {
+        if let Some(id) = self.id(key) {
+            let _ = hostcalls::record_metric(id, value);
+        }
+    }
+}

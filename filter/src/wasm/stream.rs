@@ -1,0 +1,98 @@
+use std::rc::Rc;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, StreamContext};
+use proxy_wasm::types::{Action, BufferType, PeerType};
+
+use super::host::{now_ns, HostBuffer, SharedMetrics};
+use crate::config::Config;
+use crate::connection::{KafkaConnection, Verdict};
+use crate::metrics::{MetricKey, MetricsSink};
+
+pub struct KafkaStream {
+    conn: KafkaConnection,
+    metrics: SharedMetrics,
+    active: bool,
+}
+
+impl KafkaStream {
+    pub fn new(id: u32, config: Rc<Config>, metrics: SharedMetrics) -> Self {
+        Self {
+            conn: KafkaConnection::new(id, config),
+            metrics,
+            active: false,
+        }
+    }
+
+    fn apply(&mut self, verdict: Verdict) -> Action {
+        match verdict {
+            Verdict::Continue => Action::Continue,
+            Verdict::Close => {
+                let _ = hostcalls::close_downstream();
+                let _ = hostcalls::close_upstream();
+                Action::Pause
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if self.active {
+            self.active = false;
+            self.metrics
+                .borrow_mut()
+                .add(MetricKey::ConnectionsActive, -1);
+        }
+    }
+}
+
+impl Context for KafkaStream {
+    fn on_done(&mut self) -> bool {
+        self.finish();
+        true
+    }
+}
+
+impl StreamContext for KafkaStream {
+    fn on_new_connection(&mut self) -> Action {
+        let mut m = self.metrics.borrow_mut();
+        m.add(MetricKey::ConnectionsTotal, 1);
+        m.add(MetricKey::ConnectionsActive, 1);
+        drop(m);
+        self.active = true;
+        Action::Continue
+    }
+
+    fn on_downstream_data(&mut self, data_size: usize, _end_of_stream: bool) -> Action {
+        let mut src = HostBuffer {
+            buffer: BufferType::DownstreamData,
+            len: data_size,
+        };
+        let verdict = {
+            let mut m = self.metrics.borrow_mut();
+            self.conn.on_request_data(&mut src, now_ns(), &mut *m)
+        };
+        self.apply(verdict)
+    }
+
+    fn on_upstream_data(&mut self, data_size: usize, _end_of_stream: bool) -> Action {
+        let mut src = HostBuffer {
+            buffer: BufferType::UpstreamData,
+            len: data_size,
+        };
+        let verdict = {
+            let mut m = self.metrics.borrow_mut();
+            self.conn.on_response_data(&mut src, now_ns(), &mut *m)
+        };
+        self.apply(verdict)
+    }
+
+    fn on_downstream_close(&mut self, _peer_type: PeerType) {
+        self.finish();
+    }
+}
+
+impl Drop for KafkaStream {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
