@@ -50,6 +50,10 @@ enum Mode {
     Closed,
 }
 
+/// Byte counters are reported in batches: per chunk would be a host call for every read of a
+/// large message. They are flushed at least this often, and whenever a frame header is seen.
+const BYTES_FLUSH_THRESHOLD: usize = 1 << 20;
+
 pub struct KafkaConnection {
     id: u32,
     config: Rc<Config>,
@@ -59,6 +63,10 @@ pub struct KafkaConnection {
     mode: Mode,
     client_id: Option<String>,
     undecodable_logged: bool,
+    unreported_request_bytes: usize,
+    unreported_response_bytes: usize,
+    /// Reused between chunks so that parsing requests does not allocate per chunk.
+    heads: Vec<RequestHead>,
 }
 
 impl KafkaConnection {
@@ -72,6 +80,9 @@ impl KafkaConnection {
             mode: Mode::Observing,
             client_id: None,
             undecodable_logged: false,
+            unreported_request_bytes: 0,
+            unreported_response_bytes: 0,
+            heads: Vec::new(),
             config,
         }
     }
@@ -95,13 +106,20 @@ impl KafkaConnection {
     where
         S: ByteSource + ?Sized,
     {
-        m.add(MetricKey::RequestBytes, len_i64(src.len()));
+        self.unreported_request_bytes += src.len();
+        if self.mode == Mode::Observing
+            && self.unreported_request_bytes < BYTES_FLUSH_THRESHOLD
+            && self.requests.skip_within_frame(src.len())
+        {
+            return Verdict::Continue;
+        }
+        self.flush(m);
         match self.mode {
             Mode::Closed => return Verdict::Close,
             Mode::Bypassed => return Verdict::Continue,
             Mode::Observing => {}
         }
-        let mut heads: Vec<RequestHead> = Vec::new();
+        let mut heads = std::mem::take(&mut self.heads);
         let mut malformed = 0i64;
         let fed = self.requests.feed(src, |h: &FrameHead<'_>| {
             match parse_request(h.prefix, h.last_look()) {
@@ -115,9 +133,10 @@ impl KafkaConnection {
             m.add(MetricKey::FramesUndecodable, malformed);
             self.log_undecodable("request frame too short for a request header");
         }
-        for head in heads {
+        for head in heads.drain(..) {
             self.on_request(head, now_ns, m);
         }
+        self.heads = heads;
         match fed {
             Ok(()) => Verdict::Continue,
             Err(e) => self.on_frame_error(Direction::Request, e, m),
@@ -134,7 +153,14 @@ impl KafkaConnection {
     where
         S: ByteSource + ?Sized,
     {
-        m.add(MetricKey::ResponseBytes, len_i64(src.len()));
+        self.unreported_response_bytes += src.len();
+        if self.mode == Mode::Observing
+            && self.unreported_response_bytes < BYTES_FLUSH_THRESHOLD
+            && self.responses.skip_within_frame(src.len())
+        {
+            return Verdict::Continue;
+        }
+        self.flush(m);
         match self.mode {
             Mode::Closed => return Verdict::Close,
             Mode::Bypassed => return Verdict::Continue,
@@ -168,6 +194,24 @@ impl KafkaConnection {
         match fed {
             Ok(()) => Verdict::Continue,
             Err(e) => self.on_frame_error(Direction::Response, e, m),
+        }
+    }
+
+    /// Report byte counts not yet reported. Hosts call this when the connection ends.
+    pub fn flush(&mut self, m: &mut dyn MetricsSink) {
+        if self.unreported_request_bytes > 0 {
+            m.add(
+                MetricKey::RequestBytes,
+                len_i64(self.unreported_request_bytes),
+            );
+            self.unreported_request_bytes = 0;
+        }
+        if self.unreported_response_bytes > 0 {
+            m.add(
+                MetricKey::ResponseBytes,
+                len_i64(self.unreported_response_bytes),
+            );
+            self.unreported_response_bytes = 0;
         }
     }
 

@@ -41,7 +41,46 @@ pub enum MetricKey {
 /// `(tag_name, regex)` pairs for Envoy `stats_config.stats_tags`.
 pub const STATS_TAGS: &[(&str, &str)] = &[("kafka_api", r"^wasmcustom\.kafka\.(api\.([^.]+)\.)")];
 
+/// Slots per per-API family: every API key the crate knows plus `unknown`.
+const API_SLOTS: usize = 256;
+const FIXED_BASE: usize = 3 * API_SLOTS;
+
 impl MetricKey {
+    /// Number of distinct [`MetricKey::index`] values: hosts can keep metric ids in a flat array.
+    pub const COUNT: usize = FIXED_BASE + 14;
+
+    /// A dense index, so hosts find a metric's id without hashing on the hot path.
+    pub fn index(&self) -> usize {
+        let api_slot = |api: &ApiLabel| match api {
+            // Known API keys are small non-negative numbers (0..=92 today); the last slot is
+            // `unknown`, and so is anything that would not fit.
+            Some(key) => usize::try_from(*key as i16)
+                .ok()
+                .filter(|k| *k < API_SLOTS - 1)
+                .unwrap_or(API_SLOTS - 1),
+            None => API_SLOTS - 1,
+        };
+        match self {
+            MetricKey::Requests(api) => api_slot(api),
+            MetricKey::Responses(api) => API_SLOTS + api_slot(api),
+            MetricKey::ResponseLatencyUs(api) => 2 * API_SLOTS + api_slot(api),
+            MetricKey::RequestBytes => FIXED_BASE,
+            MetricKey::ResponseBytes => FIXED_BASE + 1,
+            MetricKey::ConnectionsTotal => FIXED_BASE + 2,
+            MetricKey::ConnectionsActive => FIXED_BASE + 3,
+            MetricKey::RequestsUnknownApi => FIXED_BASE + 4,
+            MetricKey::RequestsUnknownVersion => FIXED_BASE + 5,
+            MetricKey::FramesUndecodable => FIXED_BASE + 6,
+            MetricKey::FramesOversized => FIXED_BASE + 7,
+            MetricKey::FramesInvalidSize => FIXED_BASE + 8,
+            MetricKey::ResponsesUnmatched => FIXED_BASE + 9,
+            MetricKey::RequestsUnanswered => FIXED_BASE + 10,
+            MetricKey::InflightOverflow => FIXED_BASE + 11,
+            MetricKey::ConnectionsClosedByPolicy => FIXED_BASE + 12,
+            MetricKey::ConnectionsBypassed => FIXED_BASE + 13,
+        }
+    }
+
     pub fn kind(&self) -> MetricKind {
         match self {
             MetricKey::ResponseLatencyUs(_) => MetricKind::Histogram,
@@ -99,6 +138,38 @@ mod tests {
         for api in ApiKey::iter() {
             let name = MetricKey::Requests(Some(api)).name();
             assert_eq!(name.split('.').count(), 4, "{name}");
+        }
+    }
+
+    #[test]
+    fn indexes_are_dense_and_distinct() {
+        let mut keys = vec![
+            MetricKey::RequestBytes,
+            MetricKey::ResponseBytes,
+            MetricKey::ConnectionsTotal,
+            MetricKey::ConnectionsActive,
+            MetricKey::RequestsUnknownApi,
+            MetricKey::RequestsUnknownVersion,
+            MetricKey::FramesUndecodable,
+            MetricKey::FramesOversized,
+            MetricKey::FramesInvalidSize,
+            MetricKey::ResponsesUnmatched,
+            MetricKey::RequestsUnanswered,
+            MetricKey::InflightOverflow,
+            MetricKey::ConnectionsClosedByPolicy,
+            MetricKey::ConnectionsBypassed,
+        ];
+        for api in ApiKey::iter().map(Some).chain([None]) {
+            keys.push(MetricKey::Requests(api));
+            keys.push(MetricKey::Responses(api));
+            keys.push(MetricKey::ResponseLatencyUs(api));
+        }
+        let mut seen = std::collections::HashMap::new();
+        for k in keys {
+            assert!(k.index() < MetricKey::COUNT, "{k:?}");
+            if let Some(other) = seen.insert(k.index(), k) {
+                panic!("{k:?} and {other:?} share index {}", k.index());
+            }
         }
     }
 }

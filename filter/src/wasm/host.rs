@@ -1,5 +1,4 @@
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
@@ -49,16 +48,37 @@ pub fn now_ns() -> u64 {
 }
 
 /// Envoy metrics, defined on first use and cached per VM (one per worker thread).
-#[derive(Default)]
 pub struct HostMetrics {
-    ids: HashMap<MetricKey, Option<u32>>,
+    /// Per [`MetricKey::index`]: not yet defined, defined with this id, or failed (logged once).
+    ids: Vec<Slot>,
+}
+
+#[derive(Clone, Copy)]
+enum Slot {
+    Undefined,
+    Defined(u32),
+    Failed,
+}
+
+impl Default for HostMetrics {
+    fn default() -> Self {
+        Self {
+            ids: vec![Slot::Undefined; MetricKey::COUNT],
+        }
+    }
 }
 
 pub type SharedMetrics = Rc<RefCell<HostMetrics>>;
 
 impl HostMetrics {
     fn id(&mut self, key: MetricKey) -> Option<u32> {
-        *self.ids.entry(key).or_insert_with(|| {
+        let slot = self.ids.get_mut(key.index())?;
+        match *slot {
+            Slot::Defined(id) => return Some(id),
+            Slot::Failed => return None,
+            Slot::Undefined => {}
+        }
+        *slot = {
             let kind = match key.kind() {
                 MetricKind::Counter => MetricType::Counter,
                 MetricKind::Gauge => MetricType::Gauge,
@@ -66,14 +86,18 @@ impl HostMetrics {
             };
             let name = key.name();
             match hostcalls::define_metric(kind, &name) {
-                Ok(id) => Some(id),
+                Ok(id) => Slot::Defined(id),
                 Err(e) => {
-                    // Remembered as None: logged once, never retried on the hot path.
+                    // Remembered as failed: logged once, never retried on the hot path.
                     log::error!("defining metric {name} failed: {e:?}");
-                    None
+                    Slot::Failed
                 }
             }
-        })
+        };
+        match *slot {
+            Slot::Defined(id) => Some(id),
+            _ => None,
+        }
     }
 }
 

@@ -38,9 +38,9 @@ impl KafkaStream {
     fn finish(&mut self) {
         if self.active {
             self.active = false;
-            self.metrics
-                .borrow_mut()
-                .add(MetricKey::ConnectionsActive, -1);
+            let mut m = self.metrics.borrow_mut();
+            self.conn.flush(&mut *m);
+            m.add(MetricKey::ConnectionsActive, -1);
         }
     }
 }
