@@ -301,3 +301,31 @@ fn garbage_never_panics() {
         }
     }
 }
+
+#[test]
+fn every_single_byte_corruption_of_a_real_exchange_is_survived() {
+    let ex = sample_exchange();
+    // Truncate the large produce so the sweep stays quick; framing still covers every field.
+    let requests = &ex.requests[..ex.requests.len().min(8000)];
+    for at in 0..requests.len().min(2000) {
+        for flip in [0x01u8, 0x80, 0xFF] {
+            let mut data = requests.to_vec();
+            data[at] ^= flip;
+            let mut conn = KafkaConnection::new(1, Rc::new(Config::default()));
+            let mut sink = RecordingSink::default();
+            for c in data.chunks(7) {
+                conn.on_request_data(&mut &c[..], 0, &mut sink);
+            }
+            let mut responses = ex.responses.clone();
+            let r_at = at % responses.len();
+            responses[r_at] ^= flip;
+            for c in responses.chunks(5) {
+                conn.on_response_data(&mut &c[..], 1, &mut sink);
+            }
+            conn.flush(&mut sink);
+            // Whatever happened, every byte was accounted for.
+            assert_eq!(sink.get(MetricKey::RequestBytes), data.len() as i64);
+            assert_eq!(sink.get(MetricKey::ResponseBytes), responses.len() as i64);
+        }
+    }
+}
