@@ -49,11 +49,11 @@ fn exchange(
     let mut copied = 0;
     for part in frame.chunks(chunk) {
         let mut src = CountingSource::new(part);
-        conn.on_request_data(&mut src, now, sink);
+        conn.on_request_data(&mut src, || now, sink);
         copied += src.copied;
     }
     let mut src = response;
-    conn.on_response_data(&mut src, now + 1, sink);
+    conn.on_response_data(&mut src, || now + 1, sink);
     copied
 }
 

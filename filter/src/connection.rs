@@ -50,9 +50,39 @@ enum Mode {
     Closed,
 }
 
-/// Byte counters are reported in batches: per chunk would be a host call for every read of a
-/// large message. They are flushed at least this often, and whenever a frame header is seen.
+/// Byte counters are reported in batches, not per chunk: each report is a host call. They are
+/// flushed once this many bytes are pending, at most a second after a request or response was
+/// last seen, and when the connection ends ([`KafkaConnection::flush`]).
 const BYTES_FLUSH_THRESHOLD: usize = 1 << 20;
+const BYTES_FLUSH_INTERVAL_NS: u64 = 1_000_000_000;
+
+/// The host's clock, read at most once per chunk and only when a frame header needs a time:
+/// reading it is a host call, and most chunks of a large message need none.
+struct LazyNow<F: FnOnce() -> u64> {
+    read: Option<F>,
+    value: u64,
+}
+
+impl<F: FnOnce() -> u64> LazyNow<F> {
+    fn new(read: F) -> Self {
+        Self {
+            read: Some(read),
+            value: 0,
+        }
+    }
+
+    fn get(&mut self) -> u64 {
+        if let Some(read) = self.read.take() {
+            self.value = read();
+        }
+        self.value
+    }
+
+    /// The time, if something already needed it.
+    fn if_read(&self) -> Option<u64> {
+        self.read.is_none().then_some(self.value)
+    }
+}
 
 pub struct KafkaConnection {
     id: u32,
@@ -65,6 +95,7 @@ pub struct KafkaConnection {
     undecodable_logged: bool,
     unreported_request_bytes: usize,
     unreported_response_bytes: usize,
+    last_flush_ns: u64,
     /// Reused between chunks so that parsing requests does not allocate per chunk.
     heads: Vec<RequestHead>,
 }
@@ -82,6 +113,7 @@ impl KafkaConnection {
             undecodable_logged: false,
             unreported_request_bytes: 0,
             unreported_response_bytes: 0,
+            last_flush_ns: 0,
             heads: Vec::new(),
             config,
         }
@@ -96,15 +128,17 @@ impl KafkaConnection {
         self.inflight.len()
     }
 
-    /// A chunk of bytes from the client. `now_ns`: any clock, used for latency.
-    pub fn on_request_data<S>(
+    /// A chunk of bytes from the client. `now_ns`: any nanosecond clock, for latency; called
+    /// at most once, and only if the chunk holds a frame header.
+    pub fn on_request_data<S, F>(
         &mut self,
         src: &mut S,
-        now_ns: u64,
+        now_ns: F,
         m: &mut dyn MetricsSink,
     ) -> Verdict
     where
         S: ByteSource + ?Sized,
+        F: FnOnce() -> u64,
     {
         self.unreported_request_bytes += src.len();
         if self.mode == Mode::Observing
@@ -113,12 +147,18 @@ impl KafkaConnection {
         {
             return Verdict::Continue;
         }
-        self.flush(m);
         match self.mode {
-            Mode::Closed => return Verdict::Close,
-            Mode::Bypassed => return Verdict::Continue,
+            Mode::Closed => {
+                self.flush(m);
+                return Verdict::Close;
+            }
+            Mode::Bypassed => {
+                self.flush(m);
+                return Verdict::Continue;
+            }
             Mode::Observing => {}
         }
+        let mut now = LazyNow::new(now_ns);
         let mut heads = std::mem::take(&mut self.heads);
         let mut malformed = 0i64;
         let fed = self.requests.feed(src, |h: &FrameHead<'_>| {
@@ -134,24 +174,27 @@ impl KafkaConnection {
             self.log_undecodable("request frame too short for a request header");
         }
         for head in heads.drain(..) {
-            self.on_request(head, now_ns, m);
+            let t = now.get();
+            self.on_request(head, t, m);
         }
         self.heads = heads;
+        self.maybe_flush(now.if_read(), m);
         match fed {
             Ok(()) => Verdict::Continue,
             Err(e) => self.on_frame_error(Direction::Request, e, m),
         }
     }
 
-    /// A chunk of bytes from the broker.
-    pub fn on_response_data<S>(
+    /// A chunk of bytes from the broker. `now_ns` as for [`Self::on_request_data`].
+    pub fn on_response_data<S, F>(
         &mut self,
         src: &mut S,
-        now_ns: u64,
+        now_ns: F,
         m: &mut dyn MetricsSink,
     ) -> Verdict
     where
         S: ByteSource + ?Sized,
+        F: FnOnce() -> u64,
     {
         self.unreported_response_bytes += src.len();
         if self.mode == Mode::Observing
@@ -160,12 +203,18 @@ impl KafkaConnection {
         {
             return Verdict::Continue;
         }
-        self.flush(m);
         match self.mode {
-            Mode::Closed => return Verdict::Close,
-            Mode::Bypassed => return Verdict::Continue,
+            Mode::Closed => {
+                self.flush(m);
+                return Verdict::Close;
+            }
+            Mode::Bypassed => {
+                self.flush(m);
+                return Verdict::Continue;
+            }
             Mode::Observing => {}
         }
+        let mut now = LazyNow::new(now_ns);
         let inflight = &mut self.inflight;
         let mut malformed = 0i64;
         let fed = self.responses.feed(src, |h: &FrameHead<'_>| {
@@ -174,7 +223,7 @@ impl KafkaConnection {
                     Some(matched) => {
                         let label: ApiLabel = crate::api::classify(matched.request.api_key);
                         m.add(MetricKey::Responses(label), 1);
-                        let us = now_ns.saturating_sub(matched.request.sent_at_ns) / 1_000;
+                        let us = now.get().saturating_sub(matched.request.sent_at_ns) / 1_000;
                         m.record(MetricKey::ResponseLatencyUs(label), us);
                         if matched.skipped > 0 {
                             m.add(MetricKey::RequestsUnanswered, len_i64(matched.skipped));
@@ -191,9 +240,24 @@ impl KafkaConnection {
             m.add(MetricKey::FramesUndecodable, malformed);
             self.log_undecodable("response frame too short for a response header");
         }
+        self.maybe_flush(now.if_read(), m);
         match fed {
             Ok(()) => Verdict::Continue,
             Err(e) => self.on_frame_error(Direction::Response, e, m),
+        }
+    }
+
+    fn maybe_flush(&mut self, now_ns: Option<u64>, m: &mut dyn MetricsSink) {
+        let pending = self.unreported_request_bytes + self.unreported_response_bytes;
+        let due = match now_ns {
+            Some(t) => t.saturating_sub(self.last_flush_ns) >= BYTES_FLUSH_INTERVAL_NS,
+            None => false,
+        };
+        if due || pending >= BYTES_FLUSH_THRESHOLD {
+            if let Some(t) = now_ns {
+                self.last_flush_ns = t;
+            }
+            self.flush(m);
         }
     }
 

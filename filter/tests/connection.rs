@@ -119,9 +119,9 @@ fn feed_in_chunks(
     for c in data.chunks(chunk.max(1)) {
         let mut src = CountingSource::new(c);
         let v = if requests {
-            conn.on_request_data(&mut src, 1_000_000, sink)
+            conn.on_request_data(&mut src, || 1_000_000, sink)
         } else {
-            conn.on_response_data(&mut src, 3_000_000, sink)
+            conn.on_response_data(&mut src, || 3_000_000, sink)
         };
         copied += src.copied;
         verdicts.push(v);
@@ -161,6 +161,8 @@ fn any_chunking_gives_the_same_observations_and_never_copies_records() {
         let (v, _) = feed_in_chunks(&mut conn, &mut sink, &ex.responses, chunk, false);
         assert!(v.iter().all(|v| *v == Verdict::Continue));
         check_counts(&sink);
+        // Byte counters are batched; the host flushes them when the connection ends.
+        conn.flush(&mut sink);
         assert_eq!(sink.get(MetricKey::RequestBytes), ex.requests.len() as i64);
         assert_eq!(
             sink.get(MetricKey::ResponseBytes),
@@ -169,6 +171,58 @@ fn any_chunking_gives_the_same_observations_and_never_copies_records() {
         assert_eq!(conn.client_id(), Some("test-client"));
         assert_eq!(conn.inflight(), 0);
     }
+}
+
+#[test]
+fn byte_counters_are_reported_at_least_every_second_of_traffic() {
+    let mut conn = KafkaConnection::new(1, Rc::new(Config::default()));
+    let mut sink = RecordingSink::default();
+    let second = 1_000_000_000u64;
+    let req = request(ApiKey::Metadata, 12, 1, &MetadataRequest::default());
+    // The first request reports at once (nothing was reported before).
+    conn.on_request_data(&mut req.as_slice(), || 5 * second, &mut sink);
+    assert_eq!(sink.get(MetricKey::RequestBytes), req.len() as i64);
+    // Within the second: pending.
+    conn.on_request_data(&mut req.as_slice(), || 5 * second + 1, &mut sink);
+    assert_eq!(sink.get(MetricKey::RequestBytes), req.len() as i64);
+    // A second later: reported, the pending bytes included.
+    conn.on_request_data(&mut req.as_slice(), || 6 * second + 1, &mut sink);
+    assert_eq!(sink.get(MetricKey::RequestBytes), 3 * req.len() as i64);
+}
+
+#[test]
+fn the_clock_is_read_only_for_chunks_with_a_header() {
+    let frame = produce(1, 1, 100_000);
+    let mut conn = KafkaConnection::new(1, Rc::new(Config::default()));
+    let mut sink = RecordingSink::default();
+    let reads = std::cell::Cell::new(0);
+    for c in frame.chunks(16 * 1024) {
+        conn.on_request_data(
+            &mut &c[..],
+            || {
+                reads.set(reads.get() + 1);
+                7
+            },
+            &mut sink,
+        );
+    }
+    assert_eq!(reads.get(), 1);
+}
+
+#[test]
+fn a_produce_request_takes_two_reads_and_a_response_one() {
+    let frame = produce(9, 1, 50_000);
+    let mut conn = KafkaConnection::new(1, Rc::new(Config::default()));
+    let mut sink = RecordingSink::default();
+    let mut src = CountingSource::new(&frame);
+    conn.on_request_data(&mut src, || 0, &mut sink);
+    assert_eq!(src.reads, 2, "size+fixed header, then client id + acks");
+    let resp = response(ApiKey::Produce, 9, 9, &ProduceResponse::default());
+    let mut src = CountingSource::new(&resp);
+    conn.on_response_data(&mut src, || 1, &mut sink);
+    assert_eq!(src.reads, 1);
+    assert_eq!(src.copied, 8);
+    assert_eq!(sink.get(MetricKey::Responses(Some(ApiKey::Produce))), 1);
 }
 
 #[test]
@@ -197,7 +251,7 @@ fn unknown_api_and_version_pass_and_are_counted() {
     stream.extend(newer);
     for b in stream.chunks(1) {
         assert_eq!(
-            conn.on_request_data(&mut &b[..], 0, &mut sink),
+            conn.on_request_data(&mut &b[..], || 0, &mut sink),
             Verdict::Continue
         );
     }
@@ -207,7 +261,7 @@ fn unknown_api_and_version_pass_and_are_counted() {
     // Both responses are still matched by correlation id.
     let mut responses = frame(&41i32.to_be_bytes());
     responses.extend(frame(&[0, 0, 0, 42, 0, 0]));
-    conn.on_response_data(&mut responses.as_slice(), 0, &mut sink);
+    conn.on_response_data(&mut responses.as_slice(), || 0, &mut sink);
     assert_eq!(sink.get(MetricKey::Responses(None)), 1);
     assert_eq!(sink.get(MetricKey::Responses(Some(ApiKey::Metadata))), 1);
     assert_eq!(sink.get(MetricKey::ResponsesUnmatched), 0);
@@ -229,11 +283,11 @@ fn oversized_frame_closes_or_passes_by_policy() {
     let mut conn = KafkaConnection::new(1, config(FrameErrorPolicy::Close));
     let mut sink = RecordingSink::default();
     assert_eq!(
-        conn.on_request_data(&mut stream.as_slice(), 0, &mut sink),
+        conn.on_request_data(&mut stream.as_slice(), || 0, &mut sink),
         Verdict::Close
     );
     assert_eq!(
-        conn.on_response_data(&mut &[0u8; 8][..], 0, &mut sink),
+        conn.on_response_data(&mut &[0u8; 8][..], || 0, &mut sink),
         Verdict::Close
     );
     assert_eq!(sink.get(MetricKey::FramesOversized), 1);
@@ -243,11 +297,11 @@ fn oversized_frame_closes_or_passes_by_policy() {
     let mut conn = KafkaConnection::new(1, config(FrameErrorPolicy::PassThrough));
     let mut sink = RecordingSink::default();
     assert_eq!(
-        conn.on_request_data(&mut stream.as_slice(), 0, &mut sink),
+        conn.on_request_data(&mut stream.as_slice(), || 0, &mut sink),
         Verdict::Continue
     );
     assert_eq!(
-        conn.on_request_data(&mut &[9u8; 50][..], 0, &mut sink),
+        conn.on_request_data(&mut &[9u8; 50][..], || 0, &mut sink),
         Verdict::Continue
     );
     assert_eq!(sink.get(MetricKey::ConnectionsBypassed), 1);
@@ -258,7 +312,7 @@ fn oversized_frame_closes_or_passes_by_policy() {
 fn negative_size_is_a_framing_error() {
     let mut conn = KafkaConnection::new(1, Rc::new(Config::default()));
     let mut sink = RecordingSink::default();
-    let v = conn.on_response_data(&mut &(-2i32).to_be_bytes()[..], 0, &mut sink);
+    let v = conn.on_response_data(&mut &(-2i32).to_be_bytes()[..], || 0, &mut sink);
     assert_eq!(v, Verdict::Close);
     assert_eq!(sink.get(MetricKey::FramesInvalidSize), 1);
 }
@@ -296,8 +350,9 @@ fn garbage_never_panics() {
         let mut sink = RecordingSink::default();
         let chunk = 1 + (next() % 50) as usize;
         for c in data.chunks(chunk) {
-            conn.on_request_data(&mut &c[..], next(), &mut sink);
-            conn.on_response_data(&mut &c[..], next(), &mut sink);
+            let (t1, t2) = (next(), next());
+            conn.on_request_data(&mut &c[..], || t1, &mut sink);
+            conn.on_response_data(&mut &c[..], || t2, &mut sink);
         }
     }
 }
@@ -314,13 +369,13 @@ fn every_single_byte_corruption_of_a_real_exchange_is_survived() {
             let mut conn = KafkaConnection::new(1, Rc::new(Config::default()));
             let mut sink = RecordingSink::default();
             for c in data.chunks(7) {
-                conn.on_request_data(&mut &c[..], 0, &mut sink);
+                conn.on_request_data(&mut &c[..], || 0, &mut sink);
             }
             let mut responses = ex.responses.clone();
             let r_at = at % responses.len();
             responses[r_at] ^= flip;
             for c in responses.chunks(5) {
-                conn.on_response_data(&mut &c[..], 1, &mut sink);
+                conn.on_response_data(&mut &c[..], || 1, &mut sink);
             }
             conn.flush(&mut sink);
             // Whatever happened, every byte was accounted for.

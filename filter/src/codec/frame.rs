@@ -133,6 +133,11 @@ impl FrameReader {
                     };
                 }
                 State::Size => {
+                    if self.size_buf.is_empty() {
+                        // Size field and first header bytes in one read: even when the frame is
+                        // shorter, what follows is the next frame's size and header, never records.
+                        src.prefetch(pos, (4 + self.first_want).min(avail));
+                    }
                     let n = (4 - self.size_buf.len()).min(avail);
                     if !src.copy_into(pos, n, &mut self.size_buf) {
                         return self.fail(FrameError::HostRead);

@@ -7,6 +7,10 @@
 
 use super::read_i16;
 
+/// Bytes after the request header that hold `acks` when there is no transactional id (the
+/// common case): a null STRING (2 bytes; a null COMPACT_STRING takes 1) and `acks` (2).
+pub const PREAMBLE_HINT: usize = 4;
+
 /// Result of scanning the start of a Produce request body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Acks {

@@ -4,7 +4,7 @@ use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::buf::NotEnoughBytesError;
 use kafka_protocol::protocol::Decodable;
 
-use super::produce::{scan_acks, Acks};
+use super::produce::{self, scan_acks, Acks};
 use super::{read_i16, read_i32};
 use crate::api::{classify, version_known, ApiLabel};
 
@@ -75,6 +75,10 @@ pub fn parse_request(prefix: &[u8], last_look: bool) -> RequestParse {
             head.header_decoded = true;
             head.client_id = client_id;
             head.header_len = len;
+        }
+        // Ask for a Produce request's acks with its header: one read instead of two.
+        Header::Need(n) if !last_look && api == ApiKey::Produce => {
+            return RequestParse::Need(n + produce::PREAMBLE_HINT)
         }
         Header::Need(n) if !last_look => return RequestParse::Need(n),
         Header::Need(_) | Header::Invalid => return RequestParse::Done(head),

@@ -13,6 +13,46 @@ pub trait ByteSource {
     /// Append bytes `start..start + len` of this chunk to `out`. Returns false if the host could
     /// not provide them (the caller then treats the stream as unreadable).
     fn copy_into(&mut self, start: usize, len: usize, out: &mut Vec<u8>) -> bool;
+
+    /// A hint that the reader is about to ask for bytes `start..start + len` in several small
+    /// reads: a host where each read is costly may fetch them in one go ([`Window`]). The reader
+    /// only hints ranges it will read anyway.
+    fn prefetch(&mut self, _start: usize, _len: usize) {}
+}
+
+/// Bytes fetched ahead by [`ByteSource::prefetch`], served to the reads that follow.
+#[derive(Debug, Default)]
+pub struct Window {
+    start: usize,
+    bytes: Vec<u8>,
+}
+
+impl Window {
+    /// Replace the window with `len` bytes at `start`, fetched by `fetch` into the given buffer.
+    pub fn fill(&mut self, start: usize, fetch: impl FnOnce(&mut Vec<u8>) -> bool) {
+        self.bytes.clear();
+        self.start = start;
+        if !fetch(&mut self.bytes) {
+            self.bytes.clear();
+        }
+    }
+
+    /// Copy `start..start + len` to `out` if the window holds all of it.
+    pub fn serve(&self, start: usize, len: usize, out: &mut Vec<u8>) -> bool {
+        let Some(from) = start.checked_sub(self.start) else {
+            return false;
+        };
+        match from
+            .checked_add(len)
+            .and_then(|to| self.bytes.get(from..to))
+        {
+            Some(bytes) => {
+                out.extend_from_slice(bytes);
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 impl ByteSource for &[u8] {
@@ -31,16 +71,26 @@ impl ByteSource for &[u8] {
     }
 }
 
-/// A byte source that counts how many bytes were copied out of it, for tests and benchmarks that
-/// check the pass-through path does not touch record data.
+/// A byte source that behaves like the wasm host's (reads are copies, prefetches fill a
+/// [`Window`]) and counts what it copies and how many reads it took, for tests and benchmarks
+/// that check the pass-through path does not touch record data.
 pub struct CountingSource<'a> {
     pub data: &'a [u8],
+    /// Bytes copied out of `data`.
     pub copied: usize,
+    /// Reads of `data` (each one a host call in the wasm host).
+    pub reads: usize,
+    window: Window,
 }
 
 impl<'a> CountingSource<'a> {
     pub fn new(data: &'a [u8]) -> Self {
-        Self { data, copied: 0 }
+        Self {
+            data,
+            copied: 0,
+            reads: 0,
+            window: Window::default(),
+        }
     }
 }
 
@@ -50,10 +100,27 @@ impl ByteSource for CountingSource<'_> {
     }
 
     fn copy_into(&mut self, start: usize, len: usize, out: &mut Vec<u8>) -> bool {
+        if self.window.serve(start, len, out) {
+            return true;
+        }
         let ok = self.data.copy_into(start, len, out);
         if ok {
             self.copied += len;
+            self.reads += 1;
         }
         ok
+    }
+
+    fn prefetch(&mut self, start: usize, len: usize) {
+        let mut data = self.data;
+        let mut fetched = false;
+        self.window.fill(start, |buf| {
+            fetched = data.copy_into(start, len, buf);
+            fetched
+        });
+        if fetched {
+            self.copied += len;
+            self.reads += 1;
+        }
     }
 }

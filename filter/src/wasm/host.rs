@@ -5,21 +5,28 @@ use std::time::UNIX_EPOCH;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MetricType};
 
+use crate::codec::source::Window;
 use crate::codec::ByteSource;
 use crate::metrics::{MetricKey, MetricKind, MetricsSink};
 
-/// The chunk Envoy is showing the filter right now; bytes are fetched only when asked for.
+/// The chunk Envoy is showing the filter right now; bytes are fetched only when asked for, each
+/// fetch a host call (which calls back into the VM to allocate), so prefetched ranges are kept.
 pub struct HostBuffer {
-    pub buffer: BufferType,
-    pub len: usize,
+    buffer: BufferType,
+    len: usize,
+    window: Window,
 }
 
-impl ByteSource for HostBuffer {
-    fn len(&self) -> usize {
-        self.len
+impl HostBuffer {
+    pub fn new(buffer: BufferType, len: usize) -> Self {
+        Self {
+            buffer,
+            len,
+            window: Window::default(),
+        }
     }
 
-    fn copy_into(&mut self, start: usize, len: usize, out: &mut Vec<u8>) -> bool {
+    fn fetch(&self, start: usize, len: usize, out: &mut Vec<u8>) -> bool {
         match hostcalls::get_buffer(self.buffer, start, len) {
             Ok(Some(bytes)) if bytes.len() == len => {
                 out.extend_from_slice(&bytes);
@@ -35,6 +42,22 @@ impl ByteSource for HostBuffer {
                 false
             }
         }
+    }
+}
+
+impl ByteSource for HostBuffer {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn copy_into(&mut self, start: usize, len: usize, out: &mut Vec<u8>) -> bool {
+        self.window.serve(start, len, out) || self.fetch(start, len, out)
+    }
+
+    fn prefetch(&mut self, start: usize, len: usize) {
+        let mut window = std::mem::take(&mut self.window);
+        window.fill(start, |buf| self.fetch(start, len, buf));
+        self.window = window;
     }
 }
 

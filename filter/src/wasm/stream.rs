@@ -63,25 +63,19 @@ impl StreamContext for KafkaStream {
     }
 
     fn on_downstream_data(&mut self, data_size: usize, _end_of_stream: bool) -> Action {
-        let mut src = HostBuffer {
-            buffer: BufferType::DownstreamData,
-            len: data_size,
-        };
+        let mut src = HostBuffer::new(BufferType::DownstreamData, data_size);
         let verdict = {
             let mut m = self.metrics.borrow_mut();
-            self.conn.on_request_data(&mut src, now_ns(), &mut *m)
+            self.conn.on_request_data(&mut src, now_ns, &mut *m)
         };
         self.apply(verdict)
     }
 
     fn on_upstream_data(&mut self, data_size: usize, _end_of_stream: bool) -> Action {
-        let mut src = HostBuffer {
-            buffer: BufferType::UpstreamData,
-            len: data_size,
-        };
+        let mut src = HostBuffer::new(BufferType::UpstreamData, data_size);
         let verdict = {
             let mut m = self.metrics.borrow_mut();
-            self.conn.on_response_data(&mut src, now_ns(), &mut *m)
+            self.conn.on_response_data(&mut src, now_ns, &mut *m)
         };
         self.apply(verdict)
     }
