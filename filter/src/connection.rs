@@ -140,23 +140,8 @@ impl KafkaConnection {
         S: ByteSource + ?Sized,
         F: FnOnce() -> u64,
     {
-        self.unreported_request_bytes += src.len();
-        if self.mode == Mode::Observing
-            && self.unreported_request_bytes < BYTES_FLUSH_THRESHOLD
-            && self.requests.skip_within_frame(src.len())
-        {
-            return Verdict::Continue;
-        }
-        match self.mode {
-            Mode::Closed => {
-                self.flush(m);
-                return Verdict::Close;
-            }
-            Mode::Bypassed => {
-                self.flush(m);
-                return Verdict::Continue;
-            }
-            Mode::Observing => {}
+        if let Some(verdict) = self.admit(Direction::Request, src.len(), m) {
+            return verdict;
         }
         let mut now = LazyNow::new(now_ns);
         let mut heads = std::mem::take(&mut self.heads);
@@ -196,23 +181,8 @@ impl KafkaConnection {
         S: ByteSource + ?Sized,
         F: FnOnce() -> u64,
     {
-        self.unreported_response_bytes += src.len();
-        if self.mode == Mode::Observing
-            && self.unreported_response_bytes < BYTES_FLUSH_THRESHOLD
-            && self.responses.skip_within_frame(src.len())
-        {
-            return Verdict::Continue;
-        }
-        match self.mode {
-            Mode::Closed => {
-                self.flush(m);
-                return Verdict::Close;
-            }
-            Mode::Bypassed => {
-                self.flush(m);
-                return Verdict::Continue;
-            }
-            Mode::Observing => {}
+        if let Some(verdict) = self.admit(Direction::Response, src.len(), m) {
+            return verdict;
         }
         let mut now = LazyNow::new(now_ns);
         let inflight = &mut self.inflight;
@@ -244,6 +214,34 @@ impl KafkaConnection {
         match fed {
             Ok(()) => Verdict::Continue,
             Err(e) => self.on_frame_error(Direction::Response, e, m),
+        }
+    }
+
+    /// What both directions do with a chunk before parsing it: count its bytes, let a chunk that
+    /// lies inside a frame body through at once (the common case for large messages), and settle
+    /// chunks of a connection that is no longer parsed. `None`: parse the chunk.
+    fn admit(&mut self, dir: Direction, len: usize, m: &mut dyn MetricsSink) -> Option<Verdict> {
+        let (reader, unreported) = match dir {
+            Direction::Request => (&mut self.requests, &mut self.unreported_request_bytes),
+            Direction::Response => (&mut self.responses, &mut self.unreported_response_bytes),
+        };
+        *unreported += len;
+        if self.mode == Mode::Observing
+            && *unreported < BYTES_FLUSH_THRESHOLD
+            && reader.skip_within_frame(len)
+        {
+            return Some(Verdict::Continue);
+        }
+        match self.mode {
+            Mode::Observing => None,
+            Mode::Closed => {
+                self.flush(m);
+                Some(Verdict::Close)
+            }
+            Mode::Bypassed => {
+                self.flush(m);
+                Some(Verdict::Continue)
+            }
         }
     }
 
