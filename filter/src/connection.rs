@@ -302,7 +302,7 @@ impl KafkaConnection {
             self.log_undecodable("request header could not be decoded");
         }
         if self.client_id.is_none() {
-            self.client_id = head.client_id;
+            self.client_id = head.client_id.map(|c| c.as_str().to_string());
         }
         if head.expects_response {
             let evicted = self.inflight.push(Inflight {

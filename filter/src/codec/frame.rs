@@ -83,13 +83,6 @@ impl FrameReader {
         }
     }
 
-    pub fn failed(&self) -> Option<&FrameError> {
-        match &self.state {
-            State::Failed(e) => Some(e),
-            _ => None,
-        }
-    }
-
     /// If the whole next chunk of `len` bytes lies inside the body of the current frame, account
     /// for it without touching it and return true. The common case for large requests and
     /// responses: their records pass in many chunks, each costing only this.

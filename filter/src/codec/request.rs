@@ -2,7 +2,7 @@
 
 use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::buf::NotEnoughBytesError;
-use kafka_protocol::protocol::Decodable;
+use kafka_protocol::protocol::{Decodable, StrBytes};
 
 use super::produce::{self, scan_acks, Acks};
 use super::{read_i16, read_i32};
@@ -24,7 +24,8 @@ pub struct RequestHead {
     pub version_known: bool,
     /// False when the header could not be decoded (the frame is still forwarded untouched).
     pub header_decoded: bool,
-    pub client_id: Option<String>,
+    /// As decoded (no copy beyond the decoder's): most requests' client id is never looked at.
+    pub client_id: Option<StrBytes>,
     /// Bytes of the request header (set when decoded).
     pub header_len: usize,
     /// False for a Produce request with acks=0: the broker sends no response to it.
@@ -96,7 +97,7 @@ pub fn parse_request(prefix: &[u8], last_look: bool) -> RequestParse {
 
 enum Header {
     Decoded {
-        client_id: Option<String>,
+        client_id: Option<StrBytes>,
         len: usize,
     },
     Need(usize),
@@ -127,7 +128,7 @@ fn decode_header(prefix: &[u8], header_version: i16) -> Header {
     let mut buf = prefix;
     match RequestHeader::decode(&mut buf, header_version) {
         Ok(h) => Header::Decoded {
-            client_id: h.client_id.map(|s| s.as_str().to_string()),
+            client_id: h.client_id,
             len: prefix.len() - buf.len(),
         },
         // Only tagged fields can still be short here; they are rare and small.

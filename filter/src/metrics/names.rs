@@ -142,6 +142,17 @@ mod tests {
     }
 
     #[test]
+    fn shipped_bootstrap_carries_the_stats_tags() {
+        let yaml = include_str!("../../../envoy-config/envoy.yaml");
+        for (tag, regex) in STATS_TAGS {
+            assert!(
+                yaml.contains(&format!("- tag_name: {tag}\n    regex: '{regex}'")),
+                "{tag}"
+            );
+        }
+    }
+
+    #[test]
     fn indexes_are_dense_and_distinct() {
         let mut keys = vec![
             MetricKey::RequestBytes,
