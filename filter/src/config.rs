@@ -4,6 +4,8 @@
 
 use serde::Deserialize;
 
+use crate::topics::rules::{parse_rules, RawRule, Rule, RuleError};
+
 /// Kafka's own default for `socket.request.max.bytes`.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 100 * 1024 * 1024;
 pub const DEFAULT_MAX_INFLIGHT_REQUESTS: usize = 10_000;
@@ -26,6 +28,8 @@ pub struct Config {
     pub max_frame_bytes: usize,
     pub on_frame_error: FrameErrorPolicy,
     pub max_inflight_requests: usize,
+    /// Name conversion rules, first match first. Empty: nothing is ever rewritten.
+    pub rules: Vec<Rule>,
 }
 
 impl Default for Config {
@@ -34,6 +38,7 @@ impl Default for Config {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             on_frame_error: FrameErrorPolicy::Close,
             max_inflight_requests: DEFAULT_MAX_INFLIGHT_REQUESTS,
+            rules: Vec::new(),
         }
     }
 }
@@ -44,6 +49,8 @@ struct RawConfig {
     max_frame_bytes: Option<i64>,
     on_frame_error: Option<FrameErrorPolicy>,
     max_inflight_requests: Option<i64>,
+    #[serde(default)]
+    rules: Vec<RawRule>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,6 +62,8 @@ pub enum ConfigError {
         field: &'static str,
         message: String,
     },
+    #[error("invalid plugin configuration: {0}")]
+    Rule(#[from] RuleError),
 }
 
 /// Parse the plugin configuration. Empty (or whitespace) means all defaults.
@@ -91,6 +100,7 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
             MAX_INFLIGHT_LIMIT,
         )?
         .unwrap_or(defaults.max_inflight_requests),
+        rules: parse_rules(raw.rules)?,
     })
 }
 

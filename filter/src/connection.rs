@@ -9,18 +9,22 @@ use std::rc::Rc;
 
 use crate::api::ApiLabel;
 use crate::codec::frame::FrameHead;
-use crate::codec::inflight::Inflight;
+use crate::codec::inflight::{Inflight, Reply};
 use crate::codec::request::{self, parse_request, RequestHead, RequestParse};
 use crate::codec::response;
-use crate::codec::{ByteSource, FrameError, FrameReader, InflightTable, Step};
+use crate::codec::{ByteSource, Edits, FrameError, FrameReader, InflightTable, Step};
 use crate::config::{Config, FrameErrorPolicy};
 use crate::metrics::{MetricKey, MetricsSink};
+use crate::topics::rules::Peer;
+use crate::topics::session::RewriteSession;
 
 /// What the host should do with the chunk it just handed in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Forward the chunk as it is.
     Continue,
+    /// Replace the chunk's first `prefix_len` bytes with `bytes`, then forward it.
+    Rewrite { prefix_len: usize, bytes: Vec<u8> },
     /// Close the connection (both sides); the chunk is not forwarded.
     Close,
 }
@@ -97,16 +101,26 @@ pub struct KafkaConnection {
     unreported_response_bytes: usize,
     last_flush_ns: u64,
     /// Reused between chunks so that parsing requests does not allocate per chunk.
-    heads: Vec<RequestHead>,
+    heads: Vec<(RequestHead, Reply)>,
+    /// Present when rules are configured: frames may then be held and rewritten.
+    session: Option<RewriteSession>,
+    edits: Edits,
 }
 
 impl KafkaConnection {
     /// `id` only labels log lines.
     pub fn new(id: u32, config: Rc<Config>) -> Self {
+        let mut requests = FrameReader::new(request::FIRST_WANT, config.max_frame_bytes);
+        let mut responses = FrameReader::new(response::FIRST_WANT, config.max_frame_bytes);
+        let session = (!config.rules.is_empty()).then(|| {
+            requests.set_hold(true);
+            responses.set_hold(true);
+            RewriteSession::new(id, config.clone())
+        });
         Self {
             id,
-            requests: FrameReader::new(request::FIRST_WANT, config.max_frame_bytes),
-            responses: FrameReader::new(response::FIRST_WANT, config.max_frame_bytes),
+            requests,
+            responses,
             inflight: InflightTable::new(config.max_inflight_requests),
             mode: Mode::Observing,
             client_id: None,
@@ -115,7 +129,21 @@ impl KafkaConnection {
             unreported_response_bytes: 0,
             last_flush_ns: 0,
             heads: Vec::new(),
+            session,
+            edits: Edits::default(),
             config,
+        }
+    }
+
+    /// Whether rules need the peer's identity or address ([`Self::set_peer`]) to match.
+    pub fn needs_peer(&self) -> bool {
+        self.session.is_some() && self.config.rules.iter().any(|r| r.matcher.needs_peer())
+    }
+
+    /// What the connection presents (mTLS identity, source address), for matching rules.
+    pub fn set_peer(&mut self, peer: Peer) {
+        if let Some(s) = &mut self.session {
+            s.set_peer(peer);
         }
     }
 
@@ -145,29 +173,57 @@ impl KafkaConnection {
         }
         let mut now = LazyNow::new(now_ns);
         let mut heads = std::mem::take(&mut self.heads);
+        let mut edits = std::mem::take(&mut self.edits);
+        edits.clear();
         let mut malformed = 0i64;
-        let fed = self.requests.feed(src, |h: &FrameHead<'_>| {
-            match parse_request(h.prefix, h.last_look()) {
-                RequestParse::Need(n) => return Step::Need(n),
-                RequestParse::Done(head) => heads.push(head),
-                RequestParse::Malformed => malformed += 1,
-            }
-            Step::Done
-        });
+        let session = &mut self.session;
+        let fed = self.requests.feed_editing(
+            src,
+            |h: &FrameHead<'_>| {
+                if h.collected {
+                    return match session {
+                        Some(s) => s.finish_request(h.prefix, m),
+                        None => Step::Done,
+                    };
+                }
+                match parse_request(h.prefix, h.last_look()) {
+                    RequestParse::Need(n) => Step::Need(n),
+                    RequestParse::Done(head) => {
+                        let (step, reply) = match session {
+                            Some(s) => s.decide_request(&head),
+                            None => (Step::Done, Reply::Forward),
+                        };
+                        heads.push((head, reply));
+                        step
+                    }
+                    RequestParse::Malformed => {
+                        malformed += 1;
+                        Step::Done
+                    }
+                }
+            },
+            &mut edits,
+        );
         if malformed > 0 {
             m.add(MetricKey::FramesUndecodable, malformed);
             self.log_undecodable("request frame too short for a request header");
         }
-        for head in heads.drain(..) {
+        for (head, reply) in heads.drain(..) {
             let t = now.get();
-            self.on_request(head, t, m);
+            self.on_request(head, reply, t, m);
         }
         self.heads = heads;
+        if let Some(s) = &mut self.session {
+            for (correlation_id, reply) in s.reply_updates.drain(..) {
+                self.inflight.set_reply(correlation_id, reply);
+            }
+        }
         self.maybe_flush(now.if_read(), m);
-        match fed {
+        let verdict = match fed {
             Ok(()) => Verdict::Continue,
             Err(e) => self.on_frame_error(Direction::Request, e, m),
-        }
+        };
+        self.finish_chunk(src, edits, verdict, m)
     }
 
     /// A chunk of bytes from the broker. `now_ns` as for [`Self::on_request_data`].
@@ -185,11 +241,33 @@ impl KafkaConnection {
             return verdict;
         }
         let mut now = LazyNow::new(now_ns);
+        let mut edits = std::mem::take(&mut self.edits);
+        edits.clear();
         let inflight = &mut self.inflight;
+        let session = &mut self.session;
         let mut malformed = 0i64;
-        let fed = self.responses.feed(src, |h: &FrameHead<'_>| {
-            match response::correlation_id(h.prefix) {
-                Some(id) => match inflight.take(id) {
+        let fed = self.responses.feed_editing(
+            src,
+            |h: &FrameHead<'_>| {
+                if h.collected {
+                    return match session {
+                        Some(s) => s.finish_response(h.prefix, m),
+                        None => Step::Done,
+                    };
+                }
+                let Some(id) = response::correlation_id(h.prefix) else {
+                    if !h.last_look() {
+                        return Step::Need(response::FIRST_WANT);
+                    }
+                    malformed += 1;
+                    // Too short to be answered by anything: under a rule it is dropped.
+                    return match session {
+                        Some(s) => s.decide_response(None),
+                        None => Step::Done,
+                    };
+                };
+                let matched = inflight.take(id);
+                match &matched {
                     Some(matched) => {
                         let label: ApiLabel = crate::api::classify(matched.request.api_key);
                         m.add(MetricKey::Responses(label), 1);
@@ -200,21 +278,56 @@ impl KafkaConnection {
                         }
                     }
                     None => m.add(MetricKey::ResponsesUnmatched, 1),
-                },
-                None if h.last_look() => malformed += 1,
-                None => return Step::Need(response::FIRST_WANT),
-            }
-            Step::Done
-        });
+                }
+                match session {
+                    Some(s) => s.decide_response(matched.as_ref().map(|x| &x.request)),
+                    None => Step::Done,
+                }
+            },
+            &mut edits,
+        );
         if malformed > 0 {
             m.add(MetricKey::FramesUndecodable, malformed);
             self.log_undecodable("response frame too short for a response header");
         }
         self.maybe_flush(now.if_read(), m);
-        match fed {
+        let verdict = match fed {
             Ok(()) => Verdict::Continue,
             Err(e) => self.on_frame_error(Direction::Response, e, m),
-        }
+        };
+        self.finish_chunk(src, edits, verdict, m)
+    }
+
+    /// Turn the chunk's edits (if any) into the verdict, and settle a session that must close.
+    fn finish_chunk<S: ByteSource + ?Sized>(
+        &mut self,
+        src: &mut S,
+        edits: Edits,
+        verdict: Verdict,
+        m: &mut dyn MetricsSink,
+    ) -> Verdict {
+        let must_close = self.session.as_ref().is_some_and(|s| s.must_close);
+        let verdict = if must_close && self.mode != Mode::Closed {
+            m.add(MetricKey::ConnectionsClosedByPolicy, 1);
+            self.mode = Mode::Closed;
+            self.flush(m);
+            Verdict::Close
+        } else if verdict == Verdict::Continue && !edits.is_empty() {
+            match edits.apply(src) {
+                Some((prefix_len, bytes)) => Verdict::Rewrite { prefix_len, bytes },
+                None => {
+                    // The chunk cannot be rebuilt: forwarding it as it is could leak held-back
+                    // or unmapped bytes out of order, so the connection ends.
+                    log::error!("connection {}: the host could not provide bytes to rebuild a chunk; closing", self.id);
+                    self.mode = Mode::Closed;
+                    Verdict::Close
+                }
+            }
+        } else {
+            verdict
+        };
+        self.edits = edits;
+        verdict
     }
 
     /// What both directions do with a chunk before parsing it: count its bytes, let a chunk that
@@ -277,7 +390,13 @@ impl KafkaConnection {
         }
     }
 
-    fn on_request(&mut self, head: RequestHead, now_ns: u64, m: &mut dyn MetricsSink) {
+    fn on_request(
+        &mut self,
+        head: RequestHead,
+        reply: Reply,
+        now_ns: u64,
+        m: &mut dyn MetricsSink,
+    ) {
         m.add(MetricKey::Requests(head.api), 1);
         if head.api.is_none() {
             m.add(MetricKey::RequestsUnknownApi, 1);
@@ -310,9 +429,20 @@ impl KafkaConnection {
                 api_key: head.api_key,
                 api_version: head.api_version,
                 sent_at_ns: now_ns,
+                reply,
             });
-            if evicted {
+            if let Some(evicted) = evicted {
                 m.add(MetricKey::InflightOverflow, 1);
+                if evicted.reply != Reply::Forward {
+                    // Its response could no longer be mapped back.
+                    log::warn!(
+                        "connection {}: correlation table full under a rule; closing the connection",
+                        self.id
+                    );
+                    if let Some(s) = &mut self.session {
+                        s.must_close = true;
+                    }
+                }
             }
         }
     }

@@ -22,6 +22,7 @@ pub mod codec;
 pub mod config;
 pub mod connection;
 pub mod metrics;
+pub mod topics;
 
 #[cfg(target_arch = "wasm32")]
 mod wasm;

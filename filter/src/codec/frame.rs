@@ -5,16 +5,88 @@
 //! header) and then skips the rest of the frame without reading it, so the cost per frame does not
 //! grow with record size. State survives between chunks: any split of the stream gives the same
 //! result.
+//!
+//! A reader may also *hold* frames (for connections whose frames may be rewritten): bytes of a
+//! frame that is not yet decided are kept out of the forwarded stream, and an examiner may ask
+//! for a whole frame and replace it. What to forward is then described by [`Edits`] on the
+//! chunk, which the host applies as one prefix replacement of its buffer.
 
 use super::source::ByteSource;
 
 /// What the examiner wants after looking at a frame's first bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// Collect the frame's first `n` bytes (more than it has now) and ask again.
     Need(usize),
-    /// Finished with this frame: skip the rest of it.
+    /// Finished with this frame: skip the rest of it (forwarded as it is).
     Done,
+    /// Hold the whole frame and show it again once complete (holding readers only; others
+    /// treat it as `Done`). Then `Done` forwards it unchanged and `Replace` replaces it.
+    Collect,
+    /// Forward these bytes (whole frames, size fields included, or nothing) instead of the
+    /// collected frame.
+    Replace(Vec<u8>),
+}
+
+/// How the forwarded chunk differs from the chunk that came in, in chunk order.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Edits {
+    pub ops: Vec<Edit>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Edit {
+    /// Leave out bytes `from..to` of the chunk.
+    Drop { from: usize, to: usize },
+    /// Forward `bytes` at this position of the chunk.
+    Insert { at: usize, bytes: Vec<u8> },
+}
+
+impl Edits {
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.ops.clear();
+    }
+
+    fn drop_range(&mut self, from: usize, to: usize) {
+        if to > from {
+            self.ops.push(Edit::Drop { from, to });
+        }
+    }
+
+    fn insert(&mut self, at: usize, bytes: Vec<u8>) {
+        if !bytes.is_empty() {
+            self.ops.push(Edit::Insert { at, bytes });
+        }
+    }
+
+    /// The forwarded form of the chunk's first `prefix_len` bytes, where `prefix_len` is the
+    /// end of the last edit; the rest of the chunk is forwarded as it is. `None` if there are no
+    /// edits, or if the source could not provide the kept bytes.
+    pub fn apply<S: ByteSource + ?Sized>(&self, src: &mut S) -> Option<(usize, Vec<u8>)> {
+        if self.ops.is_empty() {
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut cursor = 0usize;
+        for op in &self.ops {
+            let (keep_to, next) = match op {
+                Edit::Drop { from, to } => (*from, *to),
+                Edit::Insert { at, .. } => (*at, *at),
+            };
+            if keep_to > cursor && !src.copy_into(cursor, keep_to - cursor, &mut out) {
+                return None;
+            }
+            if let Edit::Insert { bytes, .. } = op {
+                out.extend_from_slice(bytes);
+            }
+            cursor = cursor.max(next);
+        }
+        Some((cursor, out))
+    }
 }
 
 /// A frame the examiner is shown.
@@ -24,6 +96,8 @@ pub struct FrameHead<'a> {
     pub frame_len: usize,
     /// The frame's first bytes (after the size field).
     pub prefix: &'a [u8],
+    /// True when this is the whole frame, collected after [`Step::Collect`].
+    pub collected: bool,
 }
 
 impl FrameHead<'_> {
@@ -53,6 +127,8 @@ enum State {
     Head { frame_len: usize, want: usize },
     /// Skipping the rest of the current frame.
     Skip { remaining: usize },
+    /// Holding the whole frame of `frame_len` bytes in `head`.
+    Collect { frame_len: usize },
     /// A framing error happened; the stream is no longer interpreted.
     Failed(FrameError),
 }
@@ -68,6 +144,12 @@ pub struct FrameReader {
     head: Vec<u8>,
     first_want: usize,
     max_frame: usize,
+    /// Hold undecided frames out of the forwarded stream (see the module docs).
+    hold: bool,
+    /// Where the current frame began in the current chunk; `None` if in an earlier one.
+    frame_start: Option<usize>,
+    /// Bytes of the current frame held back from earlier chunks (its first bytes).
+    carried: usize,
 }
 
 impl FrameReader {
@@ -80,7 +162,15 @@ impl FrameReader {
             head: Vec::new(),
             first_want,
             max_frame,
+            hold: false,
+            frame_start: None,
+            carried: 0,
         }
+    }
+
+    /// Switch holding on (see the module docs).
+    pub fn set_hold(&mut self, hold: bool) {
+        self.hold = hold;
     }
 
     /// If the whole next chunk of `len` bytes lies inside the body of the current frame, account
@@ -103,12 +193,58 @@ impl FrameReader {
 
     /// Feed the next chunk of the stream. `examine` is called once or more per frame with the
     /// frame's first bytes; frames are reported in stream order.
-    pub fn feed<S, F>(&mut self, src: &mut S, mut examine: F) -> Result<(), FrameError>
+    pub fn feed<S, F>(&mut self, src: &mut S, examine: F) -> Result<(), FrameError>
+    where
+        S: ByteSource + ?Sized,
+        F: FnMut(&FrameHead<'_>) -> Step,
+    {
+        let mut edits = Edits::default();
+        self.feed_editing(src, examine, &mut edits)
+    }
+
+    /// [`Self::feed`] that also reports how the forwarded chunk differs from `src` (only a
+    /// holding reader ever edits).
+    pub fn feed_editing<S, F>(
+        &mut self,
+        src: &mut S,
+        mut examine: F,
+        edits: &mut Edits,
+    ) -> Result<(), FrameError>
     where
         S: ByteSource + ?Sized,
         F: FnMut(&FrameHead<'_>) -> Step,
     {
         let total = src.len();
+        self.frame_start = None;
+        let result = self.feed_frames(src, &mut examine, edits, total);
+        if self.hold {
+            match result {
+                Ok(()) if self.undecided() => {
+                    // Hold what has arrived of an undecided frame until it is decided.
+                    let from = self.frame_start.unwrap_or(0);
+                    edits.drop_range(from, total);
+                    self.carried += total - from;
+                }
+                Ok(()) => {}
+                // The stream is no longer framed: give back what was held; the caller's policy
+                // decides what happens to the rest.
+                Err(_) => self.release_carried(edits),
+            }
+        }
+        result
+    }
+
+    fn feed_frames<S, F>(
+        &mut self,
+        src: &mut S,
+        examine: &mut F,
+        edits: &mut Edits,
+        total: usize,
+    ) -> Result<(), FrameError>
+    where
+        S: ByteSource + ?Sized,
+        F: FnMut(&FrameHead<'_>) -> Step,
+    {
         let mut pos = 0usize;
         while pos < total {
             let avail = total - pos;
@@ -127,6 +263,7 @@ impl FrameReader {
                 }
                 State::Size => {
                     if self.size_buf.is_empty() {
+                        self.frame_start = Some(pos);
                         // Size field and first header bytes in one read: even when the frame is
                         // shorter, what follows is the next frame's size and header, never records.
                         src.prefetch(pos, (4 + self.first_want).min(avail));
@@ -137,8 +274,7 @@ impl FrameReader {
                     }
                     pos += n;
                     if let Ok(size) = <[u8; 4]>::try_from(self.size_buf.as_slice()) {
-                        self.size_buf.clear();
-                        self.start_frame(i32::from_be_bytes(size), &mut examine)?;
+                        self.start_frame(i32::from_be_bytes(size), examine, edits, pos)?;
                     }
                 }
                 State::Head { frame_len, want } => {
@@ -148,7 +284,17 @@ impl FrameReader {
                     }
                     pos += n;
                     if self.head.len() == want {
-                        self.examine_head(frame_len, &mut examine);
+                        self.examine_head(frame_len, false, examine, edits, pos);
+                    }
+                }
+                State::Collect { frame_len } => {
+                    let n = (frame_len - self.head.len()).min(avail);
+                    if !src.copy_into(pos, n, &mut self.head) {
+                        return self.fail(FrameError::HostRead);
+                    }
+                    pos += n;
+                    if self.head.len() == frame_len {
+                        self.examine_head(frame_len, true, examine, edits, pos);
                     }
                 }
             }
@@ -159,12 +305,42 @@ impl FrameReader {
         }
     }
 
+    /// In the middle of a frame that is not decided yet (or being collected).
+    fn undecided(&self) -> bool {
+        match self.state {
+            State::Size => !self.size_buf.is_empty(),
+            State::Head { .. } | State::Collect { .. } => true,
+            State::Skip { .. } | State::Failed(_) => false,
+        }
+    }
+
+    /// The current frame passes unchanged: forward its first bytes, held back from earlier
+    /// chunks, at the start of this chunk where they belong.
+    fn release_carried(&mut self, edits: &mut Edits) {
+        if self.carried == 0 {
+            return;
+        }
+        let mut bytes = Vec::with_capacity(self.carried);
+        bytes.extend_from_slice(&self.size_buf);
+        bytes.extend_from_slice(&self.head);
+        bytes.truncate(self.carried);
+        edits.insert(0, bytes);
+        self.carried = 0;
+    }
+
     fn fail(&mut self, e: FrameError) -> Result<(), FrameError> {
         self.state = State::Failed(e.clone());
         Err(e)
     }
 
-    fn start_frame<F>(&mut self, size: i32, examine: &mut F) -> Result<(), FrameError>
+    /// `pos`: where the frame's body begins in the chunk.
+    fn start_frame<F>(
+        &mut self,
+        size: i32,
+        examine: &mut F,
+        edits: &mut Edits,
+        pos: usize,
+    ) -> Result<(), FrameError>
     where
         F: FnMut(&FrameHead<'_>) -> Step,
     {
@@ -181,11 +357,7 @@ impl FrameReader {
         self.head.clear();
         if frame_len == 0 {
             // Nothing to collect: show the empty frame and move on.
-            examine(&FrameHead {
-                frame_len,
-                prefix: &[],
-            });
-            self.state = State::Size;
+            self.examine_head(0, false, examine, edits, pos);
         } else {
             self.state = State::Head {
                 frame_len,
@@ -195,27 +367,61 @@ impl FrameReader {
         Ok(())
     }
 
-    fn examine_head<F>(&mut self, frame_len: usize, examine: &mut F)
-    where
+    /// Show the examiner the frame's first bytes (all of them if `collected`) and act on its
+    /// answer. `pos`: the chunk position just after the bytes shown.
+    fn examine_head<F>(
+        &mut self,
+        frame_len: usize,
+        collected: bool,
+        examine: &mut F,
+        edits: &mut Edits,
+        pos: usize,
+    ) where
         F: FnMut(&FrameHead<'_>) -> Step,
     {
         let head = FrameHead {
             frame_len,
             prefix: &self.head,
+            collected,
         };
         let have = self.head.len();
         let last_look = head.last_look();
         let step = examine(&head);
+        let finished = have >= frame_len;
         self.state = match step {
-            Step::Need(n) if n > have && !last_look => State::Head {
-                frame_len,
-                want: n.min(frame_len).min(MAX_HEAD_BYTES),
-            },
-            _ if have >= frame_len => State::Size,
+            Step::Need(n) if n > have && !last_look && !collected => {
+                // Still undecided: whatever is held stays held.
+                self.state = State::Head {
+                    frame_len,
+                    want: n.min(frame_len).min(MAX_HEAD_BYTES),
+                };
+                return;
+            }
+            Step::Collect if self.hold && !collected && !finished => {
+                self.state = State::Collect { frame_len };
+                return;
+            }
+            Step::Replace(bytes) if self.hold && (collected || finished) => {
+                // The whole frame is in `head`: leave it out and forward `bytes` instead.
+                edits.drop_range(self.frame_start.unwrap_or(0), pos);
+                edits.insert(pos, bytes);
+                self.carried = 0;
+                self.size_buf.clear();
+                self.state = State::Size;
+                return;
+            }
+            Step::Collect if self.hold && !collected => {
+                // Already whole: show it again as collected.
+                return self.examine_head(frame_len, true, examine, edits, pos);
+            }
+            _ if finished => State::Size,
             _ => State::Skip {
                 remaining: frame_len - have,
             },
         };
+        // Decided: the frame passes unchanged.
+        self.release_carried(edits);
+        self.size_buf.clear();
     }
 }
 
@@ -354,5 +560,108 @@ mod tests {
         let mut reader = FrameReader::new(10, 2 << 20);
         reader.feed(&mut src, |_| Step::Done).unwrap();
         assert_eq!(src.copied, 4 + 10);
+    }
+
+    /// Feeds `stream` in chunks of the given sizes through a holding reader whose examiner
+    /// replaces frames starting with `R` by their body reversed and doubled, drops frames
+    /// starting with `D`, and passes the rest; returns what would be forwarded.
+    fn run_holding(stream: &[u8], chunks: &[usize]) -> Vec<u8> {
+        let mut reader = FrameReader::new(1, 1 << 20);
+        reader.set_hold(true);
+        let mut out = Vec::new();
+        let mut pos = 0;
+        for &c in chunks.iter().cycle() {
+            if pos >= stream.len() {
+                break;
+            }
+            let end = (pos + c.max(1)).min(stream.len());
+            let chunk = &stream[pos..end];
+            let mut edits = Edits::default();
+            reader
+                .feed_editing(
+                    &mut &chunk[..],
+                    |h| match (h.prefix.first(), h.collected) {
+                        // Look at frames in two steps, like a header parser asking for more.
+                        _ if !h.collected && h.prefix.len() < 3 && !h.last_look() => Step::Need(3),
+                        (Some(b'R' | b'D'), false) => Step::Collect,
+                        (Some(b'R'), true) => Step::Replace(reversed_twice(h.prefix)),
+                        (Some(b'D'), true) => Step::Replace(Vec::new()),
+                        _ => Step::Done,
+                    },
+                    &mut edits,
+                )
+                .unwrap();
+            match edits.apply(&mut &chunk[..]) {
+                Some((prefix_len, new_prefix)) => {
+                    out.extend(new_prefix);
+                    out.extend_from_slice(&chunk[prefix_len..]);
+                }
+                None => out.extend_from_slice(chunk),
+            }
+            pos = end;
+        }
+        out
+    }
+
+    fn reversed_twice(body: &[u8]) -> Vec<u8> {
+        let mut out: Vec<u8> = body.iter().rev().copied().collect();
+        out.extend(out.clone());
+        frame(&out)
+    }
+
+    #[test]
+    fn holding_reader_replaces_whole_frames_under_any_split() {
+        let mut stream = frame(b"pass one");
+        stream.extend(frame(b"R123456789"));
+        stream.extend(frame(b""));
+        stream.extend(frame(b"Dropped"));
+        stream.extend(frame(&[b'x'; 40]));
+        stream.extend(frame(b"Rab"));
+        let mut expected = frame(b"pass one");
+        expected.extend(frame(b"987654321R987654321R"));
+        expected.extend(frame(b""));
+        expected.extend(frame(&[b'x'; 40]));
+        expected.extend(frame(b"baRbaR"));
+        assert_eq!(run_holding(&stream, &[stream.len()]), expected);
+        for split in 1..stream.len() {
+            assert_eq!(
+                run_holding(&stream, &[split, stream.len()]),
+                expected,
+                "split at {split}"
+            );
+        }
+        for size in 1..12 {
+            assert_eq!(run_holding(&stream, &[size]), expected, "chunks of {size}");
+        }
+    }
+
+    #[test]
+    fn holding_reader_forwards_passed_frames_without_edits() {
+        let mut stream = frame(b"abc");
+        stream.extend(frame(&[1u8; 100]));
+        let mut reader = FrameReader::new(2, 1024);
+        reader.set_hold(true);
+        let mut edits = Edits::default();
+        reader
+            .feed_editing(&mut stream.as_slice(), |_| Step::Done, &mut edits)
+            .unwrap();
+        assert!(edits.is_empty());
+        // A header split across chunks is held, then given back once decided.
+        let mut edits = Edits::default();
+        reader
+            .feed_editing(&mut &stream[..5], |_| Step::Done, &mut edits)
+            .unwrap();
+        assert_eq!(edits.ops, vec![Edit::Drop { from: 0, to: 5 }]);
+        let mut edits = Edits::default();
+        reader
+            .feed_editing(&mut &stream[5..], |_| Step::Done, &mut edits)
+            .unwrap();
+        assert_eq!(
+            edits.ops,
+            vec![Edit::Insert {
+                at: 0,
+                bytes: stream[..5].to_vec()
+            }]
+        );
     }
 }

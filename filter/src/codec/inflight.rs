@@ -13,6 +13,22 @@ pub struct Inflight {
     pub api_key: i16,
     pub api_version: i16,
     pub sent_at_ns: u64,
+    pub reply: Reply,
+}
+
+/// What the filter does with the response to a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reply {
+    /// Forward it as it comes.
+    #[default]
+    Forward,
+    /// Map the names in it back with this rule (an index into the configured rules).
+    MapNames { rule: u16 },
+    /// An ApiVersions response: advertise only what the filter can rewrite under this rule.
+    LimitVersions { rule: u16 },
+    /// The request was refused and replaced by a harmless one: replace the broker's answer to
+    /// that with an error response for the original request.
+    Refuse { error_code: i16 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,14 +60,27 @@ impl InflightTable {
         self.entries.is_empty()
     }
 
-    /// Remember a request. Returns true if the table was full and its oldest entry was evicted.
-    pub fn push(&mut self, entry: Inflight) -> bool {
-        let evicted = self.entries.len() >= self.capacity;
-        if evicted {
-            self.entries.pop_front();
-        }
+    /// Remember a request. Returns the oldest entry if the table was full and it was evicted.
+    pub fn push(&mut self, entry: Inflight) -> Option<Inflight> {
+        let evicted = if self.entries.len() >= self.capacity {
+            self.entries.pop_front()
+        } else {
+            None
+        };
         self.entries.push_back(entry);
         evicted
+    }
+
+    /// Change what happens to the response of the latest request with this correlation id.
+    pub fn set_reply(&mut self, correlation_id: i32, reply: Reply) {
+        if let Some(e) = self
+            .entries
+            .iter_mut()
+            .rev()
+            .find(|e| e.correlation_id == correlation_id)
+        {
+            e.reply = reply;
+        }
     }
 
     /// Take the request a response with this correlation id answers.
@@ -79,6 +108,7 @@ mod tests {
             api_key: 0,
             api_version: 9,
             sent_at_ns: id as u64,
+            reply: Reply::Forward,
         }
     }
 
@@ -86,7 +116,7 @@ mod tests {
     fn in_order_and_skipped() {
         let mut t = InflightTable::new(10);
         for id in 1..=4 {
-            assert!(!t.push(req(id)));
+            assert!(t.push(req(id)).is_none());
         }
         assert_eq!(t.take(1).unwrap().skipped, 0);
         let m = t.take(3).unwrap();
@@ -98,9 +128,9 @@ mod tests {
     #[test]
     fn bounded() {
         let mut t = InflightTable::new(2);
-        assert!(!t.push(req(1)));
-        assert!(!t.push(req(2)));
-        assert!(t.push(req(3)));
+        assert!(t.push(req(1)).is_none());
+        assert!(t.push(req(2)).is_none());
+        assert_eq!(t.push(req(3)), Some(req(1)));
         assert_eq!(t.take(1), None);
         assert_eq!(t.len(), 2);
     }

@@ -7,8 +7,8 @@ pub mod request;
 pub mod response;
 pub mod source;
 
-pub use frame::{FrameError, FrameReader, Step};
-pub use inflight::{InflightTable, Matched};
+pub use frame::{Edit, Edits, FrameError, FrameReader, Step};
+pub use inflight::{InflightTable, Matched, Reply};
 pub use request::{RequestHead, RequestParse};
 pub use source::ByteSource;
 

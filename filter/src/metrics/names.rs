@@ -36,6 +36,16 @@ pub enum MetricKey {
     InflightOverflow,
     ConnectionsClosedByPolicy,
     ConnectionsBypassed,
+    /// Requests whose names a rule rewrote.
+    RewriteRequests,
+    /// Responses whose names a rule rewrote (renamed or hid entries).
+    RewriteResponses,
+    /// Requests a rule refused (answered by the filter with a Kafka error).
+    RewriteRefused,
+    /// Frames under a rule that could not be decoded or mapped (refused, or the connection closed).
+    RewriteErrors,
+    /// Bytes of frames held whole in the filter to be rewritten (copied into the VM).
+    RewriteBytesHeld,
 }
 
 /// `(tag_name, regex)` pairs for Envoy `stats_config.stats_tags`.
@@ -47,7 +57,7 @@ const FIXED_BASE: usize = 3 * API_SLOTS;
 
 impl MetricKey {
     /// Number of distinct [`MetricKey::index`] values: hosts can keep metric ids in a flat array.
-    pub const COUNT: usize = FIXED_BASE + 14;
+    pub const COUNT: usize = FIXED_BASE + 19;
 
     /// A dense index, so hosts find a metric's id without hashing on the hot path.
     pub fn index(&self) -> usize {
@@ -78,6 +88,11 @@ impl MetricKey {
             MetricKey::InflightOverflow => FIXED_BASE + 11,
             MetricKey::ConnectionsClosedByPolicy => FIXED_BASE + 12,
             MetricKey::ConnectionsBypassed => FIXED_BASE + 13,
+            MetricKey::RewriteRequests => FIXED_BASE + 14,
+            MetricKey::RewriteResponses => FIXED_BASE + 15,
+            MetricKey::RewriteRefused => FIXED_BASE + 16,
+            MetricKey::RewriteErrors => FIXED_BASE + 17,
+            MetricKey::RewriteBytesHeld => FIXED_BASE + 18,
         }
     }
 
@@ -113,6 +128,11 @@ impl MetricKey {
             MetricKey::InflightOverflow => "inflight_overflow",
             MetricKey::ConnectionsClosedByPolicy => "connections_closed_by_policy",
             MetricKey::ConnectionsBypassed => "connections_bypassed",
+            MetricKey::RewriteRequests => "rewrite.requests",
+            MetricKey::RewriteResponses => "rewrite.responses",
+            MetricKey::RewriteRefused => "rewrite.refused",
+            MetricKey::RewriteErrors => "rewrite.errors",
+            MetricKey::RewriteBytesHeld => "rewrite.bytes_held",
         };
         format!("kafka.{fixed}")
     }
@@ -169,6 +189,11 @@ mod tests {
             MetricKey::InflightOverflow,
             MetricKey::ConnectionsClosedByPolicy,
             MetricKey::ConnectionsBypassed,
+            MetricKey::RewriteRequests,
+            MetricKey::RewriteResponses,
+            MetricKey::RewriteRefused,
+            MetricKey::RewriteErrors,
+            MetricKey::RewriteBytesHeld,
         ];
         for api in ApiKey::iter().map(Some).chain([None]) {
             keys.push(MetricKey::Requests(api));

@@ -8,6 +8,7 @@ use super::host::{now_ns, HostBuffer, SharedMetrics};
 use crate::config::Config;
 use crate::connection::{KafkaConnection, Verdict};
 use crate::metrics::{MetricKey, MetricsSink};
+use crate::topics::rules::{parse_source_address, Peer};
 
 pub struct KafkaStream {
     conn: KafkaConnection,
@@ -24,15 +25,48 @@ impl KafkaStream {
         }
     }
 
-    fn apply(&mut self, verdict: Verdict) -> Action {
+    fn apply(&mut self, buffer: BufferType, verdict: Verdict) -> Action {
         match verdict {
             Verdict::Continue => Action::Continue,
-            Verdict::Close => {
-                let _ = hostcalls::close_downstream();
-                let _ = hostcalls::close_upstream();
-                Action::Pause
+            Verdict::Rewrite { prefix_len, bytes } => {
+                // Envoy replaces the first `prefix_len` bytes of its buffer (start 0 is the only
+                // offset it accepts besides appending).
+                match hostcalls::set_buffer(buffer, 0, prefix_len, &bytes) {
+                    Ok(()) => Action::Continue,
+                    Err(e) => {
+                        log::error!("replacing {prefix_len} bytes of {buffer:?} failed: {e:?}; closing the connection");
+                        self.close()
+                    }
+                }
             }
+            Verdict::Close => self.close(),
         }
+    }
+
+    fn close(&mut self) -> Action {
+        let _ = hostcalls::close_downstream();
+        let _ = hostcalls::close_upstream();
+        Action::Pause
+    }
+
+    /// The peer's mTLS identity and address, read only when a rule matches on them.
+    fn read_peer(&mut self) {
+        if !self.conn.needs_peer() {
+            return;
+        }
+        let text = |path: &[&str]| {
+            hostcalls::get_property(path.to_vec())
+                .ok()
+                .flatten()
+                .and_then(|b| String::from_utf8(b).ok())
+                .filter(|s| !s.is_empty())
+        };
+        let peer = Peer {
+            principal: text(&["connection", "uri_san_peer_certificate"]),
+            source_ip: text(&["source", "address"]).and_then(|a| parse_source_address(&a)),
+        };
+        log::debug!("peer {:?}", peer);
+        self.conn.set_peer(peer);
     }
 
     fn finish(&mut self) {
@@ -59,6 +93,7 @@ impl StreamContext for KafkaStream {
         m.add(MetricKey::ConnectionsActive, 1);
         drop(m);
         self.active = true;
+        self.read_peer();
         Action::Continue
     }
 
@@ -68,7 +103,7 @@ impl StreamContext for KafkaStream {
             let mut m = self.metrics.borrow_mut();
             self.conn.on_request_data(&mut src, now_ns, &mut *m)
         };
-        self.apply(verdict)
+        self.apply(BufferType::DownstreamData, verdict)
     }
 
     fn on_upstream_data(&mut self, data_size: usize, _end_of_stream: bool) -> Action {
@@ -77,7 +112,7 @@ impl StreamContext for KafkaStream {
             let mut m = self.metrics.borrow_mut();
             self.conn.on_response_data(&mut src, now_ns, &mut *m)
         };
-        self.apply(verdict)
+        self.apply(BufferType::UpstreamData, verdict)
     }
 
     fn on_downstream_close(&mut self, _peer_type: PeerType) {

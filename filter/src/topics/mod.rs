@@ -1,0 +1,8 @@
+//! Topic, consumer-group and transactional-id name conversion: which rule applies to a
+//! connection, how the rule maps names, and the per-API rewriters that apply the mapping.
+
+pub mod mapping;
+pub mod rewrite;
+pub mod rules;
+pub mod session;
+pub mod versions;

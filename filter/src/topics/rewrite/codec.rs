@@ -1,0 +1,57 @@
+//! Decoding, rewriting and re-encoding one message body with kafka-protocol.
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+use super::names::Names;
+use super::RewriteError;
+use crate::topics::mapping::NameMapper;
+
+/// Decodes `body` as a `T` at `version`, rejecting bytes left over after the message: a client
+/// or broker speaking the negotiated version never sends any, and re-encoding would drop them.
+pub(super) fn decode<T: Decodable>(mut body: Bytes, version: i16) -> Result<T, RewriteError> {
+    let message =
+        T::decode(&mut body, version).map_err(|e| RewriteError::Decode(format!("{e:#}")))?;
+    if !body.is_empty() {
+        return Err(RewriteError::Decode(format!(
+            "{} bytes left after the message",
+            body.len()
+        )));
+    }
+    Ok(message)
+}
+
+pub(super) fn encode<T: Encodable>(message: &T, version: i16) -> Result<BytesMut, RewriteError> {
+    let size = message.compute_size(version).unwrap_or(0);
+    let mut out = BytesMut::with_capacity(size);
+    message
+        .encode(&mut out, version)
+        .map_err(|e| RewriteError::Encode(format!("{e:#}")))?;
+    Ok(out)
+}
+
+/// The rewriter of one message type: maps the names of `message`, which was decoded at `version`.
+pub(super) type Rewriter<T> = fn(&mut Names<'_>, &mut T, i16) -> Result<(), RewriteError>;
+
+/// Decodes `body`, applies `rewrite` and re-encodes the message if a name changed. Every body is
+/// decoded, even of a message with no name at this version, so that a malformed frame is refused
+/// the same way whatever its API.
+pub(super) fn apply<T: Decodable + Encodable>(
+    body: Bytes,
+    version: i16,
+    mapper: &dyn NameMapper,
+    rewrite: Rewriter<T>,
+) -> Result<Option<BytesMut>, RewriteError> {
+    let mut message: T = decode(body, version)?;
+    let mut names = Names::new(mapper);
+    rewrite(&mut names, &mut message, version)?;
+    if !names.changed() {
+        return Ok(None);
+    }
+    encode(&message, version).map(Some)
+}
+
+/// The rewriter of a message that carries no name (at any version): the body is only checked.
+pub(super) fn no_names<T>(_: &mut Names<'_>, _: &mut T, _: i16) -> Result<(), RewriteError> {
+    Ok(())
+}

@@ -1,0 +1,74 @@
+//! Which APIs and versions the filter can carry for a client under a rule.
+
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::{Message, Request, VersionRange};
+
+use super::rewritten_apis;
+
+/// How the filter treats an API under a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coverage {
+    /// Names in requests and responses are rewritten (see `rewrite_request`/`rewrite_response`).
+    Rewritten,
+    /// The API carries no topic, group or transactional id: forwarded untouched.
+    NameFree,
+    /// The filter cannot rewrite it (an API with names it does not handle, a version
+    /// kafka-protocol has no schema for, or an unknown API key).
+    Unsupported,
+}
+
+/// How the filter treats `api_key` at `api_version` for a client under a rule.
+pub fn coverage(api_key: i16, api_version: i16) -> Coverage {
+    let Ok(key) = ApiKey::try_from(api_key) else {
+        return Coverage::Unsupported;
+    };
+    if let Some(versions) = rewritten_versions(key) {
+        return if contains(versions, api_version) {
+            Coverage::Rewritten
+        } else {
+            Coverage::Unsupported
+        };
+    }
+    match key {
+        // Clients negotiate versions by sending ApiVersions at the newest version they know
+        // (the broker answers an unknown one with a v0 error listing its versions), so every
+        // version must pass. It names nothing at any version.
+        ApiKey::ApiVersions if api_version >= 0 => Coverage::NameFree,
+        ApiKey::SaslHandshake
+        | ApiKey::SaslAuthenticate
+        | ApiKey::DescribeCluster
+        | ApiKey::GetTelemetrySubscriptions
+        | ApiKey::PushTelemetry
+            if contains(key.valid_versions(), api_version) =>
+        {
+            Coverage::NameFree
+        }
+        _ => Coverage::Unsupported,
+    }
+}
+
+fn contains(versions: VersionRange, version: i16) -> bool {
+    versions.min <= version && version <= versions.max
+}
+
+/// The versions at which kafka-protocol has both the request and the response schema (both are
+/// decoded and re-encoded) and lists the version for the API.
+fn both<R: Request>(key: ApiKey) -> VersionRange {
+    R::VERSIONS
+        .intersect(&<R::Response as Message>::VERSIONS)
+        .intersect(&key.valid_versions())
+}
+
+macro_rules! rewritten_versions {
+    ($($key:ident => $req:ident, $rewrite_req:path, $rewrite_resp:path;)*) => {
+        /// The versions rewritten for `key`, `None` if the filter does not rewrite the API.
+        fn rewritten_versions(key: ApiKey) -> Option<VersionRange> {
+            use kafka_protocol::messages::*;
+            match key {
+                $(ApiKey::$key => Some(both::<$req>(key)),)*
+                _ => None,
+            }
+        }
+    };
+}
+rewritten_apis!(rewritten_versions);

@@ -1,0 +1,371 @@
+//! Name conversion through the whole sans-io connection, driven like Envoy drives it: every
+//! chunking of a real exchange, with the connection's verdicts applied to the chunks the way the
+//! wasm host applies them (prefix replacement), and the forwarded bytes decoded again.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use kafka_filter::config::{self, Config};
+use kafka_filter::connection::{KafkaConnection, Verdict};
+use kafka_filter::metrics::{MetricKey, RecordingSink};
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, DescribeLogDirsRequest,
+    DescribeLogDirsResponse, MetadataRequest, MetadataResponse, RequestHeader, ResponseHeader,
+    TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+const TENANTS: &str = r#"{"rules": [
+    {"name": "team-a", "match": {"client_id": {"prefix": "team-a-"}}, "topics": {"prefix": "team-a."}}
+]}"#;
+
+fn config(json: &str) -> Rc<Config> {
+    Rc::new(config::parse(json.as_bytes()).unwrap())
+}
+
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut v = (body.len() as i32).to_be_bytes().to_vec();
+    v.extend_from_slice(body);
+    v
+}
+
+fn request<B: Encodable>(api: ApiKey, version: i16, corr: i32, client: &str, body: &B) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    RequestHeader::default()
+        .with_request_api_key(api as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(corr)
+        .with_client_id(Some(StrBytes::from_string(client.to_string())))
+        .encode(&mut buf, api.request_header_version(version))
+        .unwrap();
+    body.encode(&mut buf, version).unwrap();
+    frame(&buf)
+}
+
+fn response<B: Encodable>(api: ApiKey, version: i16, corr: i32, body: &B) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    ResponseHeader::default()
+        .with_correlation_id(corr)
+        .encode(&mut buf, api.response_header_version(version))
+        .unwrap();
+    body.encode(&mut buf, version).unwrap();
+    frame(&buf)
+}
+
+/// Split a stream of frames into (header-stripped) bodies given the header version of each.
+fn frames(stream: &[u8]) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < stream.len() {
+        let len = i32::from_be_bytes(stream[at..at + 4].try_into().unwrap()) as usize;
+        out.push(Bytes::copy_from_slice(&stream[at + 4..at + 4 + len]));
+        at += 4 + len;
+    }
+    assert_eq!(at, stream.len(), "stream ends inside a frame");
+    out
+}
+
+fn topic_names_req(t: &[&str]) -> MetadataRequest {
+    MetadataRequest::default().with_topics(Some(
+        t.iter()
+            .map(|n| {
+                MetadataRequestTopic::default()
+                    .with_name(Some(TopicName(StrBytes::from_string(n.to_string()))))
+            })
+            .collect(),
+    ))
+}
+
+fn metadata_resp(t: &[&str]) -> MetadataResponse {
+    MetadataResponse::default().with_topics(
+        t.iter()
+            .map(|n| {
+                MetadataResponseTopic::default()
+                    .with_name(Some(TopicName(StrBytes::from_string(n.to_string()))))
+            })
+            .collect(),
+    )
+}
+
+/// What a host forwards for one direction after applying each chunk's verdict.
+fn drive(
+    conn: &mut KafkaConnection,
+    stream: &[u8],
+    chunk: usize,
+    requests: bool,
+    m: &mut RecordingSink,
+) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    for c in stream.chunks(chunk.max(1)) {
+        let mut src = c;
+        let verdict = if requests {
+            conn.on_request_data(&mut src, || 1_000, m)
+        } else {
+            conn.on_response_data(&mut src, || 2_000, m)
+        };
+        match verdict {
+            Verdict::Continue => out.extend_from_slice(c),
+            Verdict::Rewrite { prefix_len, bytes } => {
+                out.extend_from_slice(&bytes);
+                out.extend_from_slice(&c[prefix_len..]);
+            }
+            Verdict::Close => return None,
+        }
+    }
+    Some(out)
+}
+
+/// The request stream and the response stream as forwarded, for every chunk size given.
+fn exchange(
+    cfg: &Rc<Config>,
+    reqs: &[u8],
+    resps: &[u8],
+    chunks: &[usize],
+) -> Vec<(Vec<u8>, Vec<u8>, RecordingSink)> {
+    chunks
+        .iter()
+        .map(|&c| {
+            let mut conn = KafkaConnection::new(1, cfg.clone());
+            let mut m = RecordingSink::default();
+            let fwd_req = drive(&mut conn, reqs, c, true, &mut m).expect("request side closed");
+            let fwd_resp = drive(&mut conn, resps, c, false, &mut m).expect("response side closed");
+            (fwd_req, fwd_resp, m)
+        })
+        .collect()
+}
+
+fn all_chunk_sizes(len: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = (1..40).collect();
+    v.extend([97, 500, len]);
+    v
+}
+
+#[test]
+fn a_client_under_no_rule_is_forwarded_byte_exact() {
+    let cfg = config(TENANTS);
+    let mut reqs = request(
+        ApiKey::Metadata,
+        12,
+        1,
+        "other-client",
+        &topic_names_req(&["events"]),
+    );
+    reqs.extend(request(
+        ApiKey::ApiVersions,
+        3,
+        2,
+        "other-client",
+        &ApiVersionsRequest::default(),
+    ));
+    let mut resps = response(
+        ApiKey::Metadata,
+        12,
+        1,
+        &metadata_resp(&["events", "team-a.x"]),
+    );
+    resps.extend(response(
+        ApiKey::ApiVersions,
+        3,
+        2,
+        &ApiVersionsResponse::default(),
+    ));
+    for (fwd_req, fwd_resp, m) in exchange(&cfg, &reqs, &resps, &all_chunk_sizes(reqs.len())) {
+        assert_eq!(fwd_req, reqs);
+        assert_eq!(fwd_resp, resps);
+        assert_eq!(m.get(MetricKey::RewriteRequests), 0);
+    }
+}
+
+#[test]
+fn a_tenant_sees_only_its_topics_without_the_prefix_under_any_chunking() {
+    let cfg = config(TENANTS);
+    let version = 12;
+    let mut reqs = request(
+        ApiKey::Metadata,
+        version,
+        7,
+        "team-a-app",
+        &topic_names_req(&["events"]),
+    );
+    reqs.extend(request(
+        ApiKey::Metadata,
+        version,
+        8,
+        "team-a-app",
+        &MetadataRequest::default().with_topics(None),
+    ));
+    let mut resps = response(
+        ApiKey::Metadata,
+        version,
+        7,
+        &metadata_resp(&["team-a.events"]),
+    );
+    resps.extend(response(
+        ApiKey::Metadata,
+        version,
+        8,
+        &metadata_resp(&[
+            "team-a.events",
+            "team-b.secret",
+            "__consumer_offsets",
+            "team-a.logs",
+        ]),
+    ));
+    let header_v = ApiKey::Metadata.request_header_version(version);
+    let resp_header_v = ApiKey::Metadata.response_header_version(version);
+    for (fwd_req, fwd_resp, m) in exchange(&cfg, &reqs, &resps, &all_chunk_sizes(reqs.len())) {
+        let sent = frames(&fwd_req);
+        assert_eq!(sent.len(), 2);
+        let mut first = sent[0].clone();
+        let h = RequestHeader::decode(&mut first, header_v).unwrap();
+        assert_eq!(h.correlation_id, 7);
+        let body = MetadataRequest::decode(&mut first, version).unwrap();
+        assert_eq!(body, topic_names_req(&["team-a.events"]));
+        let got = frames(&fwd_resp);
+        assert_eq!(got.len(), 2);
+        let names = |b: &Bytes| {
+            let mut b = b.clone();
+            ResponseHeader::decode(&mut b, resp_header_v).unwrap();
+            MetadataResponse::decode(&mut b, version)
+                .unwrap()
+                .topics
+                .iter()
+                .map(|t| t.name.as_ref().unwrap().0.as_str().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&got[0]), vec!["events"]);
+        assert_eq!(names(&got[1]), vec!["events", "logs"]);
+        assert_eq!(m.get(MetricKey::RewriteRequests), 1);
+        assert_eq!(m.get(MetricKey::RewriteResponses), 2);
+        assert_eq!(m.get(MetricKey::Responses(Some(ApiKey::Metadata))), 2);
+    }
+}
+
+#[test]
+fn an_api_the_filter_cannot_rewrite_is_refused_with_a_kafka_error() {
+    let cfg = config(TENANTS);
+    let v = 1;
+    let reqs = request(
+        ApiKey::DescribeLogDirs,
+        v,
+        42,
+        "team-a-app",
+        &DescribeLogDirsRequest::default(),
+    );
+    for chunk in all_chunk_sizes(reqs.len()) {
+        let mut conn = KafkaConnection::new(1, cfg.clone());
+        let mut m = RecordingSink::default();
+        let fwd = drive(&mut conn, &reqs, chunk, true, &mut m).unwrap();
+        // The broker gets an ApiVersions v0 request with the same correlation id instead.
+        let sent = frames(&fwd);
+        assert_eq!(sent.len(), 1);
+        let mut b = sent[0].clone();
+        let h = RequestHeader::decode(&mut b, 1).unwrap();
+        assert_eq!(
+            (h.request_api_key, h.request_api_version, h.correlation_id),
+            (18, 0, 42)
+        );
+        assert!(b.is_empty());
+        // Its answer becomes a DescribeLogDirs error response.
+        let broker = response(ApiKey::ApiVersions, 0, 42, &ApiVersionsResponse::default());
+        let back = drive(&mut conn, &broker, chunk, false, &mut m).unwrap();
+        let got = frames(&back);
+        let mut b = got[0].clone();
+        let h = ResponseHeader::decode(&mut b, ApiKey::DescribeLogDirs.response_header_version(v))
+            .unwrap();
+        assert_eq!(h.correlation_id, 42);
+        let resp = DescribeLogDirsResponse::decode(&mut b, v).unwrap();
+        assert!(resp.results.is_empty());
+        assert_eq!(m.get(MetricKey::RewriteRefused), 1);
+        assert_eq!(
+            m.get(MetricKey::Responses(Some(ApiKey::DescribeLogDirs))),
+            1
+        );
+    }
+}
+
+#[test]
+fn api_versions_advertise_only_what_can_be_rewritten() {
+    let cfg = config(TENANTS);
+    let v = 3;
+    let reqs = request(
+        ApiKey::ApiVersions,
+        v,
+        1,
+        "team-a-app",
+        &ApiVersionsRequest::default(),
+    );
+    let offered = |key: ApiKey, min: i16, max: i16| {
+        ApiVersion::default()
+            .with_api_key(key as i16)
+            .with_min_version(min)
+            .with_max_version(max)
+    };
+    let broker = ApiVersionsResponse::default().with_api_keys(vec![
+        offered(ApiKey::Produce, 3, 99),
+        offered(ApiKey::Metadata, 0, 12),
+        offered(ApiKey::ApiVersions, 0, 4),
+        offered(ApiKey::DescribeLogDirs, 0, 4),
+        ApiVersion::default().with_api_key(9999).with_max_version(3),
+    ]);
+    let resps = response(ApiKey::ApiVersions, v, 1, &broker);
+    for (fwd_req, fwd_resp, _) in exchange(&cfg, &reqs, &resps, &[1, 5, reqs.len()]) {
+        assert_eq!(fwd_req, reqs);
+        let mut b = frames(&fwd_resp)[0].clone();
+        ResponseHeader::decode(&mut b, 0).unwrap();
+        let got = ApiVersionsResponse::decode(&mut b, v).unwrap();
+        let keys: Vec<(i16, i16, i16)> = got
+            .api_keys
+            .iter()
+            .map(|k| (k.api_key, k.min_version, k.max_version))
+            .collect();
+        let produce_max = ApiKey::Produce.valid_versions().max;
+        assert_eq!(keys, vec![(0, 3, produce_max), (3, 0, 12), (18, 0, 4)]);
+    }
+}
+
+#[test]
+fn garbage_under_a_rule_never_panics() {
+    let cfg = config(TENANTS);
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let good = request(
+        ApiKey::Metadata,
+        12,
+        7,
+        "team-a-app",
+        &topic_names_req(&["events"]),
+    );
+    for round in 0..3000 {
+        let mut bytes = good.clone();
+        // Corrupt a few bytes, sometimes truncate, sometimes append noise.
+        for _ in 0..(1 + next() % 4) {
+            let i = (next() as usize) % bytes.len();
+            bytes[i] = next() as u8;
+        }
+        if round % 3 == 0 {
+            bytes.truncate((next() as usize) % bytes.len());
+        }
+        if round % 5 == 0 {
+            bytes.extend((0..(next() % 64)).map(|_| next() as u8));
+        }
+        let mut conn = KafkaConnection::new(1, cfg.clone());
+        let mut m = RecordingSink::default();
+        let _ = drive(&mut conn, &bytes, 1 + (next() as usize) % 40, true, &mut m);
+        let _ = drive(&mut conn, &bytes, 1 + (next() as usize) % 40, false, &mut m);
+    }
+}
