@@ -60,15 +60,18 @@ TOPIC = "bench"
 PARTITIONS = 4
 
 # ------------------------------------------------------------------------------------------------
-# The "all features" row. Topic conversion and rate limits do not exist yet: until they do, this
-# row runs the filter's current full configuration (every field set), which is observe-only.
-# When rules exist, change this one dict (and the label) and the row measures them.
+# The "all features" row: every feature that exists, active on the benchmarked traffic. Today that
+# is topic name conversion: a rule for every client maps the benchmarked topic to another physical
+# topic, so every Produce, Fetch, Metadata (and their responses) is held, decoded, rewritten and
+# re-encoded. Rate limits and per-client metrics join this dict when they exist.
+PHYSICAL_TOPIC = "bench-physical"
 ALL_FEATURES_CONFIG: dict[str, Any] = {
     "max_frame_bytes": 104857600,
     "on_frame_error": "close",
     "max_inflight_requests": 10000,
+    "rules": [{"name": "bench", "topics": {"map": {TOPIC: PHYSICAL_TOPIC}}, "groups": "unchanged"}],
 }
-ALL_FEATURES_LABEL = "filter, all features (observe-only until rules exist)"
+ALL_FEATURES_LABEL = "filter, all features (topic conversion on every request)"
 # The same document with no rule in it; while ALL_FEATURES_CONFIG equals it, the report uses the
 # two filter rows as an A/A pair (their difference is the run's noise).
 ALL_FEATURES_OBSERVE_ONLY: dict[str, Any] = {
@@ -271,14 +274,17 @@ class Topology:
             self.procs["tansu_proxy"].stop()
             self.start_tansu_proxy()
             wait_port(self.ports["tansu_proxy"], self.procs["tansu_proxy"].p, "tansu proxy")
-        load(["create-topic", "--addr", f"{HOST}:{self.broker_port}", "--topic", TOPIC,
-              "--partitions", str(PARTITIONS)])
-        if backlog:
-            out = load(["run", "--addr", f"{HOST}:{self.broker_port}", "--topic", TOPIC,
-                        "--partitions", str(PARTITIONS)] + flags(BACKLOG_ARGS))
-            res = json.loads(out.strip().splitlines()[-1])
-            if res["errors"]:
-                raise BenchError(f"backlog: {res['error']}")
+        # The "all" row's clients use TOPIC, which its rule maps to PHYSICAL_TOPIC: both exist,
+        # with the same backlog, so every row reads and writes the same shape of data.
+        for topic in (TOPIC, PHYSICAL_TOPIC):
+            load(["create-topic", "--addr", f"{HOST}:{self.broker_port}", "--topic", topic,
+                  "--partitions", str(PARTITIONS)])
+            if backlog:
+                out = load(["run", "--addr", f"{HOST}:{self.broker_port}", "--topic", topic,
+                            "--partitions", str(PARTITIONS)] + flags(BACKLOG_ARGS))
+                res = json.loads(out.strip().splitlines()[-1])
+                if res["errors"]:
+                    raise BenchError(f"backlog: {res['error']}")
 
     # -- proxies
     def envoy_yaml(self, cfg: Config, port: int, admin: int) -> dict[str, Any]:

@@ -17,11 +17,22 @@ pub enum Coverage {
     Unsupported,
 }
 
+/// The first Fetch version that identifies topics by id instead of name.
+const FETCH_TOPIC_IDS: i16 = 13;
+
 /// How the filter treats `api_key` at `api_version` for a client under a rule.
 pub fn coverage(api_key: i16, api_version: i16) -> Coverage {
     let Ok(key) = ApiKey::try_from(api_key) else {
         return Coverage::Unsupported;
     };
+    // Fetch v13+ names topics by id only (ids come from Metadata, whose names are mapped):
+    // nothing to rewrite either way, so the frames need not be held.
+    if key == ApiKey::Fetch
+        && api_version >= FETCH_TOPIC_IDS
+        && contains(key.valid_versions(), api_version)
+    {
+        return Coverage::NameFree;
+    }
     if let Some(versions) = rewritten_versions(key) {
         return if contains(versions, api_version) {
             Coverage::Rewritten
