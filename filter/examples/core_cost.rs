@@ -1,21 +1,32 @@
 //! Instructions the core spends per Produce request, for `make bench` (run under callgrind).
 //!
-//! `core_cost <payload_bytes> <requests> [chunk_bytes]` feeds `requests` Produce requests of
-//! `payload_bytes` record data, and their responses, through one connection, in chunks of
-//! `chunk_bytes` (Envoy hands data to the filter in reads of at most 16-64 KiB). Running it twice
-//! with different `requests` and dividing the difference of the instruction totals gives the
-//! per-request cost, free of setup. The record bytes are opaque to the pass-through path, so
-//! their content does not matter.
+//! `core_cost <payload_bytes> <requests> [chunk_bytes] [rule]` feeds `requests` Produce requests
+//! of `payload_bytes` record data to topic `bench`, and their responses, through one connection,
+//! in chunks of `chunk_bytes` (Envoy hands data to the filter in reads of at most 16-64 KiB).
+//! Running it twice with different `requests` and dividing the difference of the instruction
+//! totals gives the per-request cost, free of setup. The record bytes are opaque to the filter,
+//! so their content does not matter. With `rule` (the literal word), a name conversion rule maps
+//! `bench` to `bench-physical`: every request and response is then held and rewritten.
 
 use std::rc::Rc;
 
 use bytes::BytesMut;
 use kafka_filter::codec::source::CountingSource;
-use kafka_filter::config::Config;
+use kafka_filter::config::{self, Config};
 use kafka_filter::connection::KafkaConnection;
 use kafka_filter::metrics::{MetricKey, MetricsSink};
-use kafka_protocol::messages::{ApiKey, ProduceRequest, RequestHeader};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{
+    ApiKey, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+};
 use kafka_protocol::protocol::{Encodable, StrBytes};
+
+const VERSION: i16 = 9;
+
+fn topic(name: &'static str) -> TopicName {
+    TopicName(StrBytes::from_static_str(name))
+}
 
 /// Keeps counters in a flat array, as the wasm host keeps metric ids: the cost measured is the
 /// core's, not a hash map's.
@@ -69,25 +80,48 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let requests = arg(2, 100);
     let chunk = arg(3, 64 * 1024).max(1);
 
+    let rule = std::env::args().nth(4).as_deref() == Some("rule");
+
     let mut body = BytesMut::new();
     RequestHeader::default()
         .with_request_api_key(ApiKey::Produce as i16)
-        .with_request_api_version(9)
+        .with_request_api_version(VERSION)
         .with_client_id(Some(StrBytes::from_static_str("bench-producer")))
-        .encode(&mut body, ApiKey::Produce.request_header_version(9))?;
+        .encode(&mut body, ApiKey::Produce.request_header_version(VERSION))?;
     ProduceRequest::default()
         .with_acks(-1)
-        .encode(&mut body, 9)?;
-    body.extend_from_slice(&vec![0x42; payload]);
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(topic("bench"))
+            .with_partition_data(vec![
+                PartitionProduceData::default().with_records(Some(vec![0x42; payload].into()))
+            ])])
+        .encode(&mut body, VERSION)?;
     let mut frame = i32::try_from(body.len())?.to_be_bytes().to_vec();
     frame.extend_from_slice(&body);
     let correlation_at = 4 + 4;
 
-    let mut conn = KafkaConnection::new(1, Rc::new(Config::default()));
+    // The broker's answer names the physical topic when the rule is on.
+    let mut resp = BytesMut::new();
+    ResponseHeader::default()
+        .encode(&mut resp, ApiKey::Produce.response_header_version(VERSION))?;
+    ProduceResponse::default()
+        .with_responses(vec![TopicProduceResponse::default()
+            .with_name(topic(if rule { "bench-physical" } else { "bench" }))
+            .with_partition_responses(vec![PartitionProduceResponse::default()])])
+        .encode(&mut resp, VERSION)?;
+    let mut response = i32::try_from(resp.len())?.to_be_bytes().to_vec();
+    response.extend_from_slice(&resp);
+
+    let config = if rule {
+        config::parse(
+            br#"{"rules": [{"name": "bench", "topics": {"map": {"bench": "bench-physical"}}, "groups": "unchanged"}]}"#,
+        )?
+    } else {
+        Config::default()
+    };
+    let mut conn = KafkaConnection::new(1, Rc::new(config));
     let mut sink = FlatSink(vec![0; MetricKey::COUNT]);
     let mut copied = 0usize;
-    let mut response = 12i32.to_be_bytes().to_vec();
-    response.extend([0u8; 12]);
     for i in 0..requests {
         let id = i32::try_from(i)?;
         if let Some(c) = frame.get_mut(correlation_at..correlation_at + 4) {
@@ -98,8 +132,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         copied += exchange(&mut conn, &mut sink, &frame, chunk, &response, i as u64);
     }
+    let rewritten = sink
+        .0
+        .get(MetricKey::RewriteRequests.index())
+        .copied()
+        .unwrap_or(0);
+    if rule && rewritten != i64::try_from(requests)? {
+        return Err(format!("only {rewritten} of {requests} requests were rewritten").into());
+    }
     println!(
-        "payload={payload} requests={requests} chunk={chunk} bytes_copied_per_request={}",
+        "payload={payload} requests={requests} chunk={chunk} rule={rule} bytes_copied_per_request={}",
         copied / requests.max(1)
     );
     Ok(())

@@ -186,11 +186,19 @@ impl KafkaConnection {
                         None => Step::Done,
                     };
                 }
+                if let Some(step) = session
+                    .as_mut()
+                    .and_then(|s| s.continue_request(h.prefix, h.frame_len, h.last_look(), m))
+                {
+                    return step;
+                }
                 match parse_request(h.prefix, h.last_look()) {
                     RequestParse::Need(n) => Step::Need(n),
                     RequestParse::Done(head) => {
                         let (step, reply) = match session {
-                            Some(s) => s.decide_request(&head),
+                            Some(s) => {
+                                s.decide_request(&head, h.prefix, h.frame_len, h.last_look(), m)
+                            }
                             None => (Step::Done, Reply::Forward),
                         };
                         heads.push((head, reply));

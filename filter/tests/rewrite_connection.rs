@@ -11,16 +11,18 @@
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
+use kafka_filter::codec::source::CountingSource;
 use kafka_filter::config::{self, Config};
 use kafka_filter::connection::{KafkaConnection, Verdict};
 use kafka_filter::metrics::{MetricKey, RecordingSink};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, DescribeLogDirsRequest,
-    DescribeLogDirsResponse, MetadataRequest, MetadataResponse, RequestHeader, ResponseHeader,
-    TopicName,
+    DescribeLogDirsResponse, MetadataRequest, MetadataResponse, ProduceRequest, RequestHeader,
+    ResponseHeader, TopicName, TransactionalId,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
@@ -367,5 +369,143 @@ fn garbage_under_a_rule_never_panics() {
         let mut m = RecordingSink::default();
         let _ = drive(&mut conn, &bytes, 1 + (next() as usize) % 40, true, &mut m);
         let _ = drive(&mut conn, &bytes, 1 + (next() as usize) % 40, false, &mut m);
+    }
+}
+
+/// A Produce request to one topic with `payload` opaque record bytes.
+fn produce_body(topic: &str, txn: Option<&str>, payload: usize) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(30_000)
+        .with_transactional_id(txn.map(|t| TransactionalId(StrBytes::from_string(t.to_string()))))
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(3)
+                .with_records(Some(Bytes::from(vec![0x42u8; payload])))])])
+}
+
+#[test]
+fn single_topic_produce_is_rewritten_from_its_head_and_records_are_not_copied() {
+    let canary = config(
+        r#"{"rules": [{"name": "c", "match": {"client_id": {"exact": "checkout-canary"}},
+            "topics": {"map": {"orders": "orders-canary"}}, "groups": {"add_suffix": "-canary"}}]}"#,
+    );
+    let tenants = config(TENANTS);
+    // (config, client id, topic, transactional id, expected topic, expected transactional id)
+    type Case<'a> = (
+        &'a Rc<Config>,
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        &'a str,
+        Option<&'a str>,
+    );
+    let cases: &[Case] = &[
+        (
+            &canary,
+            "checkout-canary",
+            "orders",
+            None,
+            "orders-canary",
+            None,
+        ),
+        (
+            &canary,
+            "checkout-canary",
+            "orders",
+            Some("tx"),
+            "orders-canary",
+            Some("tx-canary"),
+        ),
+        (&canary, "checkout-canary", "other", None, "other", None),
+        (
+            &tenants,
+            "team-a-app",
+            "events",
+            Some("t1"),
+            "team-a.events",
+            Some("team-a.t1"),
+        ),
+        (
+            &tenants,
+            "team-a-app",
+            &"e".repeat(200),
+            None,
+            &format!("team-a.{}", "e".repeat(200)),
+            None,
+        ),
+    ];
+    let payload = 200_000;
+    for version in 3..=12 {
+        for (cfg, client, topic, txn, want_topic, want_txn) in cases {
+            let sent = request(
+                ApiKey::Produce,
+                version,
+                9,
+                client,
+                &produce_body(topic, *txn, payload),
+            );
+            let want = request(
+                ApiKey::Produce,
+                version,
+                9,
+                client,
+                &produce_body(want_topic, *want_txn, payload),
+            );
+            for chunk in [1usize, 7, 64, 1000, 16 * 1024, 64 * 1024, sent.len()] {
+                if chunk < 64 && version % 3 != 0 {
+                    continue; // byte-sized chunks of 200 KB: a few versions suffice
+                }
+                let mut conn = KafkaConnection::new(1, (*cfg).clone());
+                let mut m = RecordingSink::default();
+                let mut out = Vec::new();
+                let mut copied = 0;
+                for c in sent.chunks(chunk) {
+                    let mut src = CountingSource::new(c);
+                    match conn.on_request_data(&mut src, || 1, &mut m) {
+                        Verdict::Continue => out.extend_from_slice(c),
+                        Verdict::Rewrite { prefix_len, bytes } => {
+                            out.extend_from_slice(&bytes);
+                            out.extend_from_slice(&c[prefix_len..]);
+                        }
+                        Verdict::Close => panic!("closed"),
+                    }
+                    copied += src.copied;
+                }
+                assert!(
+                    out == want,
+                    "v{version} {topic} -> {want_topic}, chunks of {chunk}"
+                );
+                // Records stay in the host's buffer: what is read is the head, whatever the size.
+                assert!(
+                    copied < 2_000,
+                    "v{version} chunks of {chunk}: {copied} bytes copied"
+                );
+                assert_eq!(
+                    m.get(MetricKey::RewriteRequests),
+                    i64::from(topic != want_topic)
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn multi_topic_produce_is_held_whole_and_rewritten() {
+    let cfg = config(TENANTS);
+    let version = 9;
+    let mut body = produce_body("a", None, 5000);
+    body.topic_data
+        .push(produce_body("b", None, 3000).topic_data.remove(0));
+    let mut want = produce_body("team-a.a", None, 5000);
+    want.topic_data
+        .push(produce_body("team-a.b", None, 3000).topic_data.remove(0));
+    let sent = request(ApiKey::Produce, version, 4, "team-a-x", &body);
+    let want = request(ApiKey::Produce, version, 4, "team-a-x", &want);
+    for (fwd, _, m) in exchange(&cfg, &sent, &[], &[1, 13, 999, sent.len()]) {
+        assert!(fwd == want);
+        assert_eq!(m.get(MetricKey::RewriteRequests), 1);
+        assert!(m.get(MetricKey::RewriteBytesHeld) >= sent.len() as i64);
     }
 }

@@ -26,6 +26,9 @@ pub enum Step {
     /// Forward these bytes (whole frames, size fields included, or nothing) instead of the
     /// collected frame.
     Replace(Vec<u8>),
+    /// Forward these bytes instead of the frame's size field and the bytes shown so far, then
+    /// the rest of the frame unchanged (holding readers only).
+    ReplaceHead(Vec<u8>),
 }
 
 /// How the forwarded chunk differs from the chunk that came in, in chunk order.
@@ -410,6 +413,20 @@ impl FrameReader {
                 self.state = State::Size;
                 return;
             }
+            Step::ReplaceHead(bytes) if self.hold && !collected => {
+                edits.drop_range(self.frame_start.unwrap_or(0), pos);
+                edits.insert(pos, bytes);
+                self.carried = 0;
+                self.size_buf.clear();
+                self.state = if finished {
+                    State::Size
+                } else {
+                    State::Skip {
+                        remaining: frame_len - have,
+                    }
+                };
+                return;
+            }
             Step::Collect if self.hold && !collected => {
                 // Already whole: show it again as collected.
                 return self.examine_head(frame_len, true, examine, edits, pos);
@@ -585,6 +602,13 @@ mod tests {
                         _ if !h.collected && h.prefix.len() < 3 && !h.last_look() => Step::Need(3),
                         (Some(b'R' | b'D'), false) => Step::Collect,
                         (Some(b'R'), true) => Step::Replace(reversed_twice(h.prefix)),
+                        // Head-only: `H` + rest becomes `hh` + rest (the frame grows by one).
+                        (Some(b'H'), false) => {
+                            let mut head = ((h.frame_len + 1) as i32).to_be_bytes().to_vec();
+                            head.extend_from_slice(b"hh");
+                            head.extend_from_slice(&h.prefix[1..]);
+                            Step::ReplaceHead(head)
+                        }
                         (Some(b'D'), true) => Step::Replace(Vec::new()),
                         _ => Step::Done,
                     },
@@ -617,11 +641,15 @@ mod tests {
         stream.extend(frame(b"Dropped"));
         stream.extend(frame(&[b'x'; 40]));
         stream.extend(frame(b"Rab"));
+        stream.extend(frame(b"Hello, world"));
+        stream.extend(frame(b"H"));
         let mut expected = frame(b"pass one");
         expected.extend(frame(b"987654321R987654321R"));
         expected.extend(frame(b""));
         expected.extend(frame(&[b'x'; 40]));
         expected.extend(frame(b"baRbaR"));
+        expected.extend(frame(b"hhello, world"));
+        expected.extend(frame(b"hh"));
         assert_eq!(run_holding(&stream, &[stream.len()]), expected);
         for split in 1..stream.len() {
             assert_eq!(

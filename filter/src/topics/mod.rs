@@ -2,6 +2,7 @@
 //! connection, how the rule maps names, and the per-API rewriters that apply the mapping.
 
 pub mod mapping;
+pub mod produce_head;
 pub mod rewrite;
 pub mod rules;
 pub mod session;

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
+use super::produce_head;
 use super::rewrite::{self, Coverage};
 use super::rules::{Peer, Rule, UnsupportedPolicy};
 use super::versions;
@@ -27,6 +28,7 @@ pub const INVALID_REQUEST: i16 = 42;
 pub const UNKNOWN_SERVER_ERROR: i16 = -1;
 
 const API_VERSIONS: i16 = 18;
+const PRODUCE: i16 = 0;
 
 #[derive(Debug)]
 struct PendingRequest {
@@ -38,6 +40,9 @@ struct PendingRequest {
     expects_response: bool,
     /// Refuse it with this error code instead of rewriting it.
     refuse: Option<i16>,
+    /// A Produce request whose names may be rewritten from its first bytes
+    /// ([`produce_head`]); cleared when it must be held whole after all.
+    head_only: bool,
 }
 
 #[derive(Debug)]
@@ -111,8 +116,16 @@ impl RewriteSession {
         rule
     }
 
-    /// A request's header has been read: what to do with the frame, and with its response.
-    pub fn decide_request(&mut self, head: &RequestHead) -> (Step, Reply) {
+    /// A request's header has been read (`prefix`: the frame's first bytes, of `frame_len`):
+    /// what to do with the frame, and with its response.
+    pub fn decide_request(
+        &mut self,
+        head: &RequestHead,
+        prefix: &[u8],
+        frame_len: usize,
+        last_look: bool,
+        m: &mut dyn MetricsSink,
+    ) -> (Step, Reply) {
         let Some(rule_index) = self.select(head.client_id.as_ref()) else {
             return (Step::Done, Reply::Forward);
         };
@@ -139,12 +152,64 @@ impl RewriteSession {
             header_len: head.header_len,
             expects_response: head.expects_response,
             refuse,
+            head_only: refuse.is_none()
+                && head.api_key == PRODUCE
+                && produce_head::VERSIONS.contains(&head.api_version),
         });
         let reply = match refuse {
             Some(error_code) => Reply::Refuse { error_code },
             None => Reply::MapNames { rule: rule_index },
         };
-        (Step::Collect, reply)
+        let step = self
+            .continue_request(prefix, frame_len, last_look, m)
+            .unwrap_or(Step::Collect);
+        (step, reply)
+    }
+
+    /// For a request being read head-first (a Produce request), the next step with more of its
+    /// first bytes; `None` when no request is being read that way.
+    pub fn continue_request(
+        &mut self,
+        prefix: &[u8],
+        frame_len: usize,
+        last_look: bool,
+        m: &mut dyn MetricsSink,
+    ) -> Option<Step> {
+        let p = self.pending_request.as_mut().filter(|p| p.head_only)?;
+        let (header, body) = (prefix.get(..p.header_len)?, prefix.get(p.header_len..)?);
+        let scan = produce_head::scan(body, p.api_version);
+        let whole = |p: &mut PendingRequest| {
+            // Several topics (names between records), or not what it should be: the full
+            // rewriter decides, on the whole frame.
+            p.head_only = false;
+            Some(Step::Collect)
+        };
+        match &scan {
+            produce_head::Scan::Need(n) if !last_look => return Some(Step::Need(p.header_len + n)),
+            produce_head::Scan::Names { topic_count, .. } if *topic_count <= 1 => {}
+            _ => return whole(p),
+        }
+        let rule = self.config.rules.get(usize::from(p.rule))?;
+        match produce_head::rewrite(body, p.api_version, &scan, rule) {
+            Ok(None) => {
+                self.pending_request = None;
+                Some(Step::Done)
+            }
+            Ok(Some((upto, new_head))) => {
+                let rest = body.get(upto..).unwrap_or_default();
+                let new_len = frame_len + new_head.len() - upto;
+                let mut out = Vec::with_capacity(4 + prefix.len() + new_head.len());
+                out.extend_from_slice(&i32::try_from(new_len).unwrap_or(i32::MAX).to_be_bytes());
+                out.extend_from_slice(header);
+                out.extend_from_slice(&new_head);
+                out.extend_from_slice(rest);
+                m.add(MetricKey::RewriteRequests, 1);
+                m.add(MetricKey::RewriteBytesHeld, len_i64(prefix.len() + 4));
+                self.pending_request = None;
+                Some(Step::ReplaceHead(out))
+            }
+            Err(_) => whole(p),
+        }
     }
 
     /// The whole request frame (after its size field) that [`Self::decide_request`] asked for.

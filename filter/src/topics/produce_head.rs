@@ -1,0 +1,257 @@
+//! The hot path of name conversion: a Produce request to a single topic gets its names rewritten
+//! from its first bytes alone, and its records pass without being copied into the filter.
+//!
+//! A Produce request is `transactional_id, acks, timeout_ms, topic_data[name, partitions
+//! [index, records]]`: with one topic, every name sits before the records. Hand-scanned because
+//! decoding the request with `kafka-protocol` needs all of it (every record). (`kafka-protocol`
+//! keeps its field encoders private, so the two string forms are written here too.) The tests
+//! check the result against the full rewriter (`rewrite::rewrite_request`) on the same requests.
+
+use std::ops::Range;
+
+use bytes::{BufMut, BytesMut};
+
+use super::mapping::{NameKind, NameMapper};
+use crate::codec::{read_i16, read_i32};
+
+/// Versions the head scan handles: names by string (v13 names topics by id and is held whole).
+pub const VERSIONS: std::ops::RangeInclusive<i16> = 3..=12;
+const FIRST_FLEXIBLE: i16 = 9;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scan {
+    /// The body's first `n` bytes are needed.
+    Need(usize),
+    /// Where the names are, relative to the body.
+    Names {
+        transactional_id: Option<Range<usize>>,
+        /// Bytes between the transactional id and the first topic name (acks, timeout, count).
+        topics_at: usize,
+        topic_count: u32,
+        first_topic: Option<Range<usize>>,
+    },
+    Invalid,
+}
+
+/// `body`: the request's first bytes after the request header.
+pub fn scan(body: &[u8], version: i16) -> Scan {
+    let flexible = version >= FIRST_FLEXIBLE;
+    let (transactional_id, after_txn) = match read_string(body, 0, flexible) {
+        Str::Need(n) => return Scan::Need(n),
+        Str::Invalid => return Scan::Invalid,
+        Str::Null(end) => (None, end),
+        Str::Value(r) => (Some(r.clone()), r.end),
+    };
+    let count_at = after_txn + 2 + 4; // acks, timeout_ms
+    let (topic_count, topics_at) = if flexible {
+        match read_uvarint(body, count_at) {
+            Varint::Value(0, _) => return Scan::Invalid,
+            Varint::Value(n, end) => (n - 1, end),
+            Varint::Short(need) => return Scan::Need(need),
+            Varint::Invalid => return Scan::Invalid,
+        }
+    } else {
+        match read_i32(body, count_at) {
+            Some(n) => match u32::try_from(n) {
+                Ok(n) => (n, count_at + 4),
+                Err(_) => return Scan::Invalid,
+            },
+            None => return Scan::Need(count_at + 4),
+        }
+    };
+    let first_topic = if topic_count == 0 {
+        None
+    } else {
+        match read_string(body, topics_at, flexible) {
+            Str::Need(n) => return Scan::Need(n),
+            Str::Value(r) => Some(r),
+            Str::Null(_) | Str::Invalid => return Scan::Invalid,
+        }
+    };
+    Scan::Names {
+        transactional_id,
+        topics_at,
+        topic_count,
+        first_topic,
+    }
+}
+
+/// The request body's first `upto` bytes with the names mapped, or `None` when the rule changes
+/// nothing. `upto` is the end of the last name of a [`Scan::Names`]; the body's bytes after it
+/// follow unchanged.
+pub fn rewrite(
+    body: &[u8],
+    version: i16,
+    scan: &Scan,
+    names: &dyn NameMapper,
+) -> Result<Option<(usize, BytesMut)>, String> {
+    let Scan::Names {
+        transactional_id,
+        topics_at,
+        first_topic,
+        ..
+    } = scan
+    else {
+        return Ok(None);
+    };
+    let topics_at = *topics_at;
+    let text = |r: &Range<usize>| {
+        body.get(r.clone())
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .ok_or_else(|| "a name is not UTF-8".to_string())
+    };
+    let new_txn = match transactional_id {
+        Some(r) => names.to_broker(NameKind::TransactionalId, text(r)?),
+        None => None,
+    };
+    let new_topic = match first_topic {
+        Some(r) => names.to_broker(NameKind::Topic, text(r)?),
+        None => None,
+    };
+    if new_txn.is_none() && new_topic.is_none() {
+        return Ok(None);
+    }
+    let flexible = version >= FIRST_FLEXIBLE;
+    let slice = |r: Range<usize>| body.get(r).ok_or_else(|| "short body".to_string());
+    let txn_end = transactional_id
+        .as_ref()
+        .map_or(null_len(flexible), |r| r.end);
+    let mut out = BytesMut::new();
+    match &new_txn {
+        Some(t) => write_string(&mut out, t, flexible)?,
+        None => out.extend_from_slice(slice(0..txn_end)?),
+    }
+    // acks, timeout_ms and the topic count.
+    out.extend_from_slice(slice(txn_end..topics_at)?);
+    match (&new_topic, first_topic) {
+        (Some(t), _) => write_string(&mut out, t, flexible)?,
+        (None, Some(r)) => out.extend_from_slice(slice(topics_at..r.end)?),
+        (None, None) => {}
+    }
+    let upto = first_topic.as_ref().map_or(topics_at, |r| r.end);
+    Ok(Some((upto, out)))
+}
+
+fn null_len(flexible: bool) -> usize {
+    if flexible {
+        1
+    } else {
+        2
+    }
+}
+
+/// A STRING (int16 length) or COMPACT_STRING (unsigned varint length + 1).
+fn write_string(out: &mut BytesMut, s: &str, flexible: bool) -> Result<(), String> {
+    if flexible {
+        let mut n = u32::try_from(s.len() + 1).map_err(|_| "name too long")?;
+        while n >= 0x80 {
+            out.put_u8((n as u8 & 0x7f) | 0x80);
+            n >>= 7;
+        }
+        out.put_u8(n as u8);
+    } else {
+        out.put_i16(i16::try_from(s.len()).map_err(|_| "name too long")?);
+    }
+    out.put_slice(s.as_bytes());
+    Ok(())
+}
+
+enum Str {
+    Need(usize),
+    Null(usize),
+    Value(Range<usize>),
+    Invalid,
+}
+
+/// A (nullable) STRING or COMPACT_STRING at `at`.
+fn read_string(buf: &[u8], at: usize, flexible: bool) -> Str {
+    let (len, start) = if flexible {
+        match read_uvarint(buf, at) {
+            Varint::Value(0, end) => return Str::Null(end),
+            Varint::Value(n, end) => ((n - 1) as usize, end),
+            Varint::Short(need) => return Str::Need(need),
+            Varint::Invalid => return Str::Invalid,
+        }
+    } else {
+        match read_i16(buf, at) {
+            Some(-1) => return Str::Null(at + 2),
+            Some(n) if n >= 0 => (n as usize, at + 2),
+            Some(_) => return Str::Invalid,
+            None => return Str::Need(at + 2),
+        }
+    };
+    let end = start + len;
+    if buf.len() < end {
+        Str::Need(end)
+    } else {
+        Str::Value(start..end)
+    }
+}
+
+enum Varint {
+    /// The value and where it ends.
+    Value(u32, usize),
+    /// The buffer's first `n` bytes are needed (at least one more than it has).
+    Short(usize),
+    Invalid,
+}
+
+fn read_uvarint(buf: &[u8], at: usize) -> Varint {
+    let mut value: u32 = 0;
+    for i in 0..5 {
+        let Some(b) = buf.get(at + i) else {
+            return Varint::Short(at + i + 1);
+        };
+        value |= u32::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Varint::Value(value, at + i + 1);
+        }
+    }
+    Varint::Invalid
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::produce_request::TopicProduceData;
+    use kafka_protocol::messages::{ProduceRequest, TopicName, TransactionalId};
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+
+    #[test]
+    fn every_truncation_asks_for_more_and_the_whole_head_finds_the_names() {
+        let long = "n".repeat(300);
+        for version in VERSIONS {
+            for txn in [None, Some("t"), Some(long.as_str())] {
+                for topic in ["orders", long.as_str()] {
+                    let req = ProduceRequest::default()
+                        .with_transactional_id(
+                            txn.map(|t| TransactionalId(StrBytes::from_string(t.into()))),
+                        )
+                        .with_topic_data(vec![TopicProduceData::default()
+                            .with_name(TopicName(StrBytes::from_string(topic.into())))]);
+                    let mut buf = BytesMut::new();
+                    req.encode(&mut buf, version).unwrap();
+                    let Scan::Names {
+                        transactional_id,
+                        topic_count,
+                        first_topic,
+                        ..
+                    } = scan(&buf, version)
+                    else {
+                        panic!("v{version}: no names");
+                    };
+                    assert_eq!(topic_count, 1);
+                    assert_eq!(transactional_id.map(|r| &buf[r]), txn.map(str::as_bytes));
+                    let first = first_topic.unwrap();
+                    assert_eq!(&buf[first.clone()], topic.as_bytes());
+                    for cut in 0..first.end {
+                        match scan(&buf[..cut], version) {
+                            Scan::Need(n) => assert!(n > cut, "v{version} cut {cut}: need {n}"),
+                            other => panic!("v{version} cut {cut}: {other:?}"),
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
