@@ -11,7 +11,7 @@ VPY := $(VENV)/bin/python
 WASM := target/wasm32-wasip1/release/kafka_filter.wasm
 STAMP := $(VENV)/.installed
 
-.PHONY: all wasm deps rust-deps py-deps test unit e2e demo bench lint fmt validate-config clean
+.PHONY: all wasm deps rust-deps py-deps test unit e2e demo example-canary example-tenants bench lint fmt validate-config clean
 
 all: wasm
 
@@ -45,6 +45,13 @@ test: lint unit validate-config e2e
 
 demo: wasm py-deps
 	$(VPY) examples/demo.py
+
+# Name conversion scenarios: a canary next to production, and two tenants on one broker.
+example-canary: wasm py-deps
+	$(VPY) examples/canary.py
+
+example-tenants: wasm py-deps
+	$(VPY) examples/tenants.py
 
 # The load generator (bench/, a workspace member), the filter core's cost harness built with
 # symbols for callgrind, and valgrind itself (installed only if missing).

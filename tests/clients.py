@@ -590,10 +590,11 @@ def kafka_python_common(bootstrap: str) -> dict:
     return {"bootstrap_servers": bootstrap, "request_timeout_ms": 30000}
 
 
-def kafka_python_create_topic(bootstrap: str, topic: str, partitions: int, timeout: float = 30.0) -> None:
+def kafka_python_create_topic(bootstrap: str, topic: str, partitions: int, timeout: float = 30.0,
+                              extra: dict | None = None) -> None:
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
-    admin = KafkaAdminClient(**kafka_python_common(bootstrap))
+    admin = KafkaAdminClient(**{**kafka_python_common(bootstrap), **(extra or {})})
     try:
         admin.create_topics([NewTopic(topic, partitions, 1)])
         _wait(lambda: topic in admin.list_topics(), timeout, f"topic {topic}")
@@ -602,10 +603,11 @@ def kafka_python_create_topic(bootstrap: str, topic: str, partitions: int, timeo
 
 
 def kafka_python_produce(bootstrap: str, topic: str, seed: int, plan: list[PlannedMessage],
-                         timeout: float = 120.0) -> dict[int, list[tuple[int, int]]]:
+                         timeout: float = 120.0, extra: dict | None = None) -> dict[int, list[tuple[int, int]]]:
     from kafka import KafkaProducer
-    producer = KafkaProducer(**kafka_python_common(bootstrap), acks="all", enable_idempotence=True,
-                             linger_ms=5, max_request_size=4 * MIB, batch_size=256 * 1024)
+    producer = KafkaProducer(**{**kafka_python_common(bootstrap), "acks": "all", "enable_idempotence": True,
+                                "linger_ms": 5, "max_request_size": 4 * MIB, "batch_size": 256 * 1024,
+                                **(extra or {})})
     delivered: dict[int, list[tuple[int, int]]] = collections.defaultdict(list)
     try:
         futures = []
@@ -631,7 +633,7 @@ def kafka_python_produce(bootstrap: str, topic: str, seed: int, plan: list[Plann
 
 
 def kafka_python_consume(bootstrap: str, topic: str, partitions: int, checker: ConsumeChecker,
-                         group: str | None = None, timeout: float = 120.0) -> None:
+                         group: str | None = None, timeout: float = 120.0, extra: dict | None = None) -> None:
     """Consume with kafka-python, with a consumer group (subscribe) or, with group=None, by
     manual assignment of all partitions. Pauses and drains in-flight fetches before closing."""
     from kafka import KafkaConsumer, TopicPartition
@@ -641,6 +643,7 @@ def kafka_python_consume(bootstrap: str, topic: str, partitions: int, checker: C
         # tansu 0.6 answers the second JoinGroup (after MEMBER_ID_REQUIRED) only after about half
         # the session timeout: with kafka-python's default 45 s that is ~22 s before any message.
         conf.update(group_id=group, session_timeout_ms=6000, heartbeat_interval_ms=1000)
+    conf.update(extra or {})
     consumer = KafkaConsumer(**conf)
     try:
         if group is not None:
@@ -661,3 +664,697 @@ def kafka_python_consume(bootstrap: str, topic: str, partitions: int, checker: C
             consumer.poll(timeout_ms=100)
     finally:
         consumer.close()
+
+
+# --------------------------------------------------------------------------------------------
+# A raw single-connection Kafka client (kafka-python's protocol encoders, no client logic)
+
+
+class RawKafka:
+    """One TCP connection to one address; requests encoded and responses decoded with kafka-python's
+    protocol classes (`kafka.protocol.*`), nothing else: no bootstrap, no metadata-driven
+    reconnects, no version negotiation. So it talks to exactly the address it is given, which is
+    what checking "what is physically on the broker" needs: tansu advertises Envoy's listener, and
+    every real client would follow that advertisement back through Envoy.
+
+    Also used through Envoy, to send a request a real client would not send (an API the filter
+    refuses, whatever the ApiVersions answer said).
+    """
+
+    def __init__(self, port: int, host: str = "127.0.0.1", client_id: str | None = "e2e-raw",
+                 timeout: float = 15.0):
+        import socket
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.client_id = client_id
+        self._corr = 0
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self) -> "RawKafka":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _recv(self, n: int) -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                raise ConnectionError(f"connection closed after {len(buf)} of {n} bytes")
+            buf += chunk
+        return bytes(buf)
+
+    def encode(self, request: Any, version: int) -> tuple[int, bytes]:
+        """(correlation id, the framed request bytes)."""
+        self._corr += 1
+        request.with_header(correlation_id=self._corr, client_id=self.client_id)
+        return self._corr, bytes(request.encode(version=version, header=True, framed=True))
+
+    def recv_frame(self) -> bytes:
+        size = int.from_bytes(self._recv(4), "big", signed=True)
+        return self._recv(size)
+
+    def call(self, request: Any, version: int) -> Any:
+        """Send one request and decode its response (same API, same version)."""
+        corr, data = self.encode(request, version)
+        self.sock.sendall(data)
+        payload = self.recv_frame()
+        response_cls = response_class(request)
+        response = response_cls.decode(payload, version=version, header=True)
+        got = response.header.correlation_id
+        if got != corr:
+            raise AssertionError(f"response correlation id {got}, expected {corr}")
+        return response
+
+
+def metadata_partitions(raw: RawKafka, topic: str, version: int = 4) -> dict[str, int]:
+    """{topic: partition count} a Metadata request for one topic (no auto-creation) returns on a
+    RawKafka connection (errors left out)."""
+    from kafka.protocol.metadata import MetadataRequest
+    req = MetadataRequest(topics=[MetadataRequest.MetadataRequestTopic(name=topic)],
+                          allow_auto_topic_creation=False)
+    md = raw.call(req, version)
+    return {t.name: len(t.partitions) for t in md.topics if t.error_code == 0}
+
+
+def response_class(request: Any) -> Any:
+    """The kafka-python response class of a request instance (XRequest -> XResponse)."""
+    module = sys.modules[type(request).__module__]
+    name = type(request).__name__.split("_v")[0]
+    return getattr(module, name[: -len("Request")] + "Response")
+
+
+@dataclass
+class RawRecord:
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list
+    control: bool = False        # a transaction marker (key: version, type 0 = abort, 1 = commit)
+    transactional: bool = False
+
+    @property
+    def marker(self) -> str | None:
+        if not self.control or not self.key or len(self.key) < 4:
+            return None
+        return {0: "abort", 1: "commit"}.get(int.from_bytes(self.key[2:4], "big"), "?")
+
+
+class BrokerView(RawKafka):
+    """What is physically on the broker, read over one direct connection (never through Envoy).
+
+    Each helper uses one fixed, old-enough API version that tansu 0.6 and kafka-python both speak.
+    """
+
+    def topics(self) -> dict[str, int]:
+        """{topic: partition count} of every topic on the broker (Metadata v4, no auto-creation)."""
+        from kafka.protocol.metadata import MetadataRequest
+        md = self.call(MetadataRequest(topics=None, allow_auto_topic_creation=False), 4)
+        return {t.name: len(t.partitions) for t in md.topics if t.error_code == 0}
+
+    def _fetch(self, topic: str, partition: int, offset: int, max_bytes: int) -> Any:
+        from kafka.protocol.consumer import FetchRequest
+        T = FetchRequest.FetchTopic
+        # tansu 0.6 answers max_wait_ms=0 with no partitions at all: wait a little.
+        req = FetchRequest(replica_id=-1, max_wait_ms=20, min_bytes=1, max_bytes=max_bytes, isolation_level=0,
+                           topics=[T(topic=topic, partitions=[T.FetchPartition(
+                               partition=partition, fetch_offset=offset, partition_max_bytes=max_bytes)])])
+        resp = self.call(req, 4)
+        for t in resp.responses:
+            for p in t.partitions:
+                if p.partition_index == partition:
+                    if p.error_code != 0:
+                        raise AssertionError(f"Fetch {topic}/{partition}@{offset}: error {p.error_code}")
+                    return p
+        raise AssertionError(f"Fetch {topic}/{partition}: partition missing from the response")
+
+    def end_offsets(self, topic: str, partitions: int | Iterable[int]) -> dict[int, int]:
+        """{partition: high watermark}, from Fetch (v4): tansu 0.6 answers ListOffsets(latest)
+        with the last batch's base offset + 1, which is short when the last batch holds more than
+        one record."""
+        parts = range(partitions) if isinstance(partitions, int) else list(partitions)
+        return {p: self._fetch(topic, p, 0, 1).high_watermark for p in parts}
+
+    def fetch_partition(self, topic: str, partition: int, offset: int = 0, max_bytes: int = 16 * MIB) -> list[RawRecord]:
+        """Every record of one partition from `offset` to the high watermark (Fetch v4, repeated)."""
+        from kafka.record import MemoryRecords
+        out: list[RawRecord] = []
+        nxt = offset
+        while True:
+            p = self._fetch(topic, partition, nxt, max_bytes)
+            if nxt >= p.high_watermark:
+                return out
+            records = MemoryRecords(bytes(p.records or b""))
+            got_any = False
+            while True:
+                batch = records.next_batch()
+                if batch is None:
+                    break
+                control = bool(getattr(batch, "is_control_batch", False))
+                transactional = bool(getattr(batch, "is_transactional", False))
+                for r in batch:
+                    if r.offset < nxt:
+                        continue
+                    out.append(RawRecord(partition, r.offset, r.key, r.value, list(r.headers), control, transactional))
+                    nxt = r.offset + 1
+                    got_any = True
+            if not got_any:
+                raise AssertionError(f"Fetch {topic}/{partition}@{nxt}: no records below the high watermark "
+                                     f"{p.high_watermark}")
+
+    def fetch_all(self, topic: str) -> list[RawRecord]:
+        """Every record of every partition of a topic, by partition then offset."""
+        partitions = self.topics().get(topic)
+        if partitions is None:
+            raise AssertionError(f"topic {topic} is not on the broker (has {sorted(self.topics())})")
+        out: list[RawRecord] = []
+        for p in range(partitions):
+            out.extend(self.fetch_partition(topic, p))
+        return out
+
+    def values(self, topic: str) -> list[bytes]:
+        """The values of a topic's data records (transaction markers left out)."""
+        return [r.value for r in self.fetch_all(topic) if not r.control]
+
+    def markers(self, topic: str) -> list[str]:
+        """The transaction markers of a topic, in partition and offset order ("commit"/"abort")."""
+        return [r.marker for r in self.fetch_all(topic) if r.control]
+
+    def create_topic(self, topic: str, partitions: int, config: dict[str, str] | None = None) -> None:
+        """CreateTopics v2 (and wait until Metadata shows the partitions)."""
+        from kafka.protocol.admin import CreateTopicsRequest
+        T = CreateTopicsRequest.CreatableTopic
+        req = CreateTopicsRequest(topics=[T(name=topic, num_partitions=partitions, replication_factor=1,
+                                            assignments=[], configs=[
+                                                T.CreatableTopicConfig(name=k, value=v)
+                                                for k, v in (config or {}).items()])],
+                                  timeout_ms=10000, validate_only=False)
+        resp = self.call(req, 2)
+        for t in resp.topics:
+            if t.error_code != 0:
+                raise AssertionError(f"CreateTopics {topic}: error {t.error_code} {t.error_message}")
+        _wait(lambda: self.topics().get(topic) == partitions, 15, f"topic {topic} on the broker")
+
+    def groups(self) -> set[str]:
+        """Consumer groups the broker knows (ListGroups v1)."""
+        from kafka.protocol.admin import ListGroupsRequest
+        resp = self.call(ListGroupsRequest(), 1)
+        if resp.error_code != 0:
+            raise AssertionError(f"ListGroups: error {resp.error_code}")
+        return {g.group_id for g in resp.groups}
+
+    def committed(self, group: str, topic: str, partitions: int | Iterable[int]) -> dict[int, int]:
+        """{partition: committed offset} of a group (OffsetFetch v1; -1 when none)."""
+        from kafka.protocol.consumer import OffsetFetchRequest
+        parts = range(partitions) if isinstance(partitions, int) else list(partitions)
+        T = OffsetFetchRequest.OffsetFetchRequestTopic
+        resp = self.call(OffsetFetchRequest(group_id=group, topics=[T(name=topic, partition_indexes=list(parts))]), 1)
+        out = {}
+        for t in resp.topics:
+            for p in t.partitions:
+                out[p.partition_index] = p.committed_offset
+        return out
+
+    def topic_configs(self, topic: str) -> dict[str, str]:
+        """A topic's configuration entries (DescribeConfigs v1)."""
+        from kafka.protocol.admin import DescribeConfigsRequest
+        R = DescribeConfigsRequest.DescribeConfigsResource
+        resp = self.call(DescribeConfigsRequest(resources=[R(resource_type=2, resource_name=topic,
+                                                             configuration_keys=None)]), 1)
+        out = {}
+        for res in resp.results:
+            if res.error_code != 0:
+                raise AssertionError(f"DescribeConfigs {topic}: error {res.error_code} {res.error_message}")
+            for c in res.configs:
+                out[c.name] = c.value
+        return out
+
+
+def wait_broker(pred: Callable[[], Any], timeout: float = 15.0, what: str = "the broker") -> Any:
+    """Poll a check on the broker (BrokerView reads are cheap) until it holds."""
+    return _wait(pred, timeout, what, interval=0.1)
+
+
+# --------------------------------------------------------------------------------------------
+# One set of operations, two client libraries (for tests parametrized over clients)
+
+
+@dataclass
+class Delivered:
+    topic: str          # the topic name the client library reported
+    partition: int
+    offset: int
+    value: bytes
+
+
+@dataclass
+class Consumed:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class ClientOps:
+    """The operations the name-conversion tests need, with one client library and one client id.
+
+    Every call makes its own client (producer, consumer, admin) with `client_id` and closes it.
+    """
+
+    name = "?"
+
+    def __init__(self, bootstrap: str, client_id: str):
+        self.bootstrap = bootstrap
+        self.client_id = client_id
+
+    def __repr__(self) -> str:
+        return f"{self.name}({self.client_id})"
+
+
+class RdkafkaOps(ClientOps):
+    name = "rdkafka"
+
+    def conf(self, **extra: Any) -> dict:
+        return {**rdkafka_common(self.bootstrap), "client.id": self.client_id, **extra}
+
+    def _admin(self) -> Any:
+        from confluent_kafka.admin import AdminClient
+        return AdminClient(self.conf())
+
+    def create_topic(self, topic: str, partitions: int, config: dict[str, str] | None = None,
+                     timeout: float = 30.0) -> None:
+        from confluent_kafka.admin import NewTopic
+        admin = self._admin()
+        futures = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1,
+                                                config=dict(config or {}))],
+                                      operation_timeout=timeout, request_timeout=timeout)
+        for f in futures.values():
+            f.result(timeout)
+
+        def visible() -> bool:
+            t = admin.list_topics(topic, timeout=5).topics.get(topic)
+            return t is not None and t.error is None and len(t.partitions) == partitions
+        _wait(visible, timeout, f"topic {topic} in metadata ({self})")
+
+    def produce(self, topic: str, values: list[bytes], partition: int | None = None,
+                timeout: float = 30.0) -> list[Delivered]:
+        return self.produce_to([(topic, v) for v in values], partition, timeout)
+
+    def produce_to(self, messages: list[tuple[str, bytes]], partition: int | None = None,
+                   timeout: float = 30.0, linger_ms: int = 5) -> list[Delivered]:
+        """Produce (topic, value) pairs with one producer (so one Produce request may carry several
+        topics); the delivery reports sorted by topic, partition and offset."""
+        from confluent_kafka import Producer
+        producer = Producer(self.conf(**{"enable.idempotence": True, "acks": "all", "linger.ms": linger_ms}))
+        out: list[Delivered] = []
+        errors: list[str] = []
+
+        def on_delivery(err, msg) -> None:  # type: ignore[no-untyped-def]
+            if err is not None:
+                errors.append(str(err))
+            else:
+                out.append(Delivered(msg.topic(), msg.partition(), msg.offset(), msg.value()))
+
+        for topic, v in messages:
+            kw = {} if partition is None else {"partition": partition}
+            producer.produce(topic, value=v, key=v, on_delivery=on_delivery, **kw)
+        remaining = producer.flush(timeout)
+        producer.close()
+        if remaining or errors:
+            raise AssertionError(f"{self}: {remaining} undelivered, errors {errors[:5]}")
+        return sorted(out, key=lambda d: (d.topic, d.partition, d.offset))
+
+    def list_topics(self) -> dict[str, int]:
+        md = self._admin().list_topics(timeout=10)
+        return {name: len(t.partitions) for name, t in md.topics.items() if t.error is None}
+
+    def list_groups(self) -> set[str]:
+        admin = self._admin()   # kept referenced until the result is in (destroying it fails the request)
+        result = admin.list_consumer_groups(request_timeout=10).result(15)
+        if result.errors:
+            raise AssertionError(f"{self}: list_consumer_groups errors {result.errors}")
+        return {g.group_id for g in result.valid}
+
+    def _consumer(self, group: str, **extra: Any) -> Any:
+        from confluent_kafka import Consumer
+        return Consumer(self.conf(**{
+            "group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False,
+            # tansu completes a JoinGroup only after about half the session timeout.
+            "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000, "fetch.wait.max.ms": 100,
+            **extra}))
+
+    def consume(self, topic: str, group: str, count: int, commit: bool = True,
+                timeout: float = 40.0) -> tuple[list[Consumed], dict[tuple[str, int], int]]:
+        """Subscribe with a consumer group, take exactly `count` messages, commit them (synchronously)
+        and read the group's committed offsets back. Returns (messages, {(topic, partition): committed})."""
+        from confluent_kafka import TopicPartition
+        consumer = self._consumer(group)
+        got: list[Consumed] = []
+        errors: list[str] = []
+        try:
+            consumer.subscribe([topic])
+            deadline = time.monotonic() + timeout
+            while len(got) < count and time.monotonic() < deadline:
+                msg = consumer.poll(0.2)
+                if msg is None:
+                    continue
+                if msg.error():
+                    errors.append(str(msg.error()))
+                    continue
+                got.append(Consumed(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value()))
+            if len(got) < count:
+                raise AssertionError(f"{self}: {len(got)} of {count} messages from {topic} in {timeout}s "
+                                     f"(errors {errors[:5]})")
+            committed: dict[tuple[str, int], int] = {}
+            if commit:
+                consumer.commit(asynchronous=False)
+                parts = sorted({(m.topic, m.partition) for m in got})
+                for tp in consumer.committed([TopicPartition(t, p) for t, p in parts], timeout=10):
+                    if tp.error is not None:
+                        raise AssertionError(f"{self}: committed() error {tp.error}")
+                    committed[(tp.topic, tp.partition)] = tp.offset
+        finally:
+            consumer.close()
+        return got, committed
+
+    def committed(self, group: str, topic: str, partitions: int) -> dict[tuple[str, int], int]:
+        from confluent_kafka import TopicPartition
+        consumer = self._consumer(group)
+        try:
+            tps = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+            return {(tp.topic, tp.partition): tp.offset for tp in tps}
+        finally:
+            consumer.close()
+
+    def commit_offsets(self, group: str, topic: str, offsets: dict[int, int]) -> None:
+        """Commit offsets for a group without joining it (a standalone commit)."""
+        from confluent_kafka import TopicPartition
+        consumer = self._consumer(group)
+        try:
+            result = consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in offsets.items()],
+                                     asynchronous=False)
+            bad = [tp for tp in result or [] if tp.error is not None]
+            if bad:
+                raise AssertionError(f"{self}: commit errors {bad}")
+        finally:
+            consumer.close()
+
+    def fetch_assigned(self, topic: str, partitions: int, seconds: float = 3.0) -> tuple[list[Consumed], list[str]]:
+        """Read a topic by assignment (no group) from the beginning for `seconds`: (messages, errors)."""
+        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+        consumer = self._consumer(f"{self.client_id}-unused")
+        got: list[Consumed] = []
+        errors: list[str] = []
+        try:
+            consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                msg = consumer.poll(0.2)
+                if msg is None:
+                    continue
+                if msg.error():
+                    errors.append(str(msg.error()))
+                    continue
+                got.append(Consumed(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value()))
+        finally:
+            consumer.close()
+        return got, errors
+
+    def describe_configs(self, topic: str) -> dict[str, str]:
+        from confluent_kafka.admin import ConfigResource
+        admin = self._admin()
+        futures = admin.describe_configs([ConfigResource("topic", topic)], request_timeout=10)
+        out = {}
+        for f in futures.values():
+            for name, entry in f.result(15).items():
+                out[name] = entry.value
+        return out
+
+    def transactional_producer(self, transactional_id: str) -> RdkafkaTxnProducer:
+        return RdkafkaTxnProducer(self, transactional_id)
+
+    def alter_topic_config(self, topic: str, key: str, value: str) -> None:
+        """IncrementalAlterConfigs SET (an API the filter does not rewrite)."""
+        from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+        res = ConfigResource("topic", topic, incremental_configs=[
+            ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)])
+        admin = self._admin()
+        for f in admin.incremental_alter_configs([res], request_timeout=10).values():
+            f.result(15)
+
+
+class RdkafkaTxnProducer:
+    """A transactional librdkafka producer, driven step by step."""
+
+    def __init__(self, ops: "RdkafkaOps", transactional_id: str):
+        from confluent_kafka import Producer
+        self.producer = Producer(ops.conf(**{"transactional.id": transactional_id, "acks": "all",
+                                             "transaction.timeout.ms": 30000}))
+
+    def init(self) -> None:
+        self.producer.init_transactions(30)
+
+    def send(self, topic: str, values: list[bytes], partition: int = 0) -> None:
+        """Begin a transaction and produce into it (flushed, not committed)."""
+        self.producer.begin_transaction()
+        for v in values:
+            self.producer.produce(topic, value=v, key=v, partition=partition)
+        if self.producer.flush(30):
+            raise AssertionError("transactional messages still undelivered after flush")
+
+    def commit(self) -> None:
+        self.producer.commit_transaction(30)
+
+    def close(self) -> None:
+        self.producer.flush(5)
+        self.producer.close()
+
+
+class KafkaPythonTxnProducer:
+    """A transactional kafka-python producer, driven step by step."""
+
+    def __init__(self, ops: "KafkaPythonOps", transactional_id: str):
+        from kafka import KafkaProducer
+        self.producer = KafkaProducer(**ops.conf(transactional_id=transactional_id, enable_idempotence=True,
+                                                 acks="all"))
+
+    def init(self) -> None:
+        self.producer.init_transactions()
+
+    def send(self, topic: str, values: list[bytes], partition: int = 0) -> None:
+        self.producer.begin_transaction()
+        for v in values:
+            self.producer.send(topic, value=v, key=v, partition=partition)
+        self.producer.flush(timeout=30)
+
+    def commit(self) -> None:
+        self.producer.commit_transaction()
+
+    def close(self) -> None:
+        self.producer.close(timeout=10)
+
+
+def _release_clients_on_error(cls: type) -> type:
+    """Wrap the public methods of a ClientOps class so that an exception leaves no client alive.
+
+    A librdkafka client (AdminClient, Producer, Consumer) is destroyed when its last reference goes;
+    an exception's traceback keeps the frames that refer to it, and pytest keeps the tracebacks of
+    failed tests, so the clients of a failed test would go on reconnecting (and logging) for the rest
+    of the session. The wrapper re-raises a new exception with the same type name and message
+    outside the `except` block, after the original traceback (and with it those frames) is gone.
+    """
+    def wrap(f: Callable) -> Callable:
+        def method(*args: Any, **kwargs: Any) -> Any:
+            failure = None
+            try:
+                return f(*args, **kwargs)
+            except Exception as e:  # noqa: BLE001 - re-raised below without its traceback
+                failure = (type(e), f"{type(e).__name__}: {e}")
+            kind, message = failure
+            raise (kind if issubclass(kind, AssertionError) else ClientError)(message)
+        method.__name__ = f.__name__
+        method.__doc__ = f.__doc__
+        return method
+
+    for name, value in list(vars(cls).items()):
+        if callable(value) and not name.startswith("_") and name not in ("conf", "transactional_producer"):
+            setattr(cls, name, wrap(value))
+    return cls
+
+
+class ClientError(Exception):
+    """A client library call failed (message: the original exception's type and message)."""
+
+
+RdkafkaOps = _release_clients_on_error(RdkafkaOps)
+
+
+class KafkaPythonOps(ClientOps):
+    name = "kafka-python"
+
+    def conf(self, **extra: Any) -> dict:
+        return {**kafka_python_common(self.bootstrap), "client_id": self.client_id, **extra}
+
+    def _admin(self) -> Any:
+        from kafka import KafkaAdminClient
+        return KafkaAdminClient(**self.conf())
+
+    def create_topic(self, topic: str, partitions: int, config: dict[str, str] | None = None,
+                     timeout: float = 30.0) -> None:
+        admin = self._admin()
+        try:
+            admin.create_topics({topic: {"num_partitions": partitions, "replication_factor": 1,
+                                         "configs": dict(config or {})}})
+
+            def visible() -> bool:
+                for t in admin.describe_topics([topic]):
+                    if t["name"] == topic and t["error_code"] == 0 and len(t["partitions"]) == partitions:
+                        return True
+                return False
+            _wait(visible, timeout, f"topic {topic} in metadata ({self})")
+        finally:
+            admin.close()
+
+    def produce(self, topic: str, values: list[bytes], partition: int | None = None,
+                timeout: float = 30.0) -> list[Delivered]:
+        return self.produce_to([(topic, v) for v in values], partition, timeout)
+
+    def produce_to(self, messages: list[tuple[str, bytes]], partition: int | None = None,
+                   timeout: float = 30.0, linger_ms: int = 5) -> list[Delivered]:
+        from kafka import KafkaProducer
+        producer = KafkaProducer(**self.conf(acks="all", enable_idempotence=True, linger_ms=linger_ms))
+        try:
+            futures = [(v, producer.send(topic, value=v, key=v, partition=partition)) for topic, v in messages]
+            producer.flush(timeout=timeout)
+            out = []
+            for v, f in futures:
+                md = f.get(timeout=1)
+                out.append(Delivered(md.topic, md.partition, md.offset, v))
+        finally:
+            producer.close(timeout=10)
+        return sorted(out, key=lambda d: (d.topic, d.partition, d.offset))
+
+    def list_topics(self) -> dict[str, int]:
+        admin = self._admin()
+        try:
+            return {t["name"]: len(t["partitions"]) for t in admin.describe_topics() if t["error_code"] == 0}
+        finally:
+            admin.close()
+
+    def list_groups(self) -> set[str]:
+        admin = self._admin()
+        try:
+            return {g["group_id"] for g in admin.list_groups()}
+        finally:
+            admin.close()
+
+    def _consumer(self, group: str | None, **extra: Any) -> Any:
+        from kafka import KafkaConsumer
+        conf = self.conf(auto_offset_reset="earliest", enable_auto_commit=False, fetch_max_wait_ms=100, **extra)
+        if group is not None:
+            # tansu answers the JoinGroup after MEMBER_ID_REQUIRED only after ~half the session timeout.
+            conf.update(group_id=group, session_timeout_ms=6000, heartbeat_interval_ms=1000)
+        return KafkaConsumer(**conf)
+
+    def consume(self, topic: str, group: str, count: int, commit: bool = True,
+                timeout: float = 40.0) -> tuple[list[Consumed], dict[tuple[str, int], int]]:
+        consumer = self._consumer(group)
+        got: list[Consumed] = []
+        try:
+            consumer.subscribe([topic])
+            deadline = time.monotonic() + timeout
+            while len(got) < count and time.monotonic() < deadline:
+                for tp, records in consumer.poll(timeout_ms=200, max_records=count - len(got)).items():
+                    for r in records:
+                        got.append(Consumed(r.topic, r.partition, r.offset, r.key, r.value))
+            if len(got) < count:
+                raise AssertionError(f"{self}: {len(got)} of {count} messages from {topic} in {timeout}s")
+            committed: dict[tuple[str, int], int] = {}
+            if commit:
+                consumer.commit()
+                from kafka import TopicPartition
+                for t, p in sorted({(m.topic, m.partition) for m in got}):
+                    committed[(t, p)] = consumer.committed(TopicPartition(t, p))
+        finally:
+            consumer.close(autocommit=False)
+        return got, committed
+
+    def committed(self, group: str, topic: str, partitions: int) -> dict[tuple[str, int], int]:
+        from kafka import TopicPartition
+        consumer = self._consumer(group)
+        try:
+            return {(topic, p): consumer.committed(TopicPartition(topic, p)) for p in range(partitions)}
+        finally:
+            consumer.close(autocommit=False)
+
+    def commit_offsets(self, group: str, topic: str, offsets: dict[int, int]) -> None:
+        from kafka import TopicPartition
+        from kafka.structs import OffsetAndMetadata
+        consumer = self._consumer(group)
+        try:
+            tps = [TopicPartition(topic, p) for p in offsets]
+            consumer.assign(tps)
+            consumer.commit({TopicPartition(topic, p): OffsetAndMetadata(o, "", -1) for p, o in offsets.items()})
+        finally:
+            consumer.close(autocommit=False)
+
+    def fetch_assigned(self, topic: str, partitions: int, seconds: float = 3.0) -> tuple[list[Consumed], list[str]]:
+        from kafka import TopicPartition
+        consumer = self._consumer(None)
+        got: list[Consumed] = []
+        errors: list[str] = []
+        try:
+            consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
+            consumer.seek_to_beginning()
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                try:
+                    batches = consumer.poll(timeout_ms=200)
+                except Exception as e:  # noqa: BLE001 - an error is an acceptable outcome, recorded
+                    errors.append(repr(e))
+                    time.sleep(0.2)
+                    continue
+                for tp, records in batches.items():
+                    for r in records:
+                        got.append(Consumed(r.topic, r.partition, r.offset, r.key, r.value))
+        finally:
+            consumer.close(autocommit=False)
+        return got, errors
+
+    def describe_configs(self, topic: str) -> dict[str, str]:
+        from kafka.admin import ConfigResource, ConfigResourceType
+        admin = self._admin()
+        try:
+            # tansu reports topic configs as config_source DEFAULT_CONFIG: "modified" would hide them.
+            result = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)], config_filter="all")
+        finally:
+            admin.close()
+        out = {}
+        for _rtype, by_name in result.items():
+            for _name, configs in by_name.items():
+                for key, data in configs.items():
+                    out[key] = data.get("value") if isinstance(data, dict) else data
+        return out
+
+    def transactional_producer(self, transactional_id: str) -> KafkaPythonTxnProducer:
+        return KafkaPythonTxnProducer(self, transactional_id)
+
+    def alter_topic_config(self, topic: str, key: str, value: str) -> None:
+        """alter_configs: IncrementalAlterConfigs if advertised, else AlterConfigs."""
+        from kafka.admin import ConfigResource, ConfigResourceType
+        admin = self._admin()
+        try:
+            result = admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs={key: value})])
+        finally:
+            admin.close()
+        _ = result
+
+
+CLIENT_OPS: dict[str, type[ClientOps]] = {"rdkafka": RdkafkaOps, "kafka-python": KafkaPythonOps}

@@ -20,6 +20,7 @@ from harness import (  # noqa: E402
     Broker,
     Envoy,
     HarnessError,
+    LdsEnvoy,
     free_ports,
     require_wasm,
 )
@@ -118,11 +119,12 @@ def make_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calla
     try:
         yield make
     finally:
-        _report_logs(request, stacks)
+        # Stopped first: Envoy flushes its log file only every few seconds (and at exit).
         for s in reversed(stacks):
             if s.envoy is not None:
                 s.envoy.stop()
             s.broker.stop()
+        _report_logs(request, stacks)
 
 
 @pytest.fixture
@@ -145,9 +147,39 @@ def make_envoy(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calla
     try:
         yield make
     finally:
-        _report_logs(request, envoys)
         for e in envoys:
             e.stop()
+        _report_logs(request, envoys)
+
+
+@pytest.fixture
+def make_lds_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Stack]]:
+    """make_lds_stack(plugin_config) -> Stack whose Envoy (harness.LdsEnvoy) runs
+    envoy-config/envoy-lds.yaml with the Kafka listener from a copy of
+    envoy-config/lds/kafka-listener.yaml (stack.envoy.update_listener() replaces it)."""
+    stacks: list[Stack] = []
+
+    def make(plugin_config: dict | str | None = None) -> Stack:
+        need_wasm()
+        workdir = tmp_path / f"lds-stack{len(stacks)}"
+        workdir.mkdir()
+        listener_port, admin_port, broker_port = free_ports(3)
+        broker = Broker(workdir=workdir, port=broker_port, advertised_port=listener_port)
+        envoy = LdsEnvoy(broker_port, plugin_config=plugin_config, workdir=workdir,
+                         listener_port=listener_port, admin_port=admin_port)
+        stack = Stack("filter-lds", broker, envoy)
+        stacks.append(stack)
+        broker.start()
+        envoy.start()
+        return stack
+
+    try:
+        yield make
+    finally:
+        for s in reversed(stacks):
+            s.envoy.stop()
+            s.broker.stop()
+        _report_logs(request, stacks)
 
 
 def pytest_report_header(config):  # type: ignore[no-untyped-def]

@@ -509,3 +509,36 @@ fn multi_topic_produce_is_held_whole_and_rewritten() {
         assert!(m.get(MetricKey::RewriteBytesHeld) >= sent.len() as i64);
     }
 }
+
+#[test]
+fn an_unknown_api_key_under_a_rule_closes_the_connection() {
+    // API key 10000 v0 from a team-a client (header v1 layout), as a raw client sends it.
+    let mut body = Vec::new();
+    body.extend_from_slice(&10000i16.to_be_bytes());
+    body.extend_from_slice(&0i16.to_be_bytes());
+    body.extend_from_slice(&7i32.to_be_bytes());
+    body.extend_from_slice(&10i16.to_be_bytes());
+    body.extend_from_slice(b"team-a-raw");
+    body.extend_from_slice(&[0u8; 16]);
+    let stream = frame(&body);
+    for chunk in [1, 3, 11, stream.len()] {
+        let mut conn = KafkaConnection::new(1, config(TENANTS));
+        let mut m = RecordingSink::default();
+        assert_eq!(
+            drive(&mut conn, &stream, chunk, true, &mut m),
+            None,
+            "chunks of {chunk}"
+        );
+        assert_eq!(m.get(MetricKey::RewriteRefused), 1);
+    }
+    // The same bytes from a client under no rule pass untouched.
+    let other = String::from_utf8(stream.clone())
+        .unwrap()
+        .replace("team-a-raw", "team-z-raw");
+    let mut conn = KafkaConnection::new(1, config(TENANTS));
+    let mut m = RecordingSink::default();
+    assert_eq!(
+        drive(&mut conn, other.as_bytes(), 5, true, &mut m),
+        Some(other.into_bytes())
+    );
+}

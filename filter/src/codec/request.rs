@@ -68,7 +68,21 @@ pub fn parse_request(prefix: &[u8], last_look: bool) -> RequestParse {
         expects_response: true,
     };
     let Some(api) = api else {
-        // No schema, so no header version: forward as is, correlated by the fixed fields.
+        // No schema, so no header version: forward as is, correlated by the fixed fields. The
+        // client id sits where every header version since v1 has it: rules match on it.
+        if let Some(len) = read_i16(prefix, FIXED_HEADER_LEN).and_then(|n| usize::try_from(n).ok())
+        {
+            let end = FIRST_WANT + len;
+            match prefix.get(FIRST_WANT..end) {
+                Some(id) => {
+                    head.client_id = std::str::from_utf8(id)
+                        .ok()
+                        .map(|s| StrBytes::from_string(s.to_string()));
+                }
+                None if !last_look => return RequestParse::Need(end),
+                None => {}
+            }
+        }
         return RequestParse::Done(head);
     };
     match decode_header(prefix, api.request_header_version(api_version)) {

@@ -126,7 +126,13 @@ impl RewriteSession {
         last_look: bool,
         m: &mut dyn MetricsSink,
     ) -> (Step, Reply) {
-        let Some(rule_index) = self.select(head.client_id.as_ref()) else {
+        // A header that did not decode has no client id: it is under the rule of the
+        // connection's earlier requests (clients keep one id per connection).
+        let rule = match (&head.client_id, &self.cached) {
+            (None, Some((_, cached))) if !head.header_decoded => *cached,
+            _ => self.select(head.client_id.as_ref()),
+        };
+        let Some(rule_index) = rule else {
             return (Step::Done, Reply::Forward);
         };
         let policy = self

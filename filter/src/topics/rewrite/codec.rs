@@ -7,17 +7,12 @@ use super::names::Names;
 use super::RewriteError;
 use crate::topics::mapping::NameMapper;
 
-/// Decodes `body` as a `T` at `version`, rejecting bytes left over after the message: a client
-/// or broker speaking the negotiated version never sends any, and re-encoding would drop them.
+/// Decodes `body` as a `T` at `version`. Bytes left over after the message are ignored, as
+/// Kafka brokers ignore them: librdkafka 2.16 sends three extra bytes after a Metadata v12
+/// request for all topics. They are dropped when the message is re-encoded.
 pub(super) fn decode<T: Decodable>(mut body: Bytes, version: i16) -> Result<T, RewriteError> {
     let message =
         T::decode(&mut body, version).map_err(|e| RewriteError::Decode(format!("{e:#}")))?;
-    if !body.is_empty() {
-        return Err(RewriteError::Decode(format!(
-            "{} bytes left after the message",
-            body.len()
-        )));
-    }
     Ok(message)
 }
 
