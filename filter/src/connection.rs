@@ -14,7 +14,7 @@ use crate::codec::request::{self, parse_request, RequestHead, RequestParse};
 use crate::codec::response;
 use crate::codec::{ByteSource, Edits, FrameError, FrameReader, InflightTable, Step};
 use crate::config::{Config, FrameErrorPolicy};
-use crate::metrics::{MetricKey, MetricsSink};
+use crate::metrics::{len_i64, MetricKey, MetricsSink};
 use crate::topics::rules::Peer;
 use crate::topics::session::RewriteSession;
 
@@ -509,8 +509,4 @@ impl KafkaConnection {
             );
         }
     }
-}
-
-fn len_i64(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }

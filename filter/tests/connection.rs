@@ -7,46 +7,23 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use std::rc::Rc;
 
-use bytes::BytesMut;
+use common::{frame, request_from, response};
 use kafka_filter::codec::source::CountingSource;
 use kafka_filter::config::{Config, FrameErrorPolicy};
 use kafka_filter::connection::{KafkaConnection, Verdict};
 use kafka_filter::metrics::{MetricKey, RecordingSink};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse,
-    ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader,
+    ProduceRequest, ProduceResponse,
 };
-use kafka_protocol::protocol::{Encodable, StrBytes};
-
-fn frame(body: &[u8]) -> Vec<u8> {
-    let mut v = (body.len() as i32).to_be_bytes().to_vec();
-    v.extend_from_slice(body);
-    v
-}
+use kafka_protocol::protocol::Encodable;
 
 fn request<B: Encodable>(api: ApiKey, version: i16, corr: i32, body: &B) -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    RequestHeader::default()
-        .with_request_api_key(api as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(corr)
-        .with_client_id(Some(StrBytes::from_static_str("test-client")))
-        .encode(&mut buf, api.request_header_version(version))
-        .unwrap();
-    body.encode(&mut buf, version).unwrap();
-    frame(&buf)
-}
-
-fn response<B: Encodable>(api: ApiKey, version: i16, corr: i32, body: &B) -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    ResponseHeader::default()
-        .with_correlation_id(corr)
-        .encode(&mut buf, api.response_header_version(version))
-        .unwrap();
-    body.encode(&mut buf, version).unwrap();
-    frame(&buf)
+    request_from(api, version, corr, "test-client", body)
 }
 
 /// A Produce request whose record payload is `payload_len` opaque bytes. The filter must never

@@ -8,9 +8,12 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use std::rc::Rc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use common::{frame, request_from as request, response};
 use kafka_filter::codec::source::CountingSource;
 use kafka_filter::config::{self, Config};
 use kafka_filter::connection::{KafkaConnection, Verdict};
@@ -24,7 +27,7 @@ use kafka_protocol::messages::{
     DescribeLogDirsResponse, MetadataRequest, MetadataResponse, ProduceRequest, RequestHeader,
     ResponseHeader, TopicName, TransactionalId,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::{Decodable, StrBytes};
 
 const TENANTS: &str = r#"{"rules": [
     {"name": "team-a", "match": {"client_id": {"prefix": "team-a-"}}, "topics": {"prefix": "team-a."}}
@@ -32,35 +35,6 @@ const TENANTS: &str = r#"{"rules": [
 
 fn config(json: &str) -> Rc<Config> {
     Rc::new(config::parse(json.as_bytes()).unwrap())
-}
-
-fn frame(body: &[u8]) -> Vec<u8> {
-    let mut v = (body.len() as i32).to_be_bytes().to_vec();
-    v.extend_from_slice(body);
-    v
-}
-
-fn request<B: Encodable>(api: ApiKey, version: i16, corr: i32, client: &str, body: &B) -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    RequestHeader::default()
-        .with_request_api_key(api as i16)
-        .with_request_api_version(version)
-        .with_correlation_id(corr)
-        .with_client_id(Some(StrBytes::from_string(client.to_string())))
-        .encode(&mut buf, api.request_header_version(version))
-        .unwrap();
-    body.encode(&mut buf, version).unwrap();
-    frame(&buf)
-}
-
-fn response<B: Encodable>(api: ApiKey, version: i16, corr: i32, body: &B) -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    ResponseHeader::default()
-        .with_correlation_id(corr)
-        .encode(&mut buf, api.response_header_version(version))
-        .unwrap();
-    body.encode(&mut buf, version).unwrap();
-    frame(&buf)
 }
 
 /// Split a stream of frames into (header-stripped) bodies given the header version of each.

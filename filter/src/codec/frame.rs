@@ -281,22 +281,12 @@ impl FrameReader {
                     }
                 }
                 State::Head { frame_len, want } => {
-                    let n = (want - self.head.len()).min(avail);
-                    if !src.copy_into(pos, n, &mut self.head) {
-                        return self.fail(FrameError::HostRead);
-                    }
-                    pos += n;
-                    if self.head.len() == want {
+                    if self.fill_head(src, &mut pos, avail, want)? {
                         self.examine_head(frame_len, false, examine, edits, pos);
                     }
                 }
                 State::Collect { frame_len } => {
-                    let n = (frame_len - self.head.len()).min(avail);
-                    if !src.copy_into(pos, n, &mut self.head) {
-                        return self.fail(FrameError::HostRead);
-                    }
-                    pos += n;
-                    if self.head.len() == frame_len {
+                    if self.fill_head(src, &mut pos, avail, frame_len)? {
                         self.examine_head(frame_len, true, examine, edits, pos);
                     }
                 }
@@ -306,6 +296,23 @@ impl FrameReader {
             State::Failed(e) => Err(e.clone()),
             _ => Ok(()),
         }
+    }
+
+    /// Copy the chunk's bytes at `pos` into `head` until it holds `want` bytes or the chunk
+    /// ends; true once it holds them.
+    fn fill_head<S: ByteSource + ?Sized>(
+        &mut self,
+        src: &mut S,
+        pos: &mut usize,
+        avail: usize,
+        want: usize,
+    ) -> Result<bool, FrameError> {
+        let n = want.saturating_sub(self.head.len()).min(avail);
+        if !src.copy_into(*pos, n, &mut self.head) {
+            self.fail(FrameError::HostRead)?;
+        }
+        *pos += n;
+        Ok(self.head.len() == want)
     }
 
     /// In the middle of a frame that is not decided yet (or being collected).
@@ -329,6 +336,15 @@ impl FrameReader {
         bytes.truncate(self.carried);
         edits.insert(0, bytes);
         self.carried = 0;
+    }
+
+    /// Forward `bytes` instead of everything seen of the current frame (its size field and
+    /// `head`): what this chunk holds of it is left out, what earlier chunks held is dropped.
+    fn replace_seen(&mut self, edits: &mut Edits, pos: usize, bytes: Vec<u8>) {
+        edits.drop_range(self.frame_start.unwrap_or(0), pos);
+        edits.insert(pos, bytes);
+        self.carried = 0;
+        self.size_buf.clear();
     }
 
     fn fail(&mut self, e: FrameError) -> Result<(), FrameError> {
@@ -405,19 +421,13 @@ impl FrameReader {
                 return;
             }
             Step::Replace(bytes) if self.hold && (collected || finished) => {
-                // The whole frame is in `head`: leave it out and forward `bytes` instead.
-                edits.drop_range(self.frame_start.unwrap_or(0), pos);
-                edits.insert(pos, bytes);
-                self.carried = 0;
-                self.size_buf.clear();
+                // The whole frame is in `head`: forward `bytes` instead.
+                self.replace_seen(edits, pos, bytes);
                 self.state = State::Size;
                 return;
             }
             Step::ReplaceHead(bytes) if self.hold && !collected => {
-                edits.drop_range(self.frame_start.unwrap_or(0), pos);
-                edits.insert(pos, bytes);
-                self.carried = 0;
-                self.size_buf.clear();
+                self.replace_seen(edits, pos, bytes);
                 self.state = if finished {
                     State::Size
                 } else {

@@ -5,7 +5,7 @@
 //! so a few bytes suffice. Hand-written because decoding the whole request with `kafka-protocol`
 //! would copy every record; the tests check it against `kafka-protocol` on the same bytes.
 
-use super::read_i16;
+use super::{read_i16, read_uvarint, Varint};
 
 /// Bytes after the request header that hold `acks` when there is no transactional id (the
 /// common case): a null STRING (2 bytes; a null COMPACT_STRING takes 1) and `acks` (2).
@@ -36,37 +36,16 @@ pub fn scan_acks(body: &[u8], version: i16) -> Acks {
         }
     } else {
         // transactional_id: nullable COMPACT_STRING (unsigned varint length + 1, 0 = null).
-        match read_uvarint(body) {
+        match read_uvarint(body, 0) {
             Varint::Value(0, used) => used,
             Varint::Value(n, used) => used + (n as usize - 1),
-            Varint::Short => return Acks::Need(body.len() + 1),
+            Varint::Short(need) => return Acks::Need(need),
             Varint::Invalid => return Acks::Invalid,
         }
     };
     match read_i16(body, acks_at) {
         Some(acks) => Acks::Known(acks),
         None => Acks::Need(acks_at + 2),
-    }
-}
-
-enum Varint {
-    Value(u32, usize),
-    Short,
-    Invalid,
-}
-
-fn read_uvarint(buf: &[u8]) -> Varint {
-    let mut value: u32 = 0;
-    for (i, b) in buf.iter().enumerate().take(5) {
-        value |= u32::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Varint::Value(value, i + 1);
-        }
-    }
-    if buf.len() >= 5 {
-        Varint::Invalid
-    } else {
-        Varint::Short
     }
 }
 

@@ -17,3 +17,8 @@ pub trait MetricsSink {
     /// Record one histogram sample.
     fn record(&mut self, key: MetricKey, value: u64);
 }
+
+/// A size or count as a counter delta (saturating: a delta never wraps negative).
+pub fn len_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}

@@ -12,7 +12,7 @@ use std::ops::Range;
 use bytes::{BufMut, BytesMut};
 
 use super::mapping::{NameKind, NameMapper};
-use crate::codec::{read_i16, read_i32};
+use crate::codec::{read_i16, read_i32, read_uvarint, Varint};
 
 /// Versions the head scan handles: names by string (v13 names topics by id and is held whole).
 pub const VERSIONS: std::ops::RangeInclusive<i16> = 3..=12;
@@ -186,28 +186,6 @@ fn read_string(buf: &[u8], at: usize, flexible: bool) -> Str {
     } else {
         Str::Value(start..end)
     }
-}
-
-enum Varint {
-    /// The value and where it ends.
-    Value(u32, usize),
-    /// The buffer's first `n` bytes are needed (at least one more than it has).
-    Short(usize),
-    Invalid,
-}
-
-fn read_uvarint(buf: &[u8], at: usize) -> Varint {
-    let mut value: u32 = 0;
-    for i in 0..5 {
-        let Some(b) = buf.get(at + i) else {
-            return Varint::Short(at + i + 1);
-        };
-        value |= u32::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Varint::Value(value, at + i + 1);
-        }
-    }
-    Varint::Invalid
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use super::versions;
 use crate::codec::inflight::{Inflight, Reply};
 use crate::codec::{RequestHead, Step};
 use crate::config::Config;
-use crate::metrics::{MetricKey, MetricsSink};
+use crate::metrics::{len_i64, MetricKey, MetricsSink};
 
 /// Kafka error codes the filter answers with.
 pub const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
@@ -91,6 +91,11 @@ impl RewriteSession {
         self.config.rules.get(usize::from(index))
     }
 
+    fn policy(&self, index: u16) -> UnsupportedPolicy {
+        self.rule(index)
+            .map_or(UnsupportedPolicy::Reject, |r| r.unsupported_apis)
+    }
+
     fn select(&mut self, client_id: Option<&StrBytes>) -> Option<u16> {
         if let Some((cached_id, rule)) = &self.cached {
             if cached_id.as_ref() == client_id {
@@ -135,9 +140,7 @@ impl RewriteSession {
         let Some(rule_index) = rule else {
             return (Step::Done, Reply::Forward);
         };
-        let policy = self
-            .rule(rule_index)
-            .map_or(UnsupportedPolicy::Reject, |r| r.unsupported_apis);
+        let policy = self.policy(rule_index);
         if head.api_key == API_VERSIONS && head.header_decoded {
             return (Step::Done, Reply::LimitVersions { rule: rule_index });
         }
@@ -351,10 +354,7 @@ impl RewriteSession {
         let header = frame.get(..header_len).unwrap_or_default();
         let result = match req.reply {
             Reply::LimitVersions { rule } => {
-                let policy = self
-                    .rule(rule)
-                    .map_or(UnsupportedPolicy::Reject, |r| r.unsupported_apis);
-                match versions::limit(req.api_version, bytes, policy) {
+                match versions::limit(req.api_version, bytes, self.policy(rule)) {
                     Ok(r) => r,
                     // Versions carry no names: forwarding an unexpected one leaks nothing.
                     Err(_) => return Step::Done,
@@ -441,8 +441,4 @@ fn framed(parts: &[&[u8]]) -> Vec<u8> {
 
 fn api_name(api_key: i16) -> String {
     crate::api::label_name(crate::api::classify(api_key))
-}
-
-fn len_i64(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
