@@ -18,18 +18,15 @@ counters. Exits 1 if anything is not as it should be.
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
-import json
 import sys
-import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from scenario import Broker, Checks, Envoy, fmt_topics, main, span, step  # noqa: E402
 from clients import CLIENT_OPS, BrokerView  # noqa: E402
-from harness import Broker, Envoy, HarnessError, free_ports, require_wasm, wait_until  # noqa: E402
+from harness import wait_until  # noqa: E402
 
 RULES = {"rules": [{
     "name": "checkout-canary",
@@ -39,147 +36,86 @@ RULES = {"rules": [{
 }]}
 
 
-class Checks:
-    def __init__(self) -> None:
-        self.failed: list[str] = []
+def scenario(client: str, broker: Broker, envoy: Envoy, check: Checks) -> None:
+    Ops = CLIENT_OPS[client]
+    prod, canary = Ops(envoy.bootstrap, "checkout"), Ops(envoy.bootstrap, "checkout-canary")
+    pool = concurrent.futures.ThreadPoolExecutor(2)
 
-    def __call__(self, ok: bool, what: str) -> None:
-        print(f"  [{'ok' if ok else 'FAIL'}] {what}")
-        if not ok:
-            self.failed.append(what)
+    def both(f, g):
+        a, b = pool.submit(f), pool.submit(g)
+        return a.result(), b.result()
 
+    step(f"{client}: production creates `orders` with 3 partitions, the canary creates `orders` with 2")
+    prod.create_topic("orders", 3)
+    canary.create_topic("orders", 2)
+    pv = [f"production-{i:03d}".encode() for i in range(15)]
+    cv = [f"canary-{i:03d}".encode() for i in range(12)]
+    step("both produce to `orders` at the same time, then consume it with consumer group `orders-app`")
+    p_del, c_del = both(lambda: prod.produce("orders", pv), lambda: canary.produce("orders", cv))
+    (p_got, p_com), (c_got, c_com) = both(lambda: prod.consume("orders", "orders-app", len(pv)),
+                                          lambda: canary.consume("orders", "orders-app", len(cv)))
+    p_topics, c_topics = prod.list_topics(), canary.list_topics()
+    p_groups, c_groups = prod.list_groups(), canary.list_groups()
 
-def step(msg: str) -> None:
-    print(f"==> {msg}", flush=True)
-
-
-def fmt_topics(t: dict[str, int]) -> str:
-    return ", ".join(f"{k} ({v} partition{'' if v == 1 else 's'})" for k, v in sorted(t.items())) or "-"
-
-
-def span(vals: list[bytes]) -> str:
-    vs = sorted(v.decode() for v in vals)
-    return f"{len(vs)}: {vs[0]} .. {vs[-1]}" if vs else "0"
-
-
-def run(client: str) -> int:
-    require_wasm()
-    workdir = Path(tempfile.mkdtemp(prefix="kafka-filter-canary-"))
-    listener_port, admin_port, broker_port = free_ports(3)
-    broker = Broker(workdir=workdir, port=broker_port, advertised_port=listener_port)
-    envoy = Envoy(broker_port, plugin_config=RULES, workdir=workdir, listener_port=listener_port,
-                  admin_port=admin_port)
-    check = Checks()
-    try:
-        step(f"tansu on 127.0.0.1:{broker_port}, Envoy on 127.0.0.1:{listener_port} with the rule:")
-        print("    " + json.dumps(RULES["rules"][0]))
-        broker.start()
-        envoy.start()
-        Ops = CLIENT_OPS[client]
-        prod, canary = Ops(envoy.bootstrap, "checkout"), Ops(envoy.bootstrap, "checkout-canary")
-        pool = concurrent.futures.ThreadPoolExecutor(2)
-
-        def both(f, g):
-            a, b = pool.submit(f), pool.submit(g)
-            return a.result(), b.result()
-
-        step(f"{client}: production creates `orders` with 3 partitions, the canary creates `orders` with 2")
-        prod.create_topic("orders", 3)
-        canary.create_topic("orders", 2)
-        pv = [f"production-{i:03d}".encode() for i in range(15)]
-        cv = [f"canary-{i:03d}".encode() for i in range(12)]
-        step("both produce to `orders` at the same time, then consume it with consumer group `orders-app`")
-        p_del, c_del = both(lambda: prod.produce("orders", pv), lambda: canary.produce("orders", cv))
-        (p_got, p_com), (c_got, c_com) = both(lambda: prod.consume("orders", "orders-app", len(pv)),
-                                              lambda: canary.consume("orders", "orders-app", len(cv)))
-        p_topics, c_topics = prod.list_topics(), canary.list_topics()
-        p_groups, c_groups = prod.list_groups(), canary.list_groups()
-
-        print()
-        print("What each client saw (through Envoy)")
-        rows = [
-            ("topics in metadata", fmt_topics(p_topics), fmt_topics(c_topics)),
-            ("delivery reports", f"{len(p_del)} to {sorted({d.topic for d in p_del})}",
-             f"{len(c_del)} to {sorted({d.topic for d in c_del})}"),
-            ("consumed (group orders-app)", f"{span([m.value for m in p_got])} from {sorted({m.topic for m in p_got})}",
-             f"{span([m.value for m in c_got])} from {sorted({m.topic for m in c_got})}"),
-            ("committed offsets", ", ".join(f"{t}[{p}]={o}" for (t, p), o in sorted(p_com.items())),
-             ", ".join(f"{t}[{p}]={o}" for (t, p), o in sorted(c_com.items()))),
-            ("consumer groups listed", ", ".join(sorted(p_groups)), ", ".join(sorted(c_groups))),
-        ]
-        w = max(len(a) for _, a, _ in rows) + 2
-        print(f"  {'':28} {'production (checkout)':{w}} canary (checkout-canary)")
-        for name, a, b in rows:
-            print(f"  {name:28} {a:{w}} {b}")
-
-        print()
-        print(f"What is physically on the broker (read directly from 127.0.0.1:{broker_port}, not through Envoy)")
-        with BrokerView(broker_port) as view:
-            b_topics = view.topics()
-            b_orders, b_canary = view.values("orders"), view.values("orders-canary")
-            b_groups = view.groups()
-            b_com_prod = view.committed("orders-app", "orders", 3)
-            b_com_canary = view.committed("orders-app-canary", "orders-canary", 2)
-        print(f"  topics : {fmt_topics(b_topics)}")
-        print(f"  orders        records {span(b_orders)}")
-        print(f"  orders-canary records {span(b_canary)}")
-        print(f"  groups : {', '.join(sorted(b_groups))}")
-        print(f"  orders-app        committed on orders        {b_com_prod}")
-        print(f"  orders-app-canary committed on orders-canary {b_com_canary}")
-
-        wait_until(lambda: envoy.kafka_stats().get("kafka.connections_active", 0) == 0, 30,
-                   what="client connections to close")
-        stats = envoy.settled_kafka_stats()
-        print()
-        print("The filter's rewrite counters (Envoy /stats, wasmcustom.kafka.rewrite.*)")
-        for k in ("requests", "responses", "refused", "errors", "bytes_held"):
-            print(f"  kafka.rewrite.{k:12} {int(stats.get(f'kafka.rewrite.{k}', 0))}")
-
-        print()
-        print("Checks")
-        check(c_topics == {"orders": 2}, "the canary sees one `orders`, its own (2 partitions), and not orders-canary")
-        check(p_topics.get("orders") == 3 and p_topics.get("orders-canary") == 2,
-              "production is untouched: it sees the physical names")
-        check({d.topic for d in c_del} == {"orders"} and {d.topic for d in p_del} == {"orders"},
-              "both got their delivery reports for `orders`")
-        check(sorted(b_canary) == sorted(cv), "every canary message is in orders-canary, and nothing else is")
-        check(sorted(b_orders) == sorted(pv), "every production message is in orders, and nothing else is")
-        check(sorted(m.value for m in c_got) == sorted(cv) and {m.topic for m in c_got} == {"orders"},
-              "the canary consumed exactly its own messages, from `orders`")
-        check(sorted(m.value for m in p_got) == sorted(pv), "production consumed exactly its own messages")
-        check({"orders-app", "orders-app-canary"} <= b_groups, "two physical groups: orders-app and orders-app-canary")
-        check({p: o for p, o in b_com_canary.items() if o > 0} == {p: o for (_, p), o in c_com.items()},
-              "the canary's committed offsets are on orders-app-canary / orders-canary")
-        check(c_groups == {"orders-app"}, "the canary lists only its own group, as `orders-app`")
-        check(stats.get("kafka.rewrite.requests", 0) > 0 and not stats.get("kafka.rewrite.errors")
-              and not stats.get("kafka.rewrite.refused"), "requests rewritten, none refused, no errors")
-    except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - reported with the logs
-        check(False, f"the scenario ran to the end ({e!r})")
-        envoy.stop()
-        print(envoy.log_tail(30), file=sys.stderr)
-    finally:
-        envoy.stop()
-        broker.stop()
-        print(f"(logs in {workdir})")
     print()
-    if check.failed:
-        print(f"FAILED: {len(check.failed)} check(s)")
-        return 1
-    print("all checks passed")
-    return 0
+    print("What each client saw (through Envoy)")
+    rows = [
+        ("topics in metadata", fmt_topics(p_topics), fmt_topics(c_topics)),
+        ("delivery reports", f"{len(p_del)} to {sorted({d.topic for d in p_del})}",
+         f"{len(c_del)} to {sorted({d.topic for d in c_del})}"),
+        ("consumed (group orders-app)", f"{span([m.value for m in p_got])} from {sorted({m.topic for m in p_got})}",
+         f"{span([m.value for m in c_got])} from {sorted({m.topic for m in c_got})}"),
+        ("committed offsets", ", ".join(f"{t}[{p}]={o}" for (t, p), o in sorted(p_com.items())),
+         ", ".join(f"{t}[{p}]={o}" for (t, p), o in sorted(c_com.items()))),
+        ("consumer groups listed", ", ".join(sorted(p_groups)), ", ".join(sorted(c_groups))),
+    ]
+    w = max(len(a) for _, a, _ in rows) + 2
+    print(f"  {'':28} {'production (checkout)':{w}} canary (checkout-canary)")
+    for name, a, b in rows:
+        print(f"  {name:28} {a:{w}} {b}")
 
+    print()
+    print(f"What is physically on the broker (read directly from 127.0.0.1:{broker.port}, not through Envoy)")
+    with BrokerView(broker.port) as view:
+        b_topics = view.topics()
+        b_orders, b_canary = view.values("orders"), view.values("orders-canary")
+        b_groups = view.groups()
+        b_com_prod = view.committed("orders-app", "orders", 3)
+        b_com_canary = view.committed("orders-app-canary", "orders-canary", 2)
+    print(f"  topics : {fmt_topics(b_topics)}")
+    print(f"  orders        records {span(b_orders)}")
+    print(f"  orders-canary records {span(b_canary)}")
+    print(f"  groups : {', '.join(sorted(b_groups))}")
+    print(f"  orders-app        committed on orders        {b_com_prod}")
+    print(f"  orders-app-canary committed on orders-canary {b_com_canary}")
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--client", choices=sorted(CLIENT_OPS), default="rdkafka",
-                    help="client library: rdkafka (confluent-kafka) or kafka-python (default rdkafka)")
-    args = ap.parse_args()
-    try:
-        return run(args.client)
-    except HarnessError as e:
-        print(e, file=sys.stderr)
-        return 2
+    wait_until(lambda: envoy.kafka_stats().get("kafka.connections_active", 0) == 0, 30,
+               what="client connections to close")
+    stats = envoy.settled_kafka_stats()
+    print()
+    print("The filter's rewrite counters (Envoy /stats, wasmcustom.kafka.rewrite.*)")
+    for k in ("requests", "responses", "refused", "errors", "bytes_held"):
+        print(f"  kafka.rewrite.{k:12} {int(stats.get(f'kafka.rewrite.{k}', 0))}")
+
+    print()
+    print("Checks")
+    check(c_topics == {"orders": 2}, "the canary sees one `orders`, its own (2 partitions), and not orders-canary")
+    check(p_topics.get("orders") == 3 and p_topics.get("orders-canary") == 2,
+          "production is untouched: it sees the physical names")
+    check({d.topic for d in c_del} == {"orders"} and {d.topic for d in p_del} == {"orders"},
+          "both got their delivery reports for `orders`")
+    check(sorted(b_canary) == sorted(cv), "every canary message is in orders-canary, and nothing else is")
+    check(sorted(b_orders) == sorted(pv), "every production message is in orders, and nothing else is")
+    check(sorted(m.value for m in c_got) == sorted(cv) and {m.topic for m in c_got} == {"orders"},
+          "the canary consumed exactly its own messages, from `orders`")
+    check(sorted(m.value for m in p_got) == sorted(pv), "production consumed exactly its own messages")
+    check({"orders-app", "orders-app-canary"} <= b_groups, "two physical groups: orders-app and orders-app-canary")
+    check({p: o for p, o in b_com_canary.items() if o > 0} == {p: o for (_, p), o in c_com.items()},
+          "the canary's committed offsets are on orders-app-canary / orders-canary")
+    check(c_groups == {"orders-app"}, "the canary lists only its own group, as `orders-app`")
+    check(stats.get("kafka.rewrite.requests", 0) > 0 and not stats.get("kafka.rewrite.errors")
+          and not stats.get("kafka.rewrite.refused"), "requests rewritten, none refused, no errors")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(__doc__, "canary", RULES, scenario))

@@ -18,46 +18,21 @@ and the filter's counters. Exits 1 if anything is not as it should be.
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import json
 import sys
-import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from scenario import Broker, Checks, Envoy, fmt_topics, main, span, step  # noqa: E402
 from clients import CLIENT_OPS, BrokerView  # noqa: E402
-from harness import Broker, Envoy, HarnessError, free_ports, require_wasm, wait_until  # noqa: E402
+from harness import wait_until  # noqa: E402
 
 RULES = {"rules": [
     {"name": "team-a", "match": {"client_id": {"prefix": "team-a-"}}, "topics": {"prefix": "team-a."}},
     {"name": "team-b", "match": {"client_id": {"prefix": "team-b-"}}, "topics": {"prefix": "team-b."}},
 ]}
-
-
-class Checks:
-    def __init__(self) -> None:
-        self.failed: list[str] = []
-
-    def __call__(self, ok: bool, what: str) -> None:
-        print(f"  [{'ok' if ok else 'FAIL'}] {what}")
-        if not ok:
-            self.failed.append(what)
-
-
-def step(msg: str) -> None:
-    print(f"==> {msg}", flush=True)
-
-
-def fmt_topics(t: dict[str, int]) -> str:
-    return ", ".join(f"{k} ({v} partition{'' if v == 1 else 's'})" for k, v in sorted(t.items())) or "-"
-
-
-def span(vals: list[bytes]) -> str:
-    vs = sorted(v.decode(errors="replace") for v in vals)
-    return f"{len(vs)}: {vs[0]} .. {vs[-1]}" if vs else "0"
 
 
 def attempt(f):
@@ -68,151 +43,112 @@ def attempt(f):
         return None, f"{type(e).__name__}: {str(e)[:140]}"
 
 
-def run(client: str) -> int:
-    require_wasm()
-    workdir = Path(tempfile.mkdtemp(prefix="kafka-filter-tenants-"))
-    listener_port, admin_port, broker_port = free_ports(3)
-    broker = Broker(workdir=workdir, port=broker_port, advertised_port=listener_port)
-    envoy = Envoy(broker_port, plugin_config=RULES, workdir=workdir, listener_port=listener_port,
-                  admin_port=admin_port)
-    check = Checks()
-    try:
-        step(f"tansu on 127.0.0.1:{broker_port}, Envoy on 127.0.0.1:{listener_port} with the rules:")
-        for r in RULES["rules"]:
-            print("    " + json.dumps(r))
-        broker.start()
-        envoy.start()
-        Ops = CLIENT_OPS[client]
-        a, b = Ops(envoy.bootstrap, "team-a-app"), Ops(envoy.bootstrap, "team-b-app")
-        pool = concurrent.futures.ThreadPoolExecutor(2)
+def scenario(client: str, broker: Broker, envoy: Envoy, check: Checks) -> None:
+    Ops = CLIENT_OPS[client]
+    a, b = Ops(envoy.bootstrap, "team-a-app"), Ops(envoy.bootstrap, "team-b-app")
+    pool = concurrent.futures.ThreadPoolExecutor(2)
 
-        def both(f, g):
-            x, y = pool.submit(f), pool.submit(g)
-            return x.result(), y.result()
+    def both(f, g):
+        x, y = pool.submit(f), pool.submit(g)
+        return x.result(), y.result()
 
-        step(f"{client}: team-a creates `events` (1 partition, retention.ms=111111), "
-             "team-b creates `events` (2 partitions, retention.ms=222222)")
-        a.create_topic("events", 1, {"retention.ms": "111111"})
-        b.create_topic("events", 2, {"retention.ms": "222222"})
-        av = [f"team-a-{i:03d}".encode() for i in range(10)]
-        bv = [f"team-b-{i:03d}".encode() for i in range(11)]
-        step("both produce to `events` and consume it with consumer group `g`, at the same time")
-        a_del, b_del = both(lambda: a.produce("events", av), lambda: b.produce("events", bv))
-        (a_got, a_com), (b_got, b_com) = both(lambda: a.consume("events", "g", len(av)),
-                                              lambda: b.consume("events", "g", len(bv)))
-        a_topics, b_topics = a.list_topics(), b.list_topics()
-        a_groups, b_groups = a.list_groups(), b.list_groups()
-        a_cfg = a.describe_configs("events")
+    step(f"{client}: team-a creates `events` (1 partition, retention.ms=111111), "
+         "team-b creates `events` (2 partitions, retention.ms=222222)")
+    a.create_topic("events", 1, {"retention.ms": "111111"})
+    b.create_topic("events", 2, {"retention.ms": "222222"})
+    av = [f"team-a-{i:03d}".encode() for i in range(10)]
+    bv = [f"team-b-{i:03d}".encode() for i in range(11)]
+    step("both produce to `events` and consume it with consumer group `g`, at the same time")
+    a_del, b_del = both(lambda: a.produce("events", av), lambda: b.produce("events", bv))
+    (a_got, a_com), (b_got, b_com) = both(lambda: a.consume("events", "g", len(av)),
+                                          lambda: b.consume("events", "g", len(bv)))
+    a_topics, b_topics = a.list_topics(), b.list_topics()
+    a_groups, b_groups = a.list_groups(), b.list_groups()
+    a_cfg = a.describe_configs("events")
 
-        step("team-a goes for team-b's data by its physical name `team-b.events`")
-        x_cfg, x_cfg_err = attempt(lambda: a.describe_configs("team-b.events"))
-        x_fetch, x_fetch_err = attempt(lambda: a.fetch_assigned("team-b.events", 2, seconds=2.0))
-        x_prod, x_prod_err = attempt(lambda: a.produce("team-b.events", [b"team-a-intruder"], timeout=15))
-        x_commit, x_commit_err = attempt(lambda: a.commit_offsets("team-b.g", "team-b.events", {0: 1, 1: 1}))
-        refused_before = envoy.kafka_stats().get("kafka.rewrite.refused", 0)
-        _, x_alter_err = attempt(lambda: a.alter_topic_config("events", "retention.ms", "1"))
-        refused = envoy.kafka_stats().get("kafka.rewrite.refused", 0) - refused_before
+    step("team-a goes for team-b's data by its physical name `team-b.events`")
+    x_cfg, x_cfg_err = attempt(lambda: a.describe_configs("team-b.events"))
+    x_fetch, x_fetch_err = attempt(lambda: a.fetch_assigned("team-b.events", 2, seconds=2.0))
+    x_prod, x_prod_err = attempt(lambda: a.produce("team-b.events", [b"team-a-intruder"], timeout=15))
+    x_commit, x_commit_err = attempt(lambda: a.commit_offsets("team-b.g", "team-b.events", {0: 1, 1: 1}))
+    refused_before = envoy.kafka_stats().get("kafka.rewrite.refused", 0)
+    _, x_alter_err = attempt(lambda: a.alter_topic_config("events", "retention.ms", "1"))
+    refused = envoy.kafka_stats().get("kafka.rewrite.refused", 0) - refused_before
 
-        print()
-        print("What each team saw (through Envoy)")
-        rows = [
-            ("topics in metadata", fmt_topics(a_topics), fmt_topics(b_topics)),
-            ("delivery reports", f"{len(a_del)} to {sorted({d.topic for d in a_del})}",
-             f"{len(b_del)} to {sorted({d.topic for d in b_del})}"),
-            ("consumed (group g)", f"{span([m.value for m in a_got])}", f"{span([m.value for m in b_got])}"),
-            ("committed offsets", ", ".join(f"{t}[{p}]={o}" for (t, p), o in sorted(a_com.items())),
-             ", ".join(f"{t}[{p}]={o}" for (t, p), o in sorted(b_com.items()))),
-            ("consumer groups listed", ", ".join(sorted(a_groups)), ", ".join(sorted(b_groups))),
-        ]
-        w = max(len(x) for _, x, _ in rows) + 2
-        print(f"  {'':24} {'team-a (team-a-app)':{w}} team-b (team-b-app)")
-        for name, x, y in rows:
-            print(f"  {name:24} {x:{w}} {y}")
-        print(f"  team-a's `events` configuration: retention.ms={a_cfg.get('retention.ms')}")
-        print()
-        print("team-a on `team-b.events` (the filter makes it team-a.team-b.events: team-a's own namespace)")
-        print(f"  describe configs : {x_cfg if x_cfg_err is None else x_cfg_err}")
-        fetched = [] if x_fetch is None else x_fetch[0]
-        print(f"  fetch            : {len(fetched)} messages" + (f" ({x_fetch_err})" if x_fetch_err else ""))
-        print(f"  produce          : {'delivered to ' + str(sorted({d.topic for d in x_prod})) if x_prod else x_prod_err}")
-        print(f"  commit (team-b.g): {'ok' if x_commit_err is None else x_commit_err}")
-        print(f"  alter config     : {x_alter_err or 'succeeded?!'}"
-              f"  (kafka.rewrite.refused +{int(refused)})")
-
-        print()
-        print(f"What is physically on the broker (read directly from 127.0.0.1:{broker_port}, not through Envoy)")
-        with BrokerView(broker_port) as view:
-            b_topics_phys = view.topics()
-            phys_a, phys_b = view.values("team-a.events"), view.values("team-b.events")
-            groups = view.groups()
-            b_committed = view.committed("team-b.g", "team-b.events", 2)
-            b_config = view.topic_configs("team-b.events")
-            intruder = view.values("team-a.team-b.events") if "team-a.team-b.events" in b_topics_phys else []
-        print(f"  topics : {fmt_topics(b_topics_phys)}")
-        print(f"  team-a.events records {span(phys_a)}")
-        print(f"  team-b.events records {span(phys_b)}   retention.ms={b_config.get('retention.ms')}")
-        if intruder:
-            print(f"  team-a.team-b.events records {span(intruder)}")
-        print(f"  groups : {', '.join(sorted(groups))}")
-        print(f"  team-b.g committed on team-b.events {b_committed}")
-
-        wait_until(lambda: envoy.kafka_stats().get("kafka.connections_active", 0) == 0, 30,
-                   what="client connections to close")
-        stats = envoy.settled_kafka_stats()
-        print()
-        print("The filter's rewrite counters (Envoy /stats, wasmcustom.kafka.rewrite.*)")
-        for k in ("requests", "responses", "refused", "errors", "bytes_held"):
-            print(f"  kafka.rewrite.{k:12} {int(stats.get(f'kafka.rewrite.{k}', 0))}")
-
-        b_counts: dict[int, int] = {}
-        for d in b_del:
-            b_counts[d.partition] = max(b_counts.get(d.partition, 0), d.offset + 1)
-        print()
-        print("Checks")
-        check(a_topics == {"events": 1} and b_topics == {"events": 2},
-              "each team lists only its own `events`, without prefix")
-        check(a_groups == {"g"} and b_groups == {"g"}, "each team lists only its own group `g`")
-        check(sorted(m.value for m in a_got) == sorted(av) and sorted(m.value for m in b_got) == sorted(bv),
-              "each team consumed exactly its own messages")
-        check(sorted(phys_a) == sorted(av) and sorted(phys_b) == sorted(bv),
-              "physically: team-a.events and team-b.events, each with its own team's messages only")
-        check({"team-a.g", "team-b.g"} <= groups, "physically: groups team-a.g and team-b.g")
-        check(a_cfg.get("retention.ms") == "111111", "team-a describes its own `events`")
-        check("222222" not in json.dumps(x_cfg), "team-a never read team-b's configuration")
-        check(not [m for m in fetched if (m.value or b"").startswith(b"team-b")], "team-a never fetched team-b's messages")
-        check(b_committed == b_counts, "team-b's committed offsets are untouched")
-        check(b_config.get("retention.ms") == "222222", "team-b's topic configuration is untouched")
-        check(x_alter_err is not None and (refused > 0 or "unsupported" in x_alter_err.lower() or "not supported" in x_alter_err
-                                         or "Incompatible" in x_alter_err),
-              "altering a topic configuration (not rewritten) fails under the rule")
-        check(not stats.get("kafka.rewrite.errors"), "no rewrite errors")
-    except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - reported with the logs
-        check(False, f"the scenario ran to the end ({e!r})")
-        envoy.stop()
-        print(envoy.log_tail(30), file=sys.stderr)
-    finally:
-        envoy.stop()
-        broker.stop()
-        print(f"(logs in {workdir})")
     print()
-    if check.failed:
-        print(f"FAILED: {len(check.failed)} check(s)")
-        return 1
-    print("all checks passed")
-    return 0
+    print("What each team saw (through Envoy)")
+    rows = [
+        ("topics in metadata", fmt_topics(a_topics), fmt_topics(b_topics)),
+        ("delivery reports", f"{len(a_del)} to {sorted({d.topic for d in a_del})}",
+         f"{len(b_del)} to {sorted({d.topic for d in b_del})}"),
+        ("consumed (group g)", f"{span([m.value for m in a_got])}", f"{span([m.value for m in b_got])}"),
+        ("committed offsets", ", ".join(f"{t}[{p}]={o}" for (t, p), o in sorted(a_com.items())),
+         ", ".join(f"{t}[{p}]={o}" for (t, p), o in sorted(b_com.items()))),
+        ("consumer groups listed", ", ".join(sorted(a_groups)), ", ".join(sorted(b_groups))),
+    ]
+    w = max(len(x) for _, x, _ in rows) + 2
+    print(f"  {'':24} {'team-a (team-a-app)':{w}} team-b (team-b-app)")
+    for name, x, y in rows:
+        print(f"  {name:24} {x:{w}} {y}")
+    print(f"  team-a's `events` configuration: retention.ms={a_cfg.get('retention.ms')}")
+    print()
+    print("team-a on `team-b.events` (the filter makes it team-a.team-b.events: team-a's own namespace)")
+    print(f"  describe configs : {x_cfg if x_cfg_err is None else x_cfg_err}")
+    fetched = [] if x_fetch is None else x_fetch[0]
+    print(f"  fetch            : {len(fetched)} messages" + (f" ({x_fetch_err})" if x_fetch_err else ""))
+    print(f"  produce          : {'delivered to ' + str(sorted({d.topic for d in x_prod})) if x_prod else x_prod_err}")
+    print(f"  commit (team-b.g): {'ok' if x_commit_err is None else x_commit_err}")
+    print(f"  alter config     : {x_alter_err or 'succeeded?!'}"
+          f"  (kafka.rewrite.refused +{int(refused)})")
 
+    print()
+    print(f"What is physically on the broker (read directly from 127.0.0.1:{broker.port}, not through Envoy)")
+    with BrokerView(broker.port) as view:
+        b_topics_phys = view.topics()
+        phys_a, phys_b = view.values("team-a.events"), view.values("team-b.events")
+        groups = view.groups()
+        b_committed = view.committed("team-b.g", "team-b.events", 2)
+        b_config = view.topic_configs("team-b.events")
+        intruder = view.values("team-a.team-b.events") if "team-a.team-b.events" in b_topics_phys else []
+    print(f"  topics : {fmt_topics(b_topics_phys)}")
+    print(f"  team-a.events records {span(phys_a)}")
+    print(f"  team-b.events records {span(phys_b)}   retention.ms={b_config.get('retention.ms')}")
+    if intruder:
+        print(f"  team-a.team-b.events records {span(intruder)}")
+    print(f"  groups : {', '.join(sorted(groups))}")
+    print(f"  team-b.g committed on team-b.events {b_committed}")
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--client", choices=sorted(CLIENT_OPS), default="rdkafka",
-                    help="client library: rdkafka (confluent-kafka) or kafka-python (default rdkafka)")
-    args = ap.parse_args()
-    try:
-        return run(args.client)
-    except HarnessError as e:
-        print(e, file=sys.stderr)
-        return 2
+    wait_until(lambda: envoy.kafka_stats().get("kafka.connections_active", 0) == 0, 30,
+               what="client connections to close")
+    stats = envoy.settled_kafka_stats()
+    print()
+    print("The filter's rewrite counters (Envoy /stats, wasmcustom.kafka.rewrite.*)")
+    for k in ("requests", "responses", "refused", "errors", "bytes_held"):
+        print(f"  kafka.rewrite.{k:12} {int(stats.get(f'kafka.rewrite.{k}', 0))}")
+
+    b_counts: dict[int, int] = {}
+    for d in b_del:
+        b_counts[d.partition] = max(b_counts.get(d.partition, 0), d.offset + 1)
+    print()
+    print("Checks")
+    check(a_topics == {"events": 1} and b_topics == {"events": 2},
+          "each team lists only its own `events`, without prefix")
+    check(a_groups == {"g"} and b_groups == {"g"}, "each team lists only its own group `g`")
+    check(sorted(m.value for m in a_got) == sorted(av) and sorted(m.value for m in b_got) == sorted(bv),
+          "each team consumed exactly its own messages")
+    check(sorted(phys_a) == sorted(av) and sorted(phys_b) == sorted(bv),
+          "physically: team-a.events and team-b.events, each with its own team's messages only")
+    check({"team-a.g", "team-b.g"} <= groups, "physically: groups team-a.g and team-b.g")
+    check(a_cfg.get("retention.ms") == "111111", "team-a describes its own `events`")
+    check("222222" not in json.dumps(x_cfg), "team-a never read team-b's configuration")
+    check(not [m for m in fetched if (m.value or b"").startswith(b"team-b")], "team-a never fetched team-b's messages")
+    check(b_committed == b_counts, "team-b's committed offsets are untouched")
+    check(b_config.get("retention.ms") == "222222", "team-b's topic configuration is untouched")
+    check(x_alter_err is not None and (refused > 0 or "unsupported" in x_alter_err.lower() or "not supported" in x_alter_err
+                                     or "Incompatible" in x_alter_err),
+          "altering a topic configuration (not rewritten) fails under the rule")
+    check(not stats.get("kafka.rewrite.errors"), "no rewrite errors")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(__doc__, "tenants", RULES, scenario))

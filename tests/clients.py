@@ -110,6 +110,7 @@ MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)
+
 class PlannedMessage:
     seq: int
     partition: int
@@ -913,6 +914,20 @@ class Delivered:
     value: bytes
 
 
+def _poll_into(consumer, got: list, errors: list[str], deadline: float,
+               enough: Callable[[], bool] = lambda: False) -> None:
+    """Poll a librdkafka consumer until `deadline` (or until enough()), appending messages to
+    `got` and error events to `errors`."""
+    while time.monotonic() < deadline and not enough():
+        msg = consumer.poll(0.2)
+        if msg is None:
+            continue
+        if msg.error():
+            errors.append(str(msg.error()))
+            continue
+        got.append(Consumed(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value()))
+
+
 @dataclass
 class Consumed:
     topic: str
@@ -1020,15 +1035,7 @@ class RdkafkaOps(ClientOps):
         errors: list[str] = []
         try:
             consumer.subscribe([topic])
-            deadline = time.monotonic() + timeout
-            while len(got) < count and time.monotonic() < deadline:
-                msg = consumer.poll(0.2)
-                if msg is None:
-                    continue
-                if msg.error():
-                    errors.append(str(msg.error()))
-                    continue
-                got.append(Consumed(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value()))
+            _poll_into(consumer, got, errors, time.monotonic() + timeout, lambda: len(got) >= count)
             if len(got) < count:
                 raise AssertionError(f"{self}: {len(got)} of {count} messages from {topic} in {timeout}s "
                                      f"(errors {errors[:5]})")
@@ -1074,15 +1081,7 @@ class RdkafkaOps(ClientOps):
         errors: list[str] = []
         try:
             consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
-            end = time.monotonic() + seconds
-            while time.monotonic() < end:
-                msg = consumer.poll(0.2)
-                if msg is None:
-                    continue
-                if msg.error():
-                    errors.append(str(msg.error()))
-                    continue
-                got.append(Consumed(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value()))
+            _poll_into(consumer, got, errors, time.monotonic() + seconds)
         finally:
             consumer.close()
         return got, errors

@@ -106,25 +106,39 @@ def make_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calla
             return stack
         if route == "filter":
             need_wasm()
-        listener_port, admin_port, broker_port = free_ports(3)
-        broker = Broker(workdir=workdir, port=broker_port, advertised_port=listener_port)
-        envoy = Envoy(broker_port, config=CONFIG_FOR_ROUTE[route], plugin_config=plugin_config,
-                      workdir=workdir, listener_port=listener_port, admin_port=admin_port)
-        stack = Stack(route, broker, envoy)
-        stacks.append(stack)
-        broker.start()
-        envoy.start()
-        return stack
+        return _start_proxied_stack(
+            stacks, route, workdir,
+            lambda broker_port, **ports: Envoy(broker_port, config=CONFIG_FOR_ROUTE[route],
+                                               plugin_config=plugin_config, workdir=workdir,
+                                               **ports))
 
     try:
         yield make
     finally:
-        # Stopped first: Envoy flushes its log file only every few seconds (and at exit).
-        for s in reversed(stacks):
-            if s.envoy is not None:
-                s.envoy.stop()
-            s.broker.stop()
-        _report_logs(request, stacks)
+        _stop_stacks(request, stacks)
+
+
+def _start_proxied_stack(stacks: list[Stack], route: str, workdir: Path,
+                         new_envoy: Callable[..., Envoy]) -> Stack:
+    """A broker advertising the listener of the Envoy new_envoy(broker_port, listener_port=,
+    admin_port=) builds in front of it; both started, the stack recorded for teardown."""
+    listener_port, admin_port, broker_port = free_ports(3)
+    broker = Broker(workdir=workdir, port=broker_port, advertised_port=listener_port)
+    envoy = new_envoy(broker_port, listener_port=listener_port, admin_port=admin_port)
+    stack = Stack(route, broker, envoy)
+    stacks.append(stack)
+    broker.start()
+    envoy.start()
+    return stack
+
+
+def _stop_stacks(request: pytest.FixtureRequest, stacks: list[Stack]) -> None:
+    # Envoys stop first: Envoy flushes its log file only every few seconds (and at exit).
+    for s in reversed(stacks):
+        if s.envoy is not None:
+            s.envoy.stop()
+        s.broker.stop()
+    _report_logs(request, stacks)
 
 
 @pytest.fixture
@@ -163,23 +177,15 @@ def make_lds_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[C
         need_wasm()
         workdir = tmp_path / f"lds-stack{len(stacks)}"
         workdir.mkdir()
-        listener_port, admin_port, broker_port = free_ports(3)
-        broker = Broker(workdir=workdir, port=broker_port, advertised_port=listener_port)
-        envoy = LdsEnvoy(broker_port, plugin_config=plugin_config, workdir=workdir,
-                         listener_port=listener_port, admin_port=admin_port)
-        stack = Stack("filter-lds", broker, envoy)
-        stacks.append(stack)
-        broker.start()
-        envoy.start()
-        return stack
+        return _start_proxied_stack(
+            stacks, "filter-lds", workdir,
+            lambda broker_port, **ports: LdsEnvoy(broker_port, plugin_config=plugin_config,
+                                                  workdir=workdir, **ports))
 
     try:
         yield make
     finally:
-        for s in reversed(stacks):
-            s.envoy.stop()
-            s.broker.stop()
-        _report_logs(request, stacks)
+        _stop_stacks(request, stacks)
 
 
 def pytest_report_header(config):  # type: ignore[no-untyped-def]

@@ -407,6 +407,23 @@ class Envoy:
                  listener_port: int | None = None, admin_port: int | None = None,
                  wasm_path: Path | str | None = None, log_level: str = "warn",
                  component_log_level: str | None = None, name: str = "envoy"):
+        self._setup(config, upstream_port, workdir, listener_port, admin_port, log_level,
+                    component_log_level, name)
+        base = load_config(config)
+        self.uses_wasm = bool(wasm_filters(base))
+        if self.uses_wasm:
+            wasm_path = Path(wasm_path) if wasm_path else require_wasm()
+        self.cfg = rewrite_config(base, admin_port=self.admin_port, listener_port=self.listener_port,
+                                  upstream_port=upstream_port,
+                                  wasm_path=wasm_path.resolve() if wasm_path else None,
+                                  plugin_config=plugin_config)
+        self._write_bootstrap()
+
+    def _setup(self, config: str | Path, upstream_port: int, workdir: Path | str | None,
+               listener_port: int | None, admin_port: int | None, log_level: str,
+               component_log_level: str | None, name: str) -> None:
+        """What every Envoy of the harness has: ports (free ones unless given), a work
+        directory, a name for its files, log levels."""
         self.config_name = config
         self.upstream_port = upstream_port
         ports = free_ports(2)
@@ -416,18 +433,13 @@ class Envoy:
         self.name = name
         self.log_level = log_level
         self.component_log_level = component_log_level
-        base = load_config(config)
-        self.uses_wasm = bool(wasm_filters(base))
-        if self.uses_wasm:
-            wasm_path = Path(wasm_path) if wasm_path else require_wasm()
-        self.cfg = rewrite_config(base, admin_port=self.admin_port, listener_port=self.listener_port,
-                                  upstream_port=upstream_port,
-                                  wasm_path=wasm_path.resolve() if wasm_path else None,
-                                  plugin_config=plugin_config)
-        self.config_path = self.workdir / f"{name}.yaml"
-        self.log_path = self.workdir / f"{name}.log"
-        self.config_path.write_text(yaml.safe_dump(self.cfg, sort_keys=False))
         self.process: ManagedProcess | None = None
+
+    def _write_bootstrap(self) -> None:
+        """Write self.cfg where argv() points Envoy."""
+        self.config_path = self.workdir / f"{self.name}.yaml"
+        self.log_path = self.workdir / f"{self.name}.log"
+        self.config_path.write_text(yaml.safe_dump(self.cfg, sort_keys=False))
 
     @property
     def bootstrap(self) -> str:
@@ -600,15 +612,8 @@ class LdsEnvoy(Envoy):
                  admin_port: int | None = None, wasm_path: Path | str | None = None,
                  log_level: str = "warn", component_log_level: str | None = None, name: str = "envoy",
                  config: str | Path = LDS_BOOTSTRAP, listener_file: str | Path = ENVOY_CONFIG_DIR / LDS_LISTENER):
-        self.config_name = config
-        self.upstream_port = upstream_port
-        ports = free_ports(2)
-        self.listener_port = listener_port or ports[0]
-        self.admin_port = admin_port or ports[1]
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="kafka-e2e-envoy-"))
-        self.name = name
-        self.log_level = log_level
-        self.component_log_level = component_log_level
+        self._setup(config, upstream_port, workdir, listener_port, admin_port, log_level,
+                    component_log_level, name)
         self.uses_wasm = True
         self.wasm_path = (Path(wasm_path) if wasm_path else require_wasm()).resolve()
         self.listener_template = load_listener_doc(listener_file)
@@ -619,10 +624,7 @@ class LdsEnvoy(Envoy):
         self._write_listener(plugin_config)
         self.cfg = rewrite_lds_bootstrap(load_config(config), self.lds_path, self.lds_dir,
                                          admin_port=self.admin_port, upstream_port=upstream_port)
-        self.config_path = self.workdir / f"{name}.yaml"
-        self.log_path = self.workdir / f"{name}.log"
-        self.config_path.write_text(yaml.safe_dump(self.cfg, sort_keys=False))
-        self.process = None
+        self._write_bootstrap()
 
     def listener_doc(self, plugin_config: dict | str | None, version: str) -> dict:
         doc = copy.deepcopy(self.listener_template)

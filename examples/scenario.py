@@ -1,0 +1,89 @@
+"""What the runnable name-conversion scenarios (canary.py, tenants.py) share: a tansu broker and an
+Envoy with the Kafka filter and the scenario's rules, a list of checks printed as they are made,
+and the exit code (0 all passed, 1 a check failed, 2 the environment is missing something)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from clients import CLIENT_OPS  # noqa: E402
+from harness import Broker, Envoy, HarnessError, free_ports, require_wasm  # noqa: E402
+
+
+class Checks:
+    def __init__(self) -> None:
+        self.failed: list[str] = []
+
+    def __call__(self, ok: bool, what: str) -> None:
+        print(f"  [{'ok' if ok else 'FAIL'}] {what}")
+        if not ok:
+            self.failed.append(what)
+
+
+def step(msg: str) -> None:
+    print(f"==> {msg}", flush=True)
+
+
+def fmt_topics(t: dict[str, int]) -> str:
+    return ", ".join(f"{k} ({v} partition{'' if v == 1 else 's'})" for k, v in sorted(t.items())) or "-"
+
+
+def span(vals: list[bytes]) -> str:
+    vs = sorted(v.decode(errors="replace") for v in vals)
+    return f"{len(vs)}: {vs[0]} .. {vs[-1]}" if vs else "0"
+
+
+# body(client, broker, envoy, check): the scenario itself, with both processes running.
+Body = Callable[[str, Broker, Envoy, Checks], None]
+
+
+def run(name: str, rules: dict, body: Body, client: str) -> int:
+    require_wasm()
+    workdir = Path(tempfile.mkdtemp(prefix=f"kafka-filter-{name}-"))
+    listener_port, admin_port, broker_port = free_ports(3)
+    broker = Broker(workdir=workdir, port=broker_port, advertised_port=listener_port)
+    envoy = Envoy(broker_port, plugin_config=rules, workdir=workdir, listener_port=listener_port,
+                  admin_port=admin_port)
+    check = Checks()
+    try:
+        plural = "s" if len(rules["rules"]) > 1 else ""
+        step(f"tansu on 127.0.0.1:{broker_port}, Envoy on 127.0.0.1:{listener_port} with the rule{plural}:")
+        for r in rules["rules"]:
+            print("    " + json.dumps(r))
+        broker.start()
+        envoy.start()
+        body(client, broker, envoy, check)
+    except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - reported with the logs
+        check(False, f"the scenario ran to the end ({e!r})")
+        envoy.stop()
+        print(envoy.log_tail(30), file=sys.stderr)
+    finally:
+        envoy.stop()
+        broker.stop()
+        print(f"(logs in {workdir})")
+    print()
+    if check.failed:
+        print(f"FAILED: {len(check.failed)} check(s)")
+        return 1
+    print("all checks passed")
+    return 0
+
+
+def main(doc: str | None, name: str, rules: dict, body: Body) -> int:
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--client", choices=sorted(CLIENT_OPS), default="rdkafka",
+                    help="client library: rdkafka (confluent-kafka) or kafka-python (default rdkafka)")
+    args = ap.parse_args()
+    try:
+        return run(name, rules, body, args.client)
+    except HarnessError as e:
+        print(e, file=sys.stderr)
+        return 2
