@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from clients import CLIENT_OPS  # noqa: E402
-from harness import Broker, Envoy, HarnessError, free_ports, require_wasm  # noqa: E402
+from harness import Broker, Envoy, HarnessError, free_ports, require_wasm, wait_until  # noqa: E402
 
 
 class Checks:
@@ -39,6 +39,19 @@ def fmt_topics(t: dict[str, int]) -> str:
 def span(vals: list[bytes]) -> str:
     vs = sorted(v.decode(errors="replace") for v in vals)
     return f"{len(vs)}: {vs[0]} .. {vs[-1]}" if vs else "0"
+
+
+def rewrite_counters(envoy: Envoy) -> dict[str, float]:
+    """Once every client connection has closed: the filter's counters, with the rewrite ones
+    printed."""
+    wait_until(lambda: envoy.kafka_stats().get("kafka.connections_active", 0) == 0, 30,
+               what="client connections to close")
+    stats = envoy.settled_kafka_stats()
+    print()
+    print("The filter's rewrite counters (Envoy /stats, wasmcustom.kafka.rewrite.*)")
+    for k in ("requests", "responses", "refused", "errors", "bytes_held"):
+        print(f"  kafka.rewrite.{k:12} {int(stats.get(f'kafka.rewrite.{k}', 0))}")
+    return stats
 
 
 # body(client, broker, envoy, check): the scenario itself, with both processes running.

@@ -25,9 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from scenario import Broker, Checks, Envoy, fmt_topics, main, span, step  # noqa: E402
+from scenario import Broker, Checks, Envoy, fmt_topics, main, rewrite_counters, span, step  # noqa: E402
 from clients import CLIENT_OPS, BrokerView  # noqa: E402
-from harness import wait_until  # noqa: E402
 
 RULES = {"rules": [
     {"name": "team-a", "match": {"client_id": {"prefix": "team-a-"}}, "topics": {"prefix": "team-a."}},
@@ -118,13 +117,7 @@ def scenario(client: str, broker: Broker, envoy: Envoy, check: Checks) -> None:
     print(f"  groups : {', '.join(sorted(groups))}")
     print(f"  team-b.g committed on team-b.events {b_committed}")
 
-    wait_until(lambda: envoy.kafka_stats().get("kafka.connections_active", 0) == 0, 30,
-               what="client connections to close")
-    stats = envoy.settled_kafka_stats()
-    print()
-    print("The filter's rewrite counters (Envoy /stats, wasmcustom.kafka.rewrite.*)")
-    for k in ("requests", "responses", "refused", "errors", "bytes_held"):
-        print(f"  kafka.rewrite.{k:12} {int(stats.get(f'kafka.rewrite.{k}', 0))}")
+    stats = rewrite_counters(envoy)
 
     b_counts: dict[int, int] = {}
     for d in b_del:
