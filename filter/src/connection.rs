@@ -263,6 +263,12 @@ impl KafkaConnection {
                         None => Step::Done,
                     };
                 }
+                if let Some(step) = session
+                    .as_mut()
+                    .and_then(|s| s.continue_response(h.prefix, h.frame_len, h.last_look(), m))
+                {
+                    return step;
+                }
                 let Some(id) = response::correlation_id(h.prefix) else {
                     if !h.last_look() {
                         return Step::Need(response::FIRST_WANT);
@@ -270,7 +276,7 @@ impl KafkaConnection {
                     malformed += 1;
                     // Too short to be answered by anything: under a rule it is dropped.
                     return match session {
-                        Some(s) => s.decide_response(None),
+                        Some(s) => s.decide_response(None, h.prefix, h.frame_len, true, m),
                         None => Step::Done,
                     };
                 };
@@ -288,7 +294,13 @@ impl KafkaConnection {
                     None => m.add(MetricKey::ResponsesUnmatched, 1),
                 }
                 match session {
-                    Some(s) => s.decide_response(matched.as_ref().map(|x| &x.request)),
+                    Some(s) => s.decide_response(
+                        matched.as_ref().map(|x| &x.request),
+                        h.prefix,
+                        h.frame_len,
+                        h.last_look(),
+                        m,
+                    ),
                     None => Step::Done,
                 }
             },

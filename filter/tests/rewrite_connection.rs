@@ -19,13 +19,15 @@ use kafka_filter::config::{self, Config};
 use kafka_filter::connection::{KafkaConnection, Verdict};
 use kafka_filter::metrics::{MetricKey, RecordingSink};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, DescribeLogDirsRequest,
-    DescribeLogDirsResponse, MetadataRequest, MetadataResponse, ProduceRequest, RequestHeader,
-    ResponseHeader, TopicName, TransactionalId,
+    DescribeLogDirsResponse, FetchRequest, FetchResponse, MetadataRequest, MetadataResponse,
+    ProduceRequest, RequestHeader, ResponseHeader, TopicName, TransactionalId,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
@@ -515,4 +517,164 @@ fn an_unknown_api_key_under_a_rule_closes_the_connection() {
         drive(&mut conn, other.as_bytes(), 5, true, &mut m),
         Some(other.into_bytes())
     );
+}
+
+fn fetch_req(topic: &str) -> FetchRequest {
+    FetchRequest::default()
+        .with_max_wait_ms(500)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![FetchPartition::default().with_partition(0)])])
+}
+
+/// A Fetch response with `payload` opaque record bytes in each of two partitions of each topic.
+fn fetch_resp(version: i16, topics: &[&str], payload: usize) -> FetchResponse {
+    FetchResponse::default()
+        .with_throttle_time_ms(if version >= 1 { 3 } else { 0 })
+        .with_session_id(if version >= 7 { 77 } else { 0 })
+        .with_responses(
+            topics
+                .iter()
+                .map(|t| {
+                    FetchableTopicResponse::default()
+                        .with_topic(TopicName(StrBytes::from_string(t.to_string())))
+                        .with_partitions(
+                            (0..2)
+                                .map(|p| {
+                                    PartitionData::default()
+                                        .with_partition_index(p)
+                                        .with_high_watermark(1000)
+                                        .with_records(Some(Bytes::from(vec![0x17u8; payload])))
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        )
+}
+
+#[test]
+fn single_topic_fetch_response_is_mapped_from_its_head_and_records_are_not_copied() {
+    let canary = config(
+        r#"{"rules": [{"name": "c", "match": {"client_id": {"exact": "checkout-canary"}},
+            "topics": {"map": {"orders": "orders-canary"}}, "groups": {"add_suffix": "-canary"}}]}"#,
+    );
+    let tenants = config(TENANTS);
+    // (config, client id, topic the client asks for, what the broker answers for, expected)
+    let long = "e".repeat(200);
+    let long_physical = format!("team-a.{long}");
+    let cases: &[(&Rc<Config>, &str, &str, &str)] = &[
+        (&canary, "checkout-canary", "orders", "orders-canary"),
+        (&canary, "checkout-canary", "other", "other"),
+        (&tenants, "team-a-app", "events", "team-a.events"),
+        (&tenants, "team-a-app", &long, &long_physical),
+    ];
+    let payload = 100_000;
+    for version in 4..=12 {
+        for (cfg, client, topic, physical) in cases {
+            let req = request(ApiKey::Fetch, version, 5, client, &fetch_req(topic));
+            let sent = response(
+                ApiKey::Fetch,
+                version,
+                5,
+                &fetch_resp(version, &[physical], payload),
+            );
+            let want = response(
+                ApiKey::Fetch,
+                version,
+                5,
+                &fetch_resp(version, &[topic], payload),
+            );
+            for chunk in [1usize, 5, 64, 1000, 16 * 1024, sent.len()] {
+                if chunk < 64 && version % 4 != 0 {
+                    continue; // byte-sized chunks of 200 KB: a few versions suffice
+                }
+                let mut conn = KafkaConnection::new(1, (*cfg).clone());
+                let mut m = RecordingSink::default();
+                let fwd_req = drive(&mut conn, &req, 7, true, &mut m).unwrap();
+                assert!(
+                    fwd_req == request(ApiKey::Fetch, version, 5, client, &fetch_req(physical))
+                );
+                let mut out = Vec::new();
+                let mut copied = 0;
+                for c in sent.chunks(chunk) {
+                    let mut src = CountingSource::new(c);
+                    match conn.on_response_data(&mut src, || 1, &mut m) {
+                        Verdict::Continue => out.extend_from_slice(c),
+                        Verdict::Rewrite { prefix_len, bytes } => {
+                            out.extend_from_slice(&bytes);
+                            out.extend_from_slice(&c[prefix_len..]);
+                        }
+                        Verdict::Close => panic!("closed"),
+                    }
+                    copied += src.copied;
+                }
+                assert!(
+                    out == want,
+                    "v{version} {physical} -> {topic}, chunks of {chunk}"
+                );
+                assert!(
+                    copied < 2_000,
+                    "v{version} chunks of {chunk}: {copied} bytes copied"
+                );
+                assert_eq!(
+                    m.get(MetricKey::RewriteResponses),
+                    i64::from(topic != physical)
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn multi_topic_and_hidden_topic_fetch_responses_are_held_whole() {
+    let canary = config(
+        r#"{"rules": [{"name": "c", "match": {"client_id": {"exact": "checkout-canary"}},
+            "topics": {"map": {"orders": "orders-canary"}}, "groups": {"add_suffix": "-canary"}}]}"#,
+    );
+    for version in [4, 11, 12] {
+        let req = request(
+            ApiKey::Fetch,
+            version,
+            5,
+            "checkout-canary",
+            &fetch_req("orders"),
+        );
+        // Two topics: the second name comes after the first topic's records.
+        let sent = response(
+            ApiKey::Fetch,
+            version,
+            5,
+            &fetch_resp(version, &["x", "orders-canary"], 3000),
+        );
+        let want = response(
+            ApiKey::Fetch,
+            version,
+            5,
+            &fetch_resp(version, &["x", "orders"], 3000),
+        );
+        // The production topic a canary's own stands in for is never shown to the canary.
+        let hidden = response(
+            ApiKey::Fetch,
+            version,
+            5,
+            &fetch_resp(version, &["orders"], 3000),
+        );
+        let hidden_want = response(ApiKey::Fetch, version, 5, &fetch_resp(version, &[], 0));
+        for chunk in [1usize, 13, 999, sent.len()] {
+            for (sent, want) in [(&sent, &want), (&hidden, &hidden_want)] {
+                let mut both = req.clone();
+                both.extend_from_slice(&req);
+                let mut resps = sent.clone();
+                resps.extend_from_slice(sent);
+                for (_, fwd, m) in exchange(&canary, &both, &resps, &[chunk]) {
+                    let mut twice = want.clone();
+                    twice.extend_from_slice(want);
+                    assert!(fwd == twice, "v{version} chunks of {chunk}");
+                    assert_eq!(m.get(MetricKey::RewriteResponses), 2);
+                    assert!(m.get(MetricKey::RewriteBytesHeld) >= 2 * sent.len() as i64);
+                }
+            }
+        }
+    }
 }

@@ -9,10 +9,10 @@
 
 use std::ops::Range;
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 
 use super::mapping::{NameKind, NameMapper};
-use crate::codec::{read_i16, read_i32, read_uvarint, Varint};
+use super::wire::{null_len, read_array_len, read_string, write_string, Count, Str};
 
 /// Versions the head scan handles: names by string (v13 names topics by id and is held whole).
 pub const VERSIONS: std::ops::RangeInclusive<i16> = 3..=12;
@@ -43,21 +43,10 @@ pub fn scan(body: &[u8], version: i16) -> Scan {
         Str::Value(r) => (Some(r.clone()), r.end),
     };
     let count_at = after_txn + 2 + 4; // acks, timeout_ms
-    let (topic_count, topics_at) = if flexible {
-        match read_uvarint(body, count_at) {
-            Varint::Value(0, _) => return Scan::Invalid,
-            Varint::Value(n, end) => (n - 1, end),
-            Varint::Short(need) => return Scan::Need(need),
-            Varint::Invalid => return Scan::Invalid,
-        }
-    } else {
-        match read_i32(body, count_at) {
-            Some(n) => match u32::try_from(n) {
-                Ok(n) => (n, count_at + 4),
-                Err(_) => return Scan::Invalid,
-            },
-            None => return Scan::Need(count_at + 4),
-        }
+    let (topic_count, topics_at) = match read_array_len(body, count_at, flexible) {
+        Count::Value(n, end) => (n, end),
+        Count::Need(n) => return Scan::Need(n),
+        Count::Invalid => return Scan::Invalid,
     };
     let first_topic = if topic_count == 0 {
         None
@@ -130,62 +119,6 @@ pub fn rewrite(
     }
     let upto = first_topic.as_ref().map_or(topics_at, |r| r.end);
     Ok(Some((upto, out)))
-}
-
-fn null_len(flexible: bool) -> usize {
-    if flexible {
-        1
-    } else {
-        2
-    }
-}
-
-/// A STRING (int16 length) or COMPACT_STRING (unsigned varint length + 1).
-fn write_string(out: &mut BytesMut, s: &str, flexible: bool) -> Result<(), String> {
-    if flexible {
-        let mut n = u32::try_from(s.len() + 1).map_err(|_| "name too long")?;
-        while n >= 0x80 {
-            out.put_u8((n as u8 & 0x7f) | 0x80);
-            n >>= 7;
-        }
-        out.put_u8(n as u8);
-    } else {
-        out.put_i16(i16::try_from(s.len()).map_err(|_| "name too long")?);
-    }
-    out.put_slice(s.as_bytes());
-    Ok(())
-}
-
-enum Str {
-    Need(usize),
-    Null(usize),
-    Value(Range<usize>),
-    Invalid,
-}
-
-/// A (nullable) STRING or COMPACT_STRING at `at`.
-fn read_string(buf: &[u8], at: usize, flexible: bool) -> Str {
-    let (len, start) = if flexible {
-        match read_uvarint(buf, at) {
-            Varint::Value(0, end) => return Str::Null(end),
-            Varint::Value(n, end) => ((n - 1) as usize, end),
-            Varint::Short(need) => return Str::Need(need),
-            Varint::Invalid => return Str::Invalid,
-        }
-    } else {
-        match read_i16(buf, at) {
-            Some(-1) => return Str::Null(at + 2),
-            Some(n) if n >= 0 => (n as usize, at + 2),
-            Some(_) => return Str::Invalid,
-            None => return Str::Need(at + 2),
-        }
-    };
-    let end = start + len;
-    if buf.len() < end {
-        Str::Need(end)
-    } else {
-        Str::Value(start..end)
-    }
 }
 
 #[cfg(test)]

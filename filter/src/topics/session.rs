@@ -13,10 +13,10 @@ use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
-use super::produce_head;
 use super::rewrite::{self, Coverage};
 use super::rules::{Peer, Rule, UnsupportedPolicy};
 use super::versions;
+use super::{fetch_head, produce_head};
 use crate::codec::inflight::{Inflight, Reply};
 use crate::codec::{RequestHead, Step};
 use crate::config::Config;
@@ -29,6 +29,7 @@ pub const UNKNOWN_SERVER_ERROR: i16 = -1;
 
 const API_VERSIONS: i16 = 18;
 const PRODUCE: i16 = 0;
+const FETCH: i16 = 1;
 
 #[derive(Debug)]
 struct PendingRequest {
@@ -48,6 +49,8 @@ struct PendingRequest {
 #[derive(Debug)]
 enum PendingResponse {
     Reply(Inflight),
+    /// A Fetch response whose topic name may be mapped from its first bytes ([`fetch_head`]).
+    FetchHead(Inflight),
     /// Answers no request the filter knows of: under a rule it cannot be mapped, so it is dropped.
     Unmatched,
 }
@@ -307,10 +310,27 @@ impl RewriteSession {
         Step::Replace(api_versions_v0_request(p.correlation_id))
     }
 
-    /// A response's correlation id has been read and matched (or not).
-    pub fn decide_response(&mut self, matched: Option<&Inflight>) -> Step {
+    /// A response's correlation id has been read and matched (or not). `prefix`: the frame's
+    /// first bytes (after its size field), of `frame_len`.
+    pub fn decide_response(
+        &mut self,
+        matched: Option<&Inflight>,
+        prefix: &[u8],
+        frame_len: usize,
+        last_look: bool,
+        m: &mut dyn MetricsSink,
+    ) -> Step {
         match matched {
             Some(req) if req.reply == Reply::Forward => Step::Done,
+            Some(req)
+                if req.api_key == FETCH
+                    && matches!(req.reply, Reply::MapNames { .. })
+                    && fetch_head::VERSIONS.contains(&req.api_version) =>
+            {
+                self.pending_response = Some(PendingResponse::FetchHead(*req));
+                self.continue_response(prefix, frame_len, last_look, m)
+                    .unwrap_or(Step::Collect)
+            }
             Some(req) => {
                 self.pending_response = Some(PendingResponse::Reply(*req));
                 Step::Collect
@@ -318,6 +338,49 @@ impl RewriteSession {
             None => {
                 self.pending_response = Some(PendingResponse::Unmatched);
                 Step::Collect
+            }
+        }
+    }
+
+    /// For a response being read head-first (a Fetch response), the next step with more of its
+    /// first bytes; `None` when no response is being read that way.
+    pub fn continue_response(
+        &mut self,
+        prefix: &[u8],
+        frame_len: usize,
+        last_look: bool,
+        m: &mut dyn MetricsSink,
+    ) -> Option<Step> {
+        let Some(PendingResponse::FetchHead(req)) = self.pending_response else {
+            return None;
+        };
+        let Reply::MapNames { rule } = req.reply else {
+            return None;
+        };
+        let scan = fetch_head::scan(prefix, req.api_version);
+        if let fetch_head::Scan::Need(n) = scan {
+            if !last_look {
+                return Some(Step::Need(n));
+            }
+        }
+        let rule = self.config.rules.get(usize::from(rule))?;
+        match fetch_head::map(prefix, frame_len, req.api_version, &scan, rule) {
+            fetch_head::Mapped::Unchanged => {
+                self.pending_response = None;
+                Some(Step::Done)
+            }
+            fetch_head::Mapped::Head { upto, bytes } => {
+                m.add(MetricKey::RewriteResponses, 1);
+                m.add(MetricKey::RewriteBytesHeld, len_i64(upto + 4));
+                let mut out = bytes;
+                out.extend_from_slice(prefix.get(upto..).unwrap_or_default());
+                self.pending_response = None;
+                Some(Step::ReplaceHead(out))
+            }
+            fetch_head::Mapped::Whole => {
+                // Several topics, or one to hide: the full rewriter decides on the whole frame.
+                self.pending_response = Some(PendingResponse::Reply(req));
+                Some(Step::Collect)
             }
         }
     }
@@ -333,7 +396,7 @@ impl RewriteSession {
                 );
                 return Step::Replace(Vec::new());
             }
-            Some(PendingResponse::Reply(req)) => req,
+            Some(PendingResponse::Reply(req) | PendingResponse::FetchHead(req)) => req,
         };
         m.add(MetricKey::RewriteBytesHeld, len_i64(frame.len() + 4));
         let Some(api) = ApiKey::try_from(req.api_key).ok() else {
