@@ -2,7 +2,8 @@
 //!
 //! `core_cost <payload_bytes> <requests> [chunk_bytes] [rule]` feeds `requests` Produce requests
 //! of `payload_bytes` record data to topic `bench`, and their responses, through one connection,
-//! in chunks of `chunk_bytes` (Envoy hands data to the filter in reads of at most 16-64 KiB).
+//! in chunks of `chunk_bytes` (Envoy reads a socket 16 KiB at a time until it drains or the
+//! connection's buffer limit is reached, then hands the filter everything read so far).
 //! Running it twice with different `requests` and dividing the difference of the instruction
 //! totals gives the per-request cost, free of setup. The record bytes are opaque to the filter,
 //! so their content does not matter. With `rule` (the literal word), a name conversion rule maps
@@ -47,7 +48,9 @@ impl MetricsSink for FlatSink {
 }
 
 /// One request and its response through the core, the request in `chunk`-sized reads. The
-/// benchmark counts instructions inside this function only (callgrind `--toggle-collect`).
+/// benchmark counts instructions inside the core's two entry points only (callgrind
+/// `--toggle-collect` on `KafkaConnection::on_request_data` and `on_response_data`): the
+/// harness's own loop and byte sources are not the filter's cost.
 #[inline(never)]
 fn exchange(
     conn: &mut KafkaConnection,

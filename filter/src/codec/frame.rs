@@ -176,13 +176,19 @@ impl FrameReader {
         self.hold = hold;
     }
 
-    /// If the whole next chunk of `len` bytes lies inside the body of the current frame, account
-    /// for it without touching it and return true. The common case for large requests and
-    /// responses: their records pass in many chunks, each costing only this.
+    /// If the whole next chunk of `len` bytes lies inside the body of the current frame (up to
+    /// its last byte), account for it without touching it and return true. The common case for
+    /// large requests and responses: their records pass in many chunks, each costing only this.
+    #[inline(always)]
     pub fn skip_within_frame(&mut self, len: usize) -> bool {
         match &mut self.state {
             State::Skip { remaining } if *remaining > len => {
                 *remaining -= len;
+                true
+            }
+            State::Skip { remaining } if *remaining == len => {
+                // The chunk ends with the frame: the next one starts at a boundary.
+                self.state = State::Size;
                 true
             }
             _ => false,
@@ -573,9 +579,14 @@ mod tests {
         assert!(!reader.skip_within_frame(5));
         reader.feed(&mut &stream[..20], |_| Step::Done).unwrap();
         assert!(reader.skip_within_frame(50));
-        // 34 bytes of the frame are left: a chunk reaching its end takes the full path.
-        assert!(!reader.skip_within_frame(34));
-        reader.feed(&mut &stream[70..], |_| Step::Done).unwrap();
+        // 34 bytes of the frame are left: a chunk going past its end takes the full path, one
+        // ending with it does not.
+        assert!(!reader.skip_within_frame(35));
+        assert!(reader.skip_within_frame(34));
+        assert!(reader.at_boundary());
+        reader.feed(&mut &stream[..20], |_| Step::Done).unwrap();
+        assert!(!reader.skip_within_frame(5_000));
+        reader.feed(&mut &stream[20..], |_| Step::Done).unwrap();
         assert!(reader.at_boundary());
     }
 
