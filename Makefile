@@ -53,13 +53,14 @@ example-canary: wasm py-deps
 example-tenants: wasm py-deps
 	$(VPY) examples/tenants.py
 
-# The load generator (bench/, a workspace member), the filter core's cost harness built with
+# The load generator (bench/, a workspace member), the do-nothing wasm filter (bench/wasm-floor), the filter core's cost harness built with
 # symbols for callgrind, and valgrind itself (installed only if missing).
 bench: wasm py-deps
 	@command -v valgrind >/dev/null 2>&1 || { \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get install -y valgrind || { $$SUDO apt-get update && $$SUDO apt-get install -y valgrind; }; }
 	cargo build --release -p kafka-bench
+	cargo build --release --target wasm32-wasip1 -p wasm-floor
 	CARGO_PROFILE_RELEASE_STRIP=false CARGO_PROFILE_RELEASE_DEBUG=1 \
 	  cargo build --release -p kafka-filter --example core_cost --target-dir target/cost
 	$(VPY) bench/run.py $(BENCH_ARGS)
@@ -67,7 +68,7 @@ bench: wasm py-deps
 lint: rust-deps
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	cargo clippy -p kafka-filter --target wasm32-wasip1 -- -D warnings
+	cargo clippy -p kafka-filter -p wasm-floor --target wasm32-wasip1 -- -D warnings
 
 fmt:
 	cargo fmt --all

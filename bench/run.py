@@ -9,6 +9,7 @@ shared machine, ratios hold.
 Configurations (all in front of the same tansu broker):
   direct       client -> broker
   tcp_proxy    client -> Envoy (tcp_proxy only, envoy-config/tcp-proxy-only.yaml) -> broker
+  wasm_floor   client -> Envoy (envoy.yaml with bench/wasm-floor: a wasm filter that does nothing) -> broker
   observe      client -> Envoy (Kafka filter, no rules, envoy-config/envoy.yaml) -> broker
   all          client -> Envoy (Kafka filter with ALL_FEATURES_CONFIG) -> broker
   tansu_proxy  client -> `tansu proxy` (another Kafka-aware proxy) -> broker
@@ -51,7 +52,10 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 ENVOY_CONFIG = ROOT / "envoy-config"
-WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "kafka_filter.wasm"
+# KAFKA_FILTER_WASM: another build of the filter, for A/B runs of a change.
+WASM = Path(os.environ.get("KAFKA_FILTER_WASM", ROOT / "target" / "wasm32-wasip1" / "release" / "kafka_filter.wasm"))
+# A proxy-wasm network filter that does nothing (bench/wasm-floor): what any wasm filter costs.
+FLOOR_WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "wasm_floor.wasm"
 LOAD = ROOT / "target" / "release" / "kafka-load"
 CORE_COST = ROOT / "target" / "cost" / "release" / "examples" / "core_cost"
 HOST = "127.0.0.1"
@@ -88,11 +92,14 @@ class Config:
     kind: str  # direct | envoy | tansu_proxy
     yaml_file: str | None = None
     plugin_config: dict[str, Any] | None = None  # None: the shipped file's own configuration
+    wasm: Path | None = None  # None: the Kafka filter
 
 
 CONFIGS = [
     Config("direct", "direct (client -> broker)", "direct"),
     Config("tcp_proxy", "Envoy tcp_proxy only", "envoy", "tcp-proxy-only.yaml"),
+    Config("wasm_floor", "Envoy + a do-nothing wasm filter (the floor)", "envoy", "envoy.yaml",
+           wasm=FLOOR_WASM),
     Config("observe", "filter, observe only (envoy.yaml)", "envoy", "envoy.yaml"),
     Config("all", ALL_FEATURES_LABEL, "envoy", "envoy.yaml", ALL_FEATURES_CONFIG),
     Config("tansu_proxy", "tansu proxy", "tansu_proxy"),
@@ -295,7 +302,7 @@ class Topology:
         for f in listener["filter_chains"][0]["filters"]:
             if f["name"] == "envoy.filters.network.wasm":
                 wasm = f["typed_config"]["config"]
-                wasm["vm_config"]["code"]["local"]["filename"] = str(WASM)
+                wasm["vm_config"]["code"]["local"]["filename"] = str(cfg.wasm or WASM)
                 if cfg.plugin_config is not None:
                     wasm["configuration"]["value"] = json.dumps(cfg.plugin_config)
         cluster = doc["static_resources"]["clusters"][0]
@@ -504,7 +511,9 @@ def envoy_heap(topo: Topology, key: str) -> int | None:
 def callgrind_total(payload: int, n: int, tmp: Path) -> int:
     out = tmp / f"callgrind.{payload}.{n}.out"
     r = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-                        "--toggle-collect=*core_cost*exchange*", str(CORE_COST), str(payload), str(n)],
+                        "--toggle-collect=kafka_filter::connection::KafkaConnection::on_request_data",
+                        "--toggle-collect=kafka_filter::connection::KafkaConnection::on_response_data",
+                        str(CORE_COST), str(payload), str(n)],
                        capture_output=True, text=True, timeout=300)
     if r.returncode != 0:
         raise BenchError(f"callgrind core_cost {payload} {n}: {r.stderr[-2000:]}")
@@ -560,6 +569,15 @@ def paired(cells: list[dict[str, Any]], base: list[dict[str, Any]], key: str) ->
     return statistics.median(vals) if vals else None
 
 
+def paired_diff(cells: list[dict[str, Any]], base: list[dict[str, Any]]) -> float | None:
+    """Median over rounds of the extra proxy CPU per request (microseconds) over the baseline's cell
+    of the same round."""
+    key = "cpu_s_per_100k_req"
+    ds = [(c[key] - b[key]) * 10 for c, b in zip(cells, base)
+          if c.get(key) is not None and b.get(key) is not None]
+    return statistics.median(ds) if ds else None
+
+
 def compute_ratios(med: dict[str, dict[str, dict[str, Any]]],
                    raw: dict[str, dict[str, list[dict[str, Any]]]]) -> None:
     for w, row in med.items():
@@ -574,6 +592,9 @@ def compute_ratios(med: dict[str, dict[str, dict[str, Any]]],
             m["cpu_gb_x_tansu"] = paired(mine, cells.get("tansu_proxy", []), "cpu_s_per_gb")
             m["thr_x_observe"] = paired(mine, cells.get("observe", []), "mb_s")
             m["cpu_gb_x_observe"] = paired(mine, cells.get("observe", []), "cpu_s_per_gb")
+            m["cpu_gb_x_floor"] = paired(mine, cells.get("wasm_floor", []), "cpu_s_per_gb")
+            m["us_per_req_over_tcp"] = paired_diff(mine, cells.get("tcp_proxy", []))
+            m["us_per_req_over_floor"] = paired_diff(mine, cells.get("wasm_floor", []))
             vals = [x["mb_s"] for x in mine]
             m["mb_s_spread"] = (max(vals) - min(vals)) / m["mb_s"] if m["mb_s"] else None
 
@@ -689,6 +710,26 @@ def render(results: dict[str, Any]) -> str:
             lines.append(f"| {w} | {fmt(m.get('thr_x_observe'), '.3f')} "
                          f"| {fmt(m.get('cpu_gb_x_observe'), '.3f')} | {pct(med[w]['observe'].get('mb_s_spread'))} |")
         lines.append("")
+    split = [(w, med[w]) for w in med
+             if all(k in med[w] for k in ("tcp_proxy", "wasm_floor", "observe"))]
+    if split:
+        lines += ["### Where the filter's CPU goes: the wasm floor and the filter's own work", "",
+                  "Envoy CPU per request over plain tcp_proxy, in microseconds (medians of per-round "
+                  "differences). The floor row runs a proxy-wasm filter that returns `Continue` at "
+                  "once (`bench/wasm-floor`) in the same bootstrap: what Envoy charges for any wasm "
+                  "network filter. What the Kafka filter adds over the floor is its own work: buffer "
+                  "reads, parsing, clock and metric host calls.", "",
+                  "| workload | floor over tcp_proxy | observe over tcp_proxy | observe over floor "
+                  "| all features over floor | CPU/GB floor x tcp_proxy | CPU/GB observe x floor |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for w, row in split:
+            f, o, a = row["wasm_floor"], row["observe"], row.get("all", {})
+            lines.append(f"| {w} | {fmt(f.get('us_per_req_over_tcp'), '.1f')} "
+                         f"| {fmt(o.get('us_per_req_over_tcp'), '.1f')} "
+                         f"| {fmt(o.get('us_per_req_over_floor'), '.1f')} "
+                         f"| {fmt(a.get('us_per_req_over_floor'), '.1f')} "
+                         f"| {fmt(f.get('cpu_gb_x_tcp'), '.3f')} | {fmt(o.get('cpu_gb_x_floor'), '.3f')} |")
+        lines.append("")
     notes = results.get("generator_notes")
     if notes:
         lines += ["### Is the load generator the bottleneck?", "", notes, ""]
@@ -794,7 +835,7 @@ def main() -> int:
     cfg_keys = args.configs.split(",")
     workloads = [w for w in WORKLOADS if w.key in wl_keys]
     configs = [c for c in CONFIG_KEYS if c in cfg_keys]
-    for p in (LOAD, WASM):
+    for p in (LOAD, WASM, FLOOR_WASM):
         if not p.is_file():
             raise BenchError(f"{p} missing: run `make bench` (it builds everything first)")
 
