@@ -59,16 +59,17 @@ fn exchange(
     chunk: usize,
     response: &[u8],
     now: u64,
-) -> usize {
-    let mut copied = 0;
+) -> (usize, usize) {
+    let (mut copied, mut reads) = (0, 0);
     for part in frame.chunks(chunk) {
         let mut src = CountingSource::new(part);
         conn.on_request_data(&mut src, || now, sink);
         copied += src.copied;
+        reads += src.reads;
     }
-    let mut src = response;
+    let mut src = CountingSource::new(response);
     conn.on_response_data(&mut src, || now + 1, sink);
-    copied
+    (copied + src.copied, reads + src.reads)
 }
 
 fn arg(n: usize, default: usize) -> usize {
@@ -124,7 +125,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut conn = KafkaConnection::new(1, Rc::new(config));
     let mut sink = FlatSink(vec![0; MetricKey::COUNT]);
-    let mut copied = 0usize;
+    let (mut copied, mut reads) = (0usize, 0usize);
     for i in 0..requests {
         let id = i32::try_from(i)?;
         if let Some(c) = frame.get_mut(correlation_at..correlation_at + 4) {
@@ -133,7 +134,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if let Some(c) = response.get_mut(4..8) {
             c.copy_from_slice(&id.to_be_bytes());
         }
-        copied += exchange(&mut conn, &mut sink, &frame, chunk, &response, i as u64);
+        let (c, r) = exchange(&mut conn, &mut sink, &frame, chunk, &response, i as u64);
+        copied += c;
+        reads += r;
     }
     let rewritten = sink
         .0
@@ -144,8 +147,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err(format!("only {rewritten} of {requests} requests were rewritten").into());
     }
     println!(
-        "payload={payload} requests={requests} chunk={chunk} rule={rule} bytes_copied_per_request={}",
-        copied / requests.max(1)
+        "payload={payload} requests={requests} chunk={chunk} rule={rule} bytes_copied_per_request={} \
+         host_reads_per_request={:.2}",
+        copied / requests.max(1),
+        reads as f64 / requests.max(1) as f64
     );
     Ok(())
 }

@@ -12,6 +12,7 @@ mod common;
 use std::rc::Rc;
 
 use common::{frame, request_from, response};
+use kafka_filter::codec::frame::HEAD_WINDOW;
 use kafka_filter::codec::source::CountingSource;
 use kafka_filter::config::{Config, FrameErrorPolicy};
 use kafka_filter::connection::{KafkaConnection, Verdict};
@@ -124,7 +125,8 @@ fn check_counts(sink: &RecordingSink) {
 #[test]
 fn any_chunking_gives_the_same_observations_and_never_copies_records() {
     let ex = sample_exchange();
-    let header_bytes_bound = 5 * 64; // a few dozen bytes of header per request at most
+    // At most one head window per request (5 of them), whatever the records' size (75 KB here).
+    let header_bytes_bound = 5 * HEAD_WINDOW;
     for chunk in (1..64).chain([100, 1000, 4096, 65536, 1 << 20]) {
         let mut conn = KafkaConnection::new(1, Rc::new(Config::default()));
         let mut sink = RecordingSink::default();
@@ -187,19 +189,55 @@ fn the_clock_is_read_only_for_chunks_with_a_header() {
 }
 
 #[test]
-fn a_produce_request_takes_two_reads_and_a_response_one() {
+fn a_produce_request_takes_one_read_and_so_does_its_response() {
     let frame = produce(9, 1, 50_000);
     let mut conn = KafkaConnection::new(1, Rc::new(Config::default()));
     let mut sink = RecordingSink::default();
     let mut src = CountingSource::new(&frame);
     conn.on_request_data(&mut src, || 0, &mut sink);
-    assert_eq!(src.reads, 2, "size+fixed header, then client id + acks");
+    assert_eq!(src.reads, 1, "size, header and acks in one read");
+    assert_eq!(src.copied, HEAD_WINDOW);
     let resp = response(ApiKey::Produce, 9, 9, &ProduceResponse::default());
     let mut src = CountingSource::new(&resp);
     conn.on_response_data(&mut src, || 1, &mut sink);
     assert_eq!(src.reads, 1);
-    assert_eq!(src.copied, 8);
+    assert_eq!(src.copied, resp.len());
     assert_eq!(sink.get(MetricKey::Responses(Some(ApiKey::Produce))), 1);
+}
+
+#[test]
+fn small_frames_in_one_chunk_share_a_read() {
+    let mut conn = KafkaConnection::new(1, Rc::new(Config::default()));
+    let mut sink = RecordingSink::default();
+    let mut chunk = Vec::new();
+    for corr in 0..10 {
+        chunk.extend(request(
+            ApiKey::Metadata,
+            12,
+            corr,
+            &MetadataRequest::default(),
+        ));
+    }
+    assert!(chunk.len() <= HEAD_WINDOW);
+    let mut src = CountingSource::new(&chunk);
+    conn.on_request_data(&mut src, || 0, &mut sink);
+    assert_eq!(src.reads, 1);
+    assert_eq!(sink.get(MetricKey::Requests(Some(ApiKey::Metadata))), 10);
+    // Past the window, the next frame start takes the next read.
+    let mut big = chunk.clone();
+    while big.len() <= HEAD_WINDOW {
+        big.extend(request(
+            ApiKey::Metadata,
+            12,
+            99,
+            &MetadataRequest::default(),
+        ));
+    }
+    let frames = sink.get(MetricKey::Requests(Some(ApiKey::Metadata)));
+    let mut src = CountingSource::new(&big);
+    conn.on_request_data(&mut src, || 0, &mut sink);
+    assert_eq!(src.reads, 2);
+    assert!(sink.get(MetricKey::Requests(Some(ApiKey::Metadata))) > frames + 10);
 }
 
 #[test]

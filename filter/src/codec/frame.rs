@@ -140,6 +140,13 @@ enum State {
 /// below anything that could hurt the VM.
 pub const MAX_HEAD_BYTES: usize = 128 * 1024;
 
+/// Bytes read from the host in one go at a frame's start: the size field and the header, and
+/// the next frames if they are small. Each read is a host call that costs about as much as
+/// copying tens of kilobytes (Envoy calls back into the VM to allocate), so one read of up to
+/// this many bytes is cheaper than two of a few bytes; and it is bounded, so record data is
+/// never copied in proportion to its size.
+pub const HEAD_WINDOW: usize = 1024;
+
 #[derive(Debug)]
 pub struct FrameReader {
     state: State,
@@ -273,9 +280,13 @@ impl FrameReader {
                 State::Size => {
                     if self.size_buf.is_empty() {
                         self.frame_start = Some(pos);
-                        // Size field and first header bytes in one read: even when the frame is
-                        // shorter, what follows is the next frame's size and header, never records.
-                        src.prefetch(pos, (4 + self.first_want).min(avail));
+                        // Size field and header in one read, with the frames that follow when
+                        // they are small: a read costs the host far more than the bytes do.
+                        src.prefetch(
+                            pos,
+                            (4 + self.first_want).min(avail),
+                            HEAD_WINDOW.max(4 + self.first_want).min(avail),
+                        );
                     }
                     let n = (4 - self.size_buf.len()).min(avail);
                     if !src.copy_into(pos, n, &mut self.size_buf) {
@@ -597,7 +608,11 @@ mod tests {
         let mut src = crate::codec::source::CountingSource::new(&stream);
         let mut reader = FrameReader::new(10, 2 << 20);
         reader.feed(&mut src, |_| Step::Done).unwrap();
-        assert_eq!(src.copied, 4 + 10);
+        assert_eq!(
+            src.copied, HEAD_WINDOW,
+            "one read of the head window, then skipped"
+        );
+        assert_eq!(src.reads, 1);
     }
 
     /// Feeds `stream` in chunks of the given sizes through a holding reader whose examiner

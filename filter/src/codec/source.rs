@@ -14,10 +14,11 @@ pub trait ByteSource {
     /// not provide them (the caller then treats the stream as unreadable).
     fn copy_into(&mut self, start: usize, len: usize, out: &mut Vec<u8>) -> bool;
 
-    /// A hint that the reader is about to ask for bytes `start..start + len` in several small
-    /// reads: a host where each read is costly may fetch them in one go ([`Window`]). The reader
-    /// only hints ranges it will read anyway.
-    fn prefetch(&mut self, _start: usize, _len: usize) {}
+    /// A hint that the reader is about to ask for bytes `start..start + need` in several small
+    /// reads, and may want bytes up to `start + ahead` after them: a host where each read is
+    /// costly fetches `start..start + ahead` in one go ([`Window`]) unless it already holds the
+    /// needed range. `ahead` is bounded by the reader (a frame head, never a frame's body).
+    fn prefetch(&mut self, _start: usize, _need: usize, _ahead: usize) {}
 }
 
 /// Bytes fetched ahead by [`ByteSource::prefetch`], served to the reads that follow.
@@ -28,13 +29,24 @@ pub struct Window {
 }
 
 impl Window {
-    /// Replace the window with `len` bytes at `start`, fetched by `fetch` into the given buffer.
-    pub fn fill(&mut self, start: usize, fetch: impl FnOnce(&mut Vec<u8>) -> bool) {
+    /// Unless the window already holds `start..start + need`, replace it with the bytes at
+    /// `start` that `fetch` puts into the given buffer.
+    pub fn fill(&mut self, start: usize, need: usize, fetch: impl FnOnce(&mut Vec<u8>) -> bool) {
+        if self.holds(start, need) {
+            return;
+        }
         self.bytes.clear();
         self.start = start;
         if !fetch(&mut self.bytes) {
             self.bytes.clear();
         }
+    }
+
+    fn holds(&self, start: usize, len: usize) -> bool {
+        start >= self.start
+            && start
+                .checked_add(len)
+                .is_some_and(|end| end <= self.start + self.bytes.len())
     }
 
     /// Copy `start..start + len` to `out` if the window holds all of it.
@@ -111,15 +123,15 @@ impl ByteSource for CountingSource<'_> {
         ok
     }
 
-    fn prefetch(&mut self, start: usize, len: usize) {
+    fn prefetch(&mut self, start: usize, need: usize, ahead: usize) {
         let mut data = self.data;
         let mut fetched = false;
-        self.window.fill(start, |buf| {
-            fetched = data.copy_into(start, len, buf);
+        self.window.fill(start, need, |buf| {
+            fetched = data.copy_into(start, ahead, buf);
             fetched
         });
         if fetched {
-            self.copied += len;
+            self.copied += ahead;
             self.reads += 1;
         }
     }

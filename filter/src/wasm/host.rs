@@ -54,9 +54,9 @@ impl ByteSource for HostBuffer {
         self.window.serve(start, len, out) || self.fetch(start, len, out)
     }
 
-    fn prefetch(&mut self, start: usize, len: usize) {
+    fn prefetch(&mut self, start: usize, need: usize, ahead: usize) {
         let mut window = std::mem::take(&mut self.window);
-        window.fill(start, |buf| self.fetch(start, len, buf));
+        window.fill(start, need, |buf| self.fetch(start, ahead, buf));
         self.window = window;
     }
 }
