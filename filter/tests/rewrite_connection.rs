@@ -24,10 +24,11 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, DescribeLogDirsRequest,
     DescribeLogDirsResponse, FetchRequest, FetchResponse, MetadataRequest, MetadataResponse,
-    ProduceRequest, RequestHeader, ResponseHeader, TopicName, TransactionalId,
+    ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName, TransactionalId,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
@@ -673,6 +674,76 @@ fn multi_topic_and_hidden_topic_fetch_responses_are_held_whole() {
                     assert!(fwd == twice, "v{version} chunks of {chunk}");
                     assert_eq!(m.get(MetricKey::RewriteResponses), 2);
                     assert!(m.get(MetricKey::RewriteBytesHeld) >= 2 * sent.len() as i64);
+                }
+            }
+        }
+    }
+}
+
+/// A Produce response naming `topics`, each with `partitions` partition results.
+fn produce_resp(topics: &[&str], partitions: i32) -> ProduceResponse {
+    ProduceResponse::default()
+        .with_throttle_time_ms(3)
+        .with_responses(
+            topics
+                .iter()
+                .map(|t| {
+                    TopicProduceResponse::default()
+                        .with_name(TopicName(StrBytes::from_string(t.to_string())))
+                        .with_partition_responses(
+                            (0..partitions)
+                                .map(|p| {
+                                    PartitionProduceResponse::default()
+                                        .with_index(p)
+                                        .with_base_offset(1000 + i64::from(p))
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        )
+}
+
+#[test]
+fn produce_responses_are_mapped_from_their_head_for_one_topic_and_held_whole_for_several() {
+    let canary = config(
+        r#"{"rules": [{"name": "c", "match": {"client_id": {"exact": "checkout-canary"}},
+            "topics": {"map": {"orders": "orders-canary"}}, "groups": {"add_suffix": "-canary"}}]}"#,
+    );
+    let tenants = config(TENANTS);
+    // (config, client id, topics the client produces to, what the broker answers for)
+    type Case<'a> = (&'a Rc<Config>, &'a str, &'a [&'a str], &'a [&'a str]);
+    let cases: &[Case] = &[
+        (&canary, "checkout-canary", &["orders"], &["orders-canary"]),
+        (&canary, "checkout-canary", &["other"], &["other"]),
+        (&tenants, "team-a-app", &["events"], &["team-a.events"]),
+        (
+            &tenants,
+            "team-a-app",
+            &["a", "b"],
+            &["team-a.a", "team-a.b"],
+        ),
+    ];
+    for version in 3..=12 {
+        for (cfg, client, topics, physical) in cases {
+            let mut body = produce_body(topics[0], None, 10);
+            for t in &topics[1..] {
+                body.topic_data
+                    .push(produce_body(t, None, 10).topic_data.remove(0));
+            }
+            let req = request(ApiKey::Produce, version, 6, client, &body);
+            let sent = response(ApiKey::Produce, version, 6, &produce_resp(physical, 40));
+            let want = response(ApiKey::Produce, version, 6, &produce_resp(topics, 40));
+            for (_, fwd, m) in exchange(cfg, &req, &sent, &[1, 5, 64, sent.len()]) {
+                assert!(fwd == want, "v{version} {physical:?} -> {topics:?}");
+                let renamed = topics != physical;
+                assert_eq!(m.get(MetricKey::RewriteResponses), i64::from(renamed));
+                // One topic: only the head up to its name is held; several: the whole frame.
+                let held = m.get(MetricKey::RewriteBytesHeld);
+                if topics.len() == 1 {
+                    assert!(held < sent.len() as i64 / 2, "v{version}: held {held}");
+                } else {
+                    assert!(held >= sent.len() as i64, "v{version}: held {held}");
                 }
             }
         }

@@ -16,7 +16,7 @@ use kafka_protocol::protocol::{Decodable, StrBytes};
 use super::rewrite::{self, Coverage};
 use super::rules::{Peer, Rule, UnsupportedPolicy};
 use super::versions;
-use super::{fetch_head, produce_head};
+use super::{produce_head, response_head};
 use crate::codec::inflight::{Inflight, Reply};
 use crate::codec::{RequestHead, Step};
 use crate::config::Config;
@@ -29,7 +29,6 @@ pub const UNKNOWN_SERVER_ERROR: i16 = -1;
 
 const API_VERSIONS: i16 = 18;
 const PRODUCE: i16 = 0;
-const FETCH: i16 = 1;
 
 #[derive(Debug)]
 struct PendingRequest {
@@ -49,8 +48,9 @@ struct PendingRequest {
 #[derive(Debug)]
 enum PendingResponse {
     Reply(Inflight),
-    /// A Fetch response whose topic name may be mapped from its first bytes ([`fetch_head`]).
-    FetchHead(Inflight),
+    /// A Fetch or Produce response whose topic name may be mapped from its first bytes
+    /// ([`response_head`]).
+    Head(Inflight),
     /// Answers no request the filter knows of: under a rule it cannot be mapped, so it is dropped.
     Unmatched,
 }
@@ -323,11 +323,10 @@ impl RewriteSession {
         match matched {
             Some(req) if req.reply == Reply::Forward => Step::Done,
             Some(req)
-                if req.api_key == FETCH
-                    && matches!(req.reply, Reply::MapNames { .. })
-                    && fetch_head::VERSIONS.contains(&req.api_version) =>
+                if matches!(req.reply, Reply::MapNames { .. })
+                    && response_head::layout(req.api_key, req.api_version).is_some() =>
             {
-                self.pending_response = Some(PendingResponse::FetchHead(*req));
+                self.pending_response = Some(PendingResponse::Head(*req));
                 self.continue_response(prefix, frame_len, last_look, m)
                     .unwrap_or(Step::Collect)
             }
@@ -342,7 +341,7 @@ impl RewriteSession {
         }
     }
 
-    /// For a response being read head-first (a Fetch response), the next step with more of its
+    /// For a response being read head-first (Fetch, Produce), the next step with more of its
     /// first bytes; `None` when no response is being read that way.
     pub fn continue_response(
         &mut self,
@@ -351,25 +350,26 @@ impl RewriteSession {
         last_look: bool,
         m: &mut dyn MetricsSink,
     ) -> Option<Step> {
-        let Some(PendingResponse::FetchHead(req)) = self.pending_response else {
+        let Some(PendingResponse::Head(req)) = self.pending_response else {
             return None;
         };
         let Reply::MapNames { rule } = req.reply else {
             return None;
         };
-        let scan = fetch_head::scan(prefix, req.api_version);
-        if let fetch_head::Scan::Need(n) = scan {
+        let layout = response_head::layout(req.api_key, req.api_version)?;
+        let scan = response_head::scan(prefix, layout);
+        if let response_head::Scan::Need(n) = scan {
             if !last_look {
                 return Some(Step::Need(n));
             }
         }
         let rule = self.config.rules.get(usize::from(rule))?;
-        match fetch_head::map(prefix, frame_len, req.api_version, &scan, rule) {
-            fetch_head::Mapped::Unchanged => {
+        match response_head::map(prefix, frame_len, layout, &scan, rule) {
+            response_head::Mapped::Unchanged => {
                 self.pending_response = None;
                 Some(Step::Done)
             }
-            fetch_head::Mapped::Head { upto, bytes } => {
+            response_head::Mapped::Head { upto, bytes } => {
                 m.add(MetricKey::RewriteResponses, 1);
                 m.add(MetricKey::RewriteBytesHeld, len_i64(upto + 4));
                 let mut out = bytes;
@@ -377,7 +377,7 @@ impl RewriteSession {
                 self.pending_response = None;
                 Some(Step::ReplaceHead(out))
             }
-            fetch_head::Mapped::Whole => {
+            response_head::Mapped::Whole => {
                 // Several topics, or one to hide: the full rewriter decides on the whole frame.
                 self.pending_response = Some(PendingResponse::Reply(req));
                 Some(Step::Collect)
@@ -396,7 +396,7 @@ impl RewriteSession {
                 );
                 return Step::Replace(Vec::new());
             }
-            Some(PendingResponse::Reply(req) | PendingResponse::FetchHead(req)) => req,
+            Some(PendingResponse::Reply(req) | PendingResponse::Head(req)) => req,
         };
         m.add(MetricKey::RewriteBytesHeld, len_i64(frame.len() + 4));
         let Some(api) = ApiKey::try_from(req.api_key).ok() else {
