@@ -444,3 +444,31 @@ def test_unknown_api_key_and_version_are_counted(make_envoy, server):
     assert stats.get("kafka.requests_unknown_version") == 1
     assert stats.get("kafka.api.unknown.requests") == 2
     assert crate_api_name(10000) == UNKNOWN_API
+
+
+def test_per_api_counters_reach_envoy_while_the_connection_stays_open(make_envoy, server):
+    """The per-API request and response counters are held in the filter between flushes; the
+    root's one-second tick must report them for a connection that never closes (a long-lived
+    client must not be invisible until it disconnects)."""
+    envoy = make_envoy(server.port)
+    before = envoy.kafka_stats()
+    sock = connect(envoy)
+    reader = Reader(sock)
+    try:
+        frames = [api_versions_v3(i) for i in range(1, 6)]
+        sock.sendall(b"".join(f.data for f in frames))
+        server.wait_connections(1)
+        wait_until(lambda: _response_count(server, 0) >= len(frames), 20, what="the fake broker's responses")
+        reader.read_at_least(len(server.connections[0]["sent"]))
+
+        def reported() -> dict[str, float] | None:
+            d = delta(envoy.kafka_stats(), before)
+            full = (d.get("kafka.api.ApiVersions.requests") == len(frames)
+                    and d.get("kafka.api.ApiVersions.responses") == len(frames))
+            return d if full else None
+
+        d = wait_until(reported, 10, what="the held per-API counters to be reported by the tick")
+        # Still open: the counts came from the tick, not from the close.
+        assert d.get("kafka.connections_active") == 1, d
+    finally:
+        close(sock)

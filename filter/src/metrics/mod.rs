@@ -4,9 +4,11 @@
 //! labels by Envoy `stats_tags` (see `envoy-config/envoy.yaml`); [`STATS_TAGS`] holds the
 //! matching regexes so docs, configs and tests use one source.
 
+mod batch;
 mod names;
 mod recording;
 
+pub use batch::CounterBatch;
 pub use names::{MetricKey, MetricKind, STATS_TAGS};
 pub use recording::RecordingSink;
 

@@ -7,7 +7,7 @@ use proxy_wasm::types::{BufferType, MetricType};
 
 use crate::codec::source::Window;
 use crate::codec::ByteSource;
-use crate::metrics::{MetricKey, MetricKind, MetricsSink};
+use crate::metrics::{CounterBatch, MetricKey, MetricKind, MetricsSink};
 
 /// The chunk Envoy is showing the filter right now; bytes are fetched only when asked for, each
 /// fetch a host call (which calls back into the VM to allocate), so prefetched ranges are kept.
@@ -74,6 +74,8 @@ pub fn now_ns() -> u64 {
 pub struct HostMetrics {
     /// Per [`MetricKey::index`]: not yet defined, defined with this id, or failed (logged once).
     ids: Vec<Slot>,
+    /// Hot counters held between flushes (the root's tick and every connection's close).
+    batch: CounterBatch,
 }
 
 #[derive(Clone, Copy)]
@@ -87,6 +89,7 @@ impl Default for HostMetrics {
     fn default() -> Self {
         Self {
             ids: vec![Slot::Undefined; MetricKey::COUNT],
+            batch: CounterBatch::default(),
         }
     }
 }
@@ -94,6 +97,25 @@ impl Default for HostMetrics {
 pub type SharedMetrics = Rc<RefCell<HostMetrics>>;
 
 impl HostMetrics {
+    /// Report the held counters to Envoy.
+    pub fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        // A few dozen entries at most (two per API seen since the last flush).
+        let mut held = Vec::new();
+        self.batch.drain(|key, delta| held.push((key, delta)));
+        for (key, delta) in held {
+            self.increment(key, delta);
+        }
+    }
+
+    fn increment(&mut self, key: MetricKey, delta: i64) {
+        if let Some(id) = self.id(key) {
+            let _ = hostcalls::increment_metric(id, delta);
+        }
+    }
+
     fn id(&mut self, key: MetricKey) -> Option<u32> {
         let slot = self.ids.get_mut(key.index())?;
         match *slot {
@@ -126,12 +148,10 @@ impl HostMetrics {
 
 impl MetricsSink for HostMetrics {
     fn add(&mut self, key: MetricKey, delta: i64) {
-        if delta == 0 {
+        if delta == 0 || self.batch.add(key, delta) {
             return;
         }
-        if let Some(id) = self.id(key) {
-            let _ = hostcalls::increment_metric(id, delta);
-        }
+        self.increment(key, delta);
     }
 
     fn record(&mut self, key: MetricKey, value: u64) {

@@ -1,4 +1,5 @@
 use std::rc::Rc;
+use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, RootContext, StreamContext};
@@ -14,9 +15,21 @@ pub struct KafkaRoot {
     metrics: SharedMetrics,
 }
 
-impl Context for KafkaRoot {}
+/// How late a per-API request or response counter may be reported.
+const FLUSH_PERIOD: Duration = Duration::from_secs(1);
+
+impl Context for KafkaRoot {
+    fn on_done(&mut self) -> bool {
+        self.metrics.borrow_mut().flush();
+        true
+    }
+}
 
 impl RootContext for KafkaRoot {
+    fn on_tick(&mut self) {
+        self.metrics.borrow_mut().flush();
+    }
+
     fn on_configure(&mut self, size: usize) -> bool {
         let bytes = if size == 0 {
             Vec::new()
@@ -33,6 +46,10 @@ impl RootContext for KafkaRoot {
             Ok(c) => {
                 log::info!("kafka filter configured: {c:?}");
                 self.config = Rc::new(c);
+                // The tick reports held counters of connections that stay open.
+                if let Err(e) = hostcalls::set_tick_period(FLUSH_PERIOD) {
+                    log::warn!("kafka filter: no tick ({e:?}): per-API counters are reported when connections close");
+                }
                 true
             }
             Err(e) => {

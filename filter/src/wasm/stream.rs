@@ -74,6 +74,8 @@ impl KafkaStream {
             self.active = false;
             let mut m = self.metrics.borrow_mut();
             self.conn.flush(&mut *m);
+            // Held counters first: a reader who sees no active connection sees all their counts.
+            m.flush();
             m.add(MetricKey::ConnectionsActive, -1);
         }
     }
