@@ -147,6 +147,11 @@ pub const MAX_HEAD_BYTES: usize = 128 * 1024;
 /// never copied in proportion to its size.
 pub const HEAD_WINDOW: usize = 1024;
 
+/// A frame held whole (a multi-topic Produce, a large Metadata response) grows the head buffer
+/// to its size; past this the buffer is freed once the frame is decided, so a connection that
+/// once carried a large frame does not keep its size in the VM for the rest of its life.
+const RETAINED_HEAD_BYTES: usize = 4 * HEAD_WINDOW;
+
 #[derive(Debug)]
 pub struct FrameReader {
     state: State,
@@ -441,6 +446,7 @@ impl FrameReader {
                 // The whole frame is in `head`: forward `bytes` instead.
                 self.replace_seen(edits, pos, bytes);
                 self.state = State::Size;
+                self.release_head();
                 return;
             }
             Step::ReplaceHead(bytes) if self.hold && !collected => {
@@ -452,6 +458,7 @@ impl FrameReader {
                         remaining: frame_len - have,
                     }
                 };
+                self.release_head();
                 return;
             }
             Step::Collect if self.hold && !collected => {
@@ -466,6 +473,13 @@ impl FrameReader {
         // Decided: the frame passes unchanged.
         self.release_carried(edits);
         self.size_buf.clear();
+        self.release_head();
+    }
+
+    fn release_head(&mut self) {
+        if self.head.capacity() > RETAINED_HEAD_BYTES {
+            self.head = Vec::new();
+        }
     }
 }
 
@@ -696,6 +710,42 @@ mod tests {
         }
         for size in 1..12 {
             assert_eq!(run_holding(&stream, &[size]), expected, "chunks of {size}");
+        }
+    }
+
+    #[test]
+    fn a_large_held_frame_is_not_kept_after_it_is_decided() {
+        for last in [&b"Rreplaced"[..], b"Dropped", b"passed"] {
+            let mut body = last.to_vec();
+            body.resize(200_000, b'x');
+            let stream = frame(&body);
+            let mut reader = FrameReader::new(1, 1 << 20);
+            reader.set_hold(true);
+            for chunk in stream.chunks(16 * 1024) {
+                let mut edits = Edits::default();
+                reader
+                    .feed_editing(
+                        &mut &chunk[..],
+                        |h| match (h.prefix.first(), h.collected) {
+                            (Some(b'R' | b'D'), false) => Step::Collect,
+                            (Some(b'R'), true) => Step::Replace(frame(b"small")),
+                            (Some(b'D'), true) => Step::Replace(Vec::new()),
+                            // Asks for the whole frame before letting it pass.
+                            (_, false) if h.prefix.len() < h.frame_len => Step::Need(h.frame_len),
+                            _ => Step::Done,
+                        },
+                        &mut edits,
+                    )
+                    .unwrap();
+            }
+            assert!(reader.at_boundary());
+            assert!(
+                reader.head.capacity() <= RETAINED_HEAD_BYTES,
+                "{} bytes kept after a {}-byte frame starting {:?}",
+                reader.head.capacity(),
+                stream.len(),
+                last.first().map(|b| *b as char)
+            );
         }
     }
 
