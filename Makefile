@@ -62,7 +62,7 @@ bench: wasm py-deps
 	cargo build --release -p kafka-bench
 	cargo build --release --target wasm32-wasip1 -p wasm-floor
 	CARGO_PROFILE_RELEASE_STRIP=false CARGO_PROFILE_RELEASE_DEBUG=1 \
-	  cargo build --release -p kafka-filter --example core_cost --target-dir target/cost
+	  cargo build --release -p kafka-filter --example core_cost --example conn_memory --target-dir target/cost
 	$(VPY) bench/run.py $(BENCH_ARGS)
 
 lint: rust-deps

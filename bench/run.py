@@ -62,6 +62,7 @@ WASM = Path(os.environ.get("KAFKA_FILTER_WASM", ROOT / "target" / "wasm32-wasip1
 FLOOR_WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "wasm_floor.wasm"
 LOAD = ROOT / "target" / "release" / "kafka-load"
 CORE_COST = ROOT / "target" / "cost" / "release" / "examples" / "core_cost"
+CONN_MEMORY = ROOT / "target" / "cost" / "release" / "examples" / "conn_memory"
 HOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TOPIC = "bench"
@@ -498,6 +499,23 @@ def memory_per_connection(topo: Topology, conns: int = 100) -> dict[str, Any]:
         before, during = sizes[-1]
         out[cfg.key] = {"rss_before": before, "rss_with_conns": during,
                         "bytes_per_conn": (during - before) / conns, "heap_per_conn": heap}
+    for key, n in filter_heap_per_connection().items():
+        if key in out:
+            out[key]["filter_heap_per_conn"] = n
+    return out
+
+
+def filter_heap_per_connection() -> dict[str, int]:
+    """The filter core's own heap per idle connection, counted by a counting allocator
+    (filter/examples/conn_memory.rs): exact, where the VM's linear memory shows in Envoy's RSS
+    only in pages. Keyed by the configuration whose filter state it is."""
+    out = {}
+    for key, args in (("observe", []), ("all", ["rule"])):
+        r = subprocess.run([str(CONN_MEMORY), *args], capture_output=True, text=True, timeout=120)
+        m = re.search(r"heap_bytes_per_connection=(\d+)", r.stdout)
+        if r.returncode != 0 or not m:
+            raise BenchError(f"conn_memory {args}: {r.stdout[-500:]} {r.stderr[-2000:]}")
+        out[key] = int(m.group(1))
     return out
 
 
@@ -755,17 +773,23 @@ def render(results: dict[str, Any]) -> str:
         lines += ["### Proxy memory per connection (100 idle connections, each after one ApiVersions)", "",
                   "RSS growth / 100 is what was asked for; it moves in whole pages and a process "
                   "with free heap absorbs allocations, so Envoy's own allocator count (admin "
-                  "`/memory` `allocated`, growth / 100) is shown next to it.", "",
+                  "`/memory` `allocated`, growth / 100) is shown next to it. The wasm VM's memory "
+                  "is in neither count exactly, so the filter core's own heap per connection is "
+                  "counted natively by an allocator that sees every allocation "
+                  "(`filter/examples/conn_memory.rs`; native pointers are twice wasm32's, so it is "
+                  "an upper bound).", "",
                   "| configuration | RSS before | RSS with 100 conns | RSS per connection "
-                  "| Envoy heap per connection |",
-                  "|---|---:|---:|---:|---:|"]
+                  "| Envoy heap per connection | filter state per connection |",
+                  "|---|---:|---:|---:|---:|---:|"]
         for c in CONFIG_KEYS:
             if c in mem:
                 m = mem[c]
                 heap = m.get("heap_per_conn")
+                state = m.get("filter_heap_per_conn")
                 lines.append(f"| {LABELS[c]} | {m['rss_before'] / 2**20:.1f} MiB "
                              f"| {m['rss_with_conns'] / 2**20:.1f} MiB | {m['bytes_per_conn'] / 1024:.1f} KiB "
-                             f"| {'—' if heap is None else f'{heap / 1024:.1f} KiB'} |")
+                             f"| {'—' if heap is None else f'{heap / 1024:.1f} KiB'} "
+                             f"| {'—' if state is None else f'{state:,} B'} |")
         lines.append("")
     cost = results.get("core_cost")
     if cost:
@@ -922,7 +946,7 @@ def main() -> int:
     cfg_keys = args.configs.split(",")
     workloads = [w for w in WORKLOADS if w.key in wl_keys]
     configs = [c for c in CONFIG_KEYS if c in cfg_keys]
-    for p in (LOAD, WASM, FLOOR_WASM):
+    for p in (LOAD, WASM, FLOOR_WASM, CONN_MEMORY):
         if not p.is_file():
             raise BenchError(f"{p} missing: run `make bench` (it builds everything first)")
 
