@@ -36,6 +36,10 @@ const TENANTS: &str = r#"{"rules": [
     {"name": "team-a", "match": {"client_id": {"prefix": "team-a-"}}, "topics": {"prefix": "team-a."}}
 ]}"#;
 
+/// The canary of `checkout` writes `orders` to `orders-canary`, in groups of its own.
+const CANARY: &str = r#"{"rules": [{"name": "c", "match": {"client_id": {"exact": "checkout-canary"}},
+    "topics": {"map": {"orders": "orders-canary"}}, "groups": {"add_suffix": "-canary"}}]}"#;
+
 fn config(json: &str) -> Rc<Config> {
     Rc::new(config::parse(json.as_bytes()).unwrap())
 }
@@ -364,10 +368,7 @@ fn produce_body(topic: &str, txn: Option<&str>, payload: usize) -> ProduceReques
 
 #[test]
 fn single_topic_produce_is_rewritten_from_its_head_and_records_are_not_copied() {
-    let canary = config(
-        r#"{"rules": [{"name": "c", "match": {"client_id": {"exact": "checkout-canary"}},
-            "topics": {"map": {"orders": "orders-canary"}}, "groups": {"add_suffix": "-canary"}}]}"#,
-    );
+    let canary = config(CANARY);
     let tenants = config(TENANTS);
     // (config, client id, topic, transactional id, expected topic, expected transactional id)
     type Case<'a> = (
@@ -556,10 +557,7 @@ fn fetch_resp(version: i16, topics: &[&str], payload: usize) -> FetchResponse {
 
 #[test]
 fn single_topic_fetch_response_is_mapped_from_its_head_and_records_are_not_copied() {
-    let canary = config(
-        r#"{"rules": [{"name": "c", "match": {"client_id": {"exact": "checkout-canary"}},
-            "topics": {"map": {"orders": "orders-canary"}}, "groups": {"add_suffix": "-canary"}}]}"#,
-    );
+    let canary = config(CANARY);
     let tenants = config(TENANTS);
     // (config, client id, topic the client asks for, what the broker answers for, expected)
     let long = "e".repeat(200);
@@ -629,10 +627,7 @@ fn single_topic_fetch_response_is_mapped_from_its_head_and_records_are_not_copie
 
 #[test]
 fn multi_topic_and_hidden_topic_fetch_responses_are_held_whole() {
-    let canary = config(
-        r#"{"rules": [{"name": "c", "match": {"client_id": {"exact": "checkout-canary"}},
-            "topics": {"map": {"orders": "orders-canary"}}, "groups": {"add_suffix": "-canary"}}]}"#,
-    );
+    let canary = config(CANARY);
     for version in [4, 11, 12] {
         let req = request(
             ApiKey::Fetch,
@@ -706,10 +701,7 @@ fn produce_resp(topics: &[&str], partitions: i32) -> ProduceResponse {
 
 #[test]
 fn produce_responses_are_mapped_from_their_head_for_one_topic_and_held_whole_for_several() {
-    let canary = config(
-        r#"{"rules": [{"name": "c", "match": {"client_id": {"exact": "checkout-canary"}},
-            "topics": {"map": {"orders": "orders-canary"}}, "groups": {"add_suffix": "-canary"}}]}"#,
-    );
+    let canary = config(CANARY);
     let tenants = config(TENANTS);
     // (config, client id, topics the client produces to, what the broker answers for)
     type Case<'a> = (&'a Rc<Config>, &'a str, &'a [&'a str], &'a [&'a str]);

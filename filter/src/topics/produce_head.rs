@@ -12,7 +12,7 @@ use std::ops::Range;
 use bytes::BytesMut;
 
 use super::mapping::{NameKind, NameMapper};
-use super::wire::{null_len, read_array_len, read_string, write_string, Count, Str};
+use super::wire::{null_len, read_first_name, read_string, write_string, Str};
 
 /// Versions the head scan handles: names by string (v13 names topics by id and is held whole).
 pub const VERSIONS: std::ops::RangeInclusive<i16> = 3..=12;
@@ -43,25 +43,15 @@ pub fn scan(body: &[u8], version: i16) -> Scan {
         Str::Value(r) => (Some(r.clone()), r.end),
     };
     let count_at = after_txn + 2 + 4; // acks, timeout_ms
-    let (topic_count, topics_at) = match read_array_len(body, count_at, flexible) {
-        Count::Value(n, end) => (n, end),
-        Count::Need(n) => return Scan::Need(n),
-        Count::Invalid => return Scan::Invalid,
-    };
-    let first_topic = if topic_count == 0 {
-        None
-    } else {
-        match read_string(body, topics_at, flexible) {
-            Str::Need(n) => return Scan::Need(n),
-            Str::Value(r) => Some(r),
-            Str::Null(_) | Str::Invalid => return Scan::Invalid,
-        }
-    };
-    Scan::Names {
-        transactional_id,
-        topics_at,
-        topic_count,
-        first_topic,
+    match read_first_name(body, count_at, flexible) {
+        Ok(topics) => Scan::Names {
+            transactional_id,
+            topics_at: topics.name_at,
+            topic_count: topics.count,
+            first_topic: topics.name,
+        },
+        Err(Some(n)) => Scan::Need(n),
+        Err(None) => Scan::Invalid,
     }
 }
 

@@ -16,7 +16,7 @@ use bytes::BytesMut;
 use kafka_protocol::messages::ApiKey;
 
 use super::mapping::{NameKind, NameMapper, ToClient};
-use super::wire::{read_array_len, read_string, skip_tagged_fields, write_string, Count, Str};
+use super::wire::{read_first_name, skip_tagged_fields, write_string};
 
 /// Where a response's topic array starts, for the APIs and versions the head scan handles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,24 +72,14 @@ pub fn scan(frame: &[u8], layout: Layout) -> Scan {
         };
     }
     at += layout.fixed;
-    let (count, name_at) = match read_array_len(frame, at, flexible) {
-        Count::Value(n, end) => (n, end),
-        Count::Need(n) => return Scan::Need(n),
-        Count::Invalid => return Scan::Invalid,
-    };
-    let first = if count == 0 {
-        None
-    } else {
-        match read_string(frame, name_at, flexible) {
-            Str::Need(n) => return Scan::Need(n),
-            Str::Value(r) => Some(r),
-            Str::Null(_) | Str::Invalid => return Scan::Invalid,
-        }
-    };
-    Scan::Topics {
-        count,
-        name_at,
-        first,
+    match read_first_name(frame, at, flexible) {
+        Ok(topics) => Scan::Topics {
+            count: topics.count,
+            name_at: topics.name_at,
+            first: topics.name,
+        },
+        Err(Some(n)) => Scan::Need(n),
+        Err(None) => Scan::Invalid,
     }
 }
 

@@ -93,6 +93,38 @@ pub fn read_array_len(buf: &[u8], at: usize, flexible: bool) -> Count {
     }
 }
 
+/// An array of topics: how many, where the first one's name starts (its length field), and
+/// that name, if there is a first one. Both head-only scanners read one.
+pub struct FirstName {
+    pub count: u32,
+    pub name_at: usize,
+    pub name: Option<Range<usize>>,
+}
+
+/// The topic array at `at` and its first name; `Err(Some(n))` when the buffer's first `n`
+/// bytes are needed, `Err(None)` when it is malformed (topic names are never null).
+pub fn read_first_name(buf: &[u8], at: usize, flexible: bool) -> Result<FirstName, Option<usize>> {
+    let (count, name_at) = match read_array_len(buf, at, flexible) {
+        Count::Value(n, end) => (n, end),
+        Count::Need(n) => return Err(Some(n)),
+        Count::Invalid => return Err(None),
+    };
+    let name = if count == 0 {
+        None
+    } else {
+        match read_string(buf, name_at, flexible) {
+            Str::Need(n) => return Err(Some(n)),
+            Str::Value(r) => Some(r),
+            Str::Null(_) | Str::Invalid => return Err(None),
+        }
+    };
+    Ok(FirstName {
+        count,
+        name_at,
+        name,
+    })
+}
+
 /// Where the tagged-field section at `at` ends (flexible versions), or how many bytes of the
 /// buffer finding out needs.
 pub fn skip_tagged_fields(buf: &[u8], at: usize) -> Result<usize, Option<usize>> {
