@@ -10,8 +10,9 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 WASM := target/wasm32-wasip1/release/kafka_filter.wasm
 STAMP := $(VENV)/.installed
+NODE_STAMP := tests/istio/node_modules/.installed
 
-.PHONY: all wasm deps rust-deps py-deps test unit e2e demo example-canary example-tenants bench lint fmt validate-config clean
+.PHONY: all wasm deps rust-deps py-deps node-deps test unit e2e demo example-canary example-tenants bench lint fmt validate-config clean
 
 all: wasm
 
@@ -26,7 +27,14 @@ $(STAMP): tests/requirements.txt
 
 py-deps: $(STAMP)
 
-deps: rust-deps py-deps
+# Istio's CRD schemas as typed models, for validating istio/*.yaml (Node.js and npm come with the machine).
+$(NODE_STAMP): tests/istio/package.json tests/istio/package-lock.json
+	npm ci --prefix tests/istio --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
+node-deps: $(NODE_STAMP)
+
+deps: rust-deps py-deps node-deps
 
 wasm: rust-deps
 	cargo build --release --target wasm32-wasip1 -p kafka-filter
@@ -38,7 +46,7 @@ unit:
 validate-config: wasm py-deps
 	$(VPY) tests/validate_configs.py
 
-e2e: wasm py-deps
+e2e: wasm py-deps node-deps
 	$(VPY) -m pytest -v tests
 
 test: lint unit validate-config e2e

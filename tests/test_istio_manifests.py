@@ -1,0 +1,101 @@
+"""The shipped Istio manifests (istio/*.yaml), checked the way a user's cluster would check them.
+
+- Every document validates against Istio's CRD schemas (@kubernetes-models/istio, generated from
+  Istio's own CRDs; installed by `make test` into tests/istio/node_modules).
+- Every WasmPlugin is a NETWORK plugin, and its pluginConfig is accepted by the built filter:
+  istiod hands pluginConfig to the filter as the JSON `configuration`, so the same document goes
+  through a real Envoy's `--mode validate` with the built .wasm, which runs the filter's
+  on_configure.
+- The schema check can fail: a broken WasmPlugin is rejected with the field named.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness import ENVOY_CONFIG_DIR, REPO, envoy_bin, require_wasm, rewrite_config
+
+ISTIO_DIR = REPO / "istio"
+VALIDATOR = REPO / "tests" / "istio" / "validate.mjs"
+NODE_MODULES = REPO / "tests" / "istio" / "node_modules" / "@kubernetes-models" / "istio"
+MANIFESTS = sorted(ISTIO_DIR.glob("*.yaml"))
+
+
+def documents(path: Path) -> list[dict]:
+    with open(path) as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+
+
+def schema_check(docs: list[dict]) -> list[dict]:
+    if not NODE_MODULES.is_dir():
+        pytest.fail(f"{NODE_MODULES} missing: `make test` installs it (npm ci --prefix tests/istio)")
+    proc = subprocess.run(["node", str(VALIDATOR)], input=json.dumps(docs), capture_output=True,
+                          text=True, timeout=60)
+    if not proc.stdout.strip():
+        pytest.fail(f"validator printed nothing (exit {proc.returncode}): {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout)
+
+
+def envoy_accepts(plugin_config: dict, tmp_path: Path) -> subprocess.CompletedProcess:
+    with open(ENVOY_CONFIG_DIR / "envoy.yaml") as f:
+        shipped = yaml.safe_load(f)
+    cfg = rewrite_config(shipped, wasm_path=require_wasm(), plugin_config=plugin_config)
+    out = tmp_path / "envoy-istio-plugin.yaml"
+    out.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return subprocess.run([envoy_bin(), "--mode", "validate", "-c", str(out), "--disable-hot-restart",
+                           "--log-level", "warn"], capture_output=True, text=True, timeout=120)
+
+
+def test_manifests_are_shipped():
+    assert MANIFESTS, ISTIO_DIR
+    kinds = {d["kind"] for p in MANIFESTS for d in documents(p)}
+    assert {"WasmPlugin", "PeerAuthentication"} <= kinds, kinds
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_manifest_validates_against_istio_schemas(path):
+    docs = documents(path)
+    results = schema_check(docs)
+    assert len(results) == len(docs)
+    bad = [r for r in results if not r["ok"]]
+    assert not bad, f"{path.name}: {bad}"
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_wasmplugin_config_is_accepted_by_the_filter(path, tmp_path):
+    plugins = [d for d in documents(path) if d["kind"] == "WasmPlugin"]
+    assert plugins, f"{path.name} has no WasmPlugin"
+    for plugin in plugins:
+        spec = plugin["spec"]
+        assert spec["type"] == "NETWORK", spec
+        # A VM that fails to start must not silently drop the filter's policies.
+        assert spec.get("failStrategy") == "FAIL_CLOSE", spec
+        proc = envoy_accepts(spec.get("pluginConfig") or {}, tmp_path)
+        assert proc.returncode == 0, (f"{path.name} {plugin['metadata']['name']}: the filter refused its "
+                                      f"pluginConfig:\n{proc.stderr[-3000:]}")
+
+
+def test_broken_wasmplugin_is_rejected_with_the_field_named():
+    plugin = next(d for d in documents(ISTIO_DIR / "wasmplugin.yaml") if d["kind"] == "WasmPlugin")
+    broken = copy.deepcopy(plugin)
+    broken["spec"]["type"] = "NETWORKING"
+    wrong_strategy = copy.deepcopy(plugin)
+    wrong_strategy["spec"]["failStrategy"] = "CLOSE"
+    results = schema_check([plugin, broken, wrong_strategy])
+    assert [r["ok"] for r in results] == [True, False, False], results
+    assert "spec/type" in results[1]["error"], results[1]
+    assert "spec/failStrategy" in results[2]["error"], results[2]
+
+
+def test_bad_plugin_config_in_a_wasmplugin_is_refused_by_the_filter(tmp_path):
+    plugin = next(d for d in documents(ISTIO_DIR / "wasmplugin.yaml") if d["kind"] == "WasmPlugin")
+    config = dict(plugin["spec"].get("pluginConfig") or {}, on_frame_error="ignore")
+    proc = envoy_accepts(config, tmp_path)
+    assert proc.returncode != 0
+    assert "on_frame_error" in proc.stderr, proc.stderr[-3000:]
