@@ -937,6 +937,14 @@ class Consumed:
     value: bytes | None
 
 
+@dataclass(frozen=True)
+class ClientTls:
+    """A client certificate and the CA that signed the server's, for mTLS to Envoy."""
+    ca: str
+    cert: str
+    key: str
+
+
 class ClientOps:
     """The operations the name-conversion tests need, with one client library and one client id.
 
@@ -945,9 +953,10 @@ class ClientOps:
 
     name = "?"
 
-    def __init__(self, bootstrap: str, client_id: str):
+    def __init__(self, bootstrap: str, client_id: str, tls: "ClientTls | None" = None):
         self.bootstrap = bootstrap
         self.client_id = client_id
+        self.tls = tls
 
     def __repr__(self) -> str:
         return f"{self.name}({self.client_id})"
@@ -957,7 +966,10 @@ class RdkafkaOps(ClientOps):
     name = "rdkafka"
 
     def conf(self, **extra: Any) -> dict:
-        return {**rdkafka_common(self.bootstrap), "client.id": self.client_id, **extra}
+        tls = {} if self.tls is None else {
+            "security.protocol": "ssl", "ssl.ca.location": self.tls.ca,
+            "ssl.certificate.location": self.tls.cert, "ssl.key.location": self.tls.key}
+        return {**rdkafka_common(self.bootstrap), "client.id": self.client_id, **tls, **extra}
 
     def _admin(self) -> Any:
         from confluent_kafka.admin import AdminClient
@@ -1199,7 +1211,10 @@ class KafkaPythonOps(ClientOps):
     name = "kafka-python"
 
     def conf(self, **extra: Any) -> dict:
-        return {**kafka_python_common(self.bootstrap), "client_id": self.client_id, **extra}
+        tls = {} if self.tls is None else {
+            "security_protocol": "SSL", "ssl_cafile": self.tls.ca, "ssl_certfile": self.tls.cert,
+            "ssl_keyfile": self.tls.key}
+        return {**kafka_python_common(self.bootstrap), "client_id": self.client_id, **tls, **extra}
 
     def _admin(self) -> Any:
         from kafka import KafkaAdminClient

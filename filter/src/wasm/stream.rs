@@ -14,6 +14,8 @@ pub struct KafkaStream {
     conn: KafkaConnection,
     metrics: SharedMetrics,
     active: bool,
+    /// Whether the peer's identity has been read (on the first request bytes, see `read_peer`).
+    peer_read: bool,
 }
 
 impl KafkaStream {
@@ -22,6 +24,7 @@ impl KafkaStream {
             conn: KafkaConnection::new(id, config),
             metrics,
             active: false,
+            peer_read: false,
         }
     }
 
@@ -49,8 +52,11 @@ impl KafkaStream {
         Action::Pause
     }
 
-    /// The peer's mTLS identity and address, read only when a rule matches on them.
+    /// The peer's mTLS identity and address, read only when a rule matches on them. Read with
+    /// the first request bytes, not at `on_new_connection`: Envoy calls that on accept, before
+    /// the TLS handshake, when the peer certificate is not known yet.
     fn read_peer(&mut self) {
+        self.peer_read = true;
         if !self.conn.needs_peer() {
             return;
         }
@@ -95,11 +101,13 @@ impl StreamContext for KafkaStream {
         m.add(MetricKey::ConnectionsActive, 1);
         drop(m);
         self.active = true;
-        self.read_peer();
         Action::Continue
     }
 
     fn on_downstream_data(&mut self, data_size: usize, _end_of_stream: bool) -> Action {
+        if !self.peer_read {
+            self.read_peer();
+        }
         let mut src = HostBuffer::new(BufferType::DownstreamData, data_size);
         let verdict = {
             let mut m = self.metrics.borrow_mut();
