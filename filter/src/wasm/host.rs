@@ -72,8 +72,7 @@ pub fn now_ns() -> u64 {
 
 /// Envoy metrics, defined on first use and cached per VM (one per worker thread).
 pub struct HostMetrics {
-    /// Per [`MetricKey::index`]: not yet defined, defined with this id, or failed (logged once).
-    ids: Vec<Slot>,
+    ids: MetricIds,
     /// Hot counters held between flushes (the root's tick and every connection's close).
     batch: CounterBatch,
 }
@@ -88,7 +87,7 @@ enum Slot {
 impl Default for HostMetrics {
     fn default() -> Self {
         Self {
-            ids: vec![Slot::Undefined; MetricKey::COUNT],
+            ids: MetricIds(vec![Slot::Undefined; MetricKey::COUNT]),
             batch: CounterBatch::default(),
         }
     }
@@ -99,17 +98,15 @@ pub type SharedMetrics = Rc<RefCell<HostMetrics>>;
 impl HostMetrics {
     /// Report the held counters to Envoy.
     pub fn flush(&mut self) {
-        if self.batch.is_empty() {
-            return;
-        }
-        // A few dozen entries at most (two per API seen since the last flush).
-        let mut held = Vec::new();
-        self.batch.drain(|key, delta| held.push((key, delta)));
-        for (key, delta) in held {
-            self.increment(key, delta);
-        }
+        let ids = &mut self.ids;
+        self.batch.drain(|key, delta| ids.increment(key, delta));
     }
+}
 
+/// Per [`MetricKey::index`]: not yet defined, defined with this id, or failed (logged once).
+struct MetricIds(Vec<Slot>);
+
+impl MetricIds {
     fn increment(&mut self, key: MetricKey, delta: i64) {
         if let Some(id) = self.id(key) {
             let _ = hostcalls::increment_metric(id, delta);
@@ -117,7 +114,7 @@ impl HostMetrics {
     }
 
     fn id(&mut self, key: MetricKey) -> Option<u32> {
-        let slot = self.ids.get_mut(key.index())?;
+        let slot = self.0.get_mut(key.index())?;
         match *slot {
             Slot::Defined(id) => return Some(id),
             Slot::Failed => return None,
@@ -151,11 +148,11 @@ impl MetricsSink for HostMetrics {
         if delta == 0 || self.batch.add(key, delta) {
             return;
         }
-        self.increment(key, delta);
+        self.ids.increment(key, delta);
     }
 
     fn record(&mut self, key: MetricKey, value: u64) {
-        if let Some(id) = self.id(key) {
+        if let Some(id) = self.ids.id(key) {
             let _ = hostcalls::record_metric(id, value);
         }
     }
