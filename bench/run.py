@@ -568,17 +568,18 @@ def core_cost(tmp: Path) -> dict[str, Any]:
 
 ENVOY_CG_CONFIGS = ["tcp_proxy", "wasm_floor", "observe", "all"]
 ENVOY_CG_REQUESTS = 400
+ENVOY_CG_REQUESTS_1M = ENVOY_CG_REQUESTS // 8   # each is 64x the bytes of a 16 KiB one
 # One connection, one request in flight: every request is read and answered alone, so the count
 # does not depend on how requests happened to batch into reads.
 # The 1 MiB Produce shows whether Envoy's cost with the filter grows with record size (it must
-# not: record bytes are never copied into the VM); fewer of them, as each is 64x the bytes.
+# not: record bytes are never copied into the VM).
 ENVOY_CG_WORKLOADS = [
     ("produce", "Produce, 160 x 100 B records (16 KiB)",
      {"workload": "produce", "record-bytes": 100, "records": 160, "connections": 1, "inflight": 1,
       "requests": ENVOY_CG_REQUESTS}),
     ("produce_1m", "Produce, 1000 x 1 KiB records (1 MiB)",
      {"workload": "produce", "record-bytes": 1024, "records": 1000, "connections": 1, "inflight": 1,
-      "requests": ENVOY_CG_REQUESTS // 8}),
+      "requests": ENVOY_CG_REQUESTS_1M}),
     ("small", "Metadata v12 / ApiVersions v3",
      {"workload": "small", "connections": 1, "inflight": 1, "requests": ENVOY_CG_REQUESTS}),
 ]
@@ -830,7 +831,7 @@ def render_envoy_instructions(ei: dict[str, Any] | None) -> list[str]:
     keys = [k for k in ENVOY_CG_CONFIGS if k in ei]
     lines = ["### Envoy: instructions per request (callgrind, deterministic)", "",
              f"Envoy's own user-space instructions per request, all threads, one request at a time "
-             f"({ENVOY_CG_REQUESTS} requests, {ENVOY_CG_REQUESTS // 8} of 1 MiB, after a warm-up, Envoy under callgrind; repeated runs "
+             f"({ENVOY_CG_REQUESTS} requests, {ENVOY_CG_REQUESTS_1M} of 1 MiB, after a warm-up, Envoy under callgrind; repeated runs "
              "agree within about 1%). The kernel's share (sockets, loopback TCP) is not in it, so "
              "these ratios are larger than the CPU-time ratios above, where the kernel's part is "
              "the same for every row. The floor is a proxy-wasm filter that returns `Continue` at "
