@@ -9,6 +9,11 @@ use crate::topics::rules::{parse_rules, RawRule, Rule, RuleError};
 /// Kafka's own default for `socket.request.max.bytes`.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 100 * 1024 * 1024;
 pub const DEFAULT_MAX_INFLIGHT_REQUESTS: usize = 10_000;
+/// Large enough for a big cluster's Metadata response and a multi-topic Produce of
+/// librdkafka's default `message.max.bytes`, small enough that decoding one stays cheap.
+pub const DEFAULT_MAX_HELD_FRAME_BYTES: usize = 16 * 1024 * 1024;
+/// All connections of one VM (one Envoy worker) together.
+pub const DEFAULT_MAX_HELD_BYTES: usize = 64 * 1024 * 1024;
 const MIN_FRAME_BYTES: u64 = 1024;
 const MAX_INFLIGHT_LIMIT: u64 = 1_000_000;
 
@@ -28,6 +33,10 @@ pub struct Config {
     pub max_frame_bytes: usize,
     pub on_frame_error: FrameErrorPolicy,
     pub max_inflight_requests: usize,
+    /// Largest frame a stage may hold whole (to rewrite it); larger ones are refused.
+    pub max_held_frame_bytes: usize,
+    /// Bytes all connections of one VM may hold at once; past it frames to hold are refused.
+    pub max_held_bytes: usize,
     /// Name conversion rules, first match first. Empty: nothing is ever rewritten.
     pub rules: Vec<Rule>,
 }
@@ -38,6 +47,8 @@ impl Default for Config {
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             on_frame_error: FrameErrorPolicy::Close,
             max_inflight_requests: DEFAULT_MAX_INFLIGHT_REQUESTS,
+            max_held_frame_bytes: DEFAULT_MAX_HELD_FRAME_BYTES,
+            max_held_bytes: DEFAULT_MAX_HELD_BYTES,
             rules: Vec::new(),
         }
     }
@@ -49,6 +60,8 @@ struct RawConfig {
     max_frame_bytes: Option<i64>,
     on_frame_error: Option<FrameErrorPolicy>,
     max_inflight_requests: Option<i64>,
+    max_held_frame_bytes: Option<i64>,
+    max_held_bytes: Option<i64>,
     #[serde(default)]
     rules: Vec<RawRule>,
 }
@@ -84,6 +97,39 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         message: e.inner().to_string(),
     })?;
     let defaults = Config::default();
+    let rules = parse_rules(raw.rules)?;
+    if raw.on_frame_error == Some(FrameErrorPolicy::PassThrough) && !rules.is_empty() {
+        return Err(ConfigError::Field {
+            field: "on_frame_error",
+            message: "\"pass_through\" cannot be used with `rules`: a connection under a rule \
+                      must never be forwarded unmapped, so a stream that cannot be framed always \
+                      closes there"
+                .into(),
+        });
+    }
+    let max_held_frame_bytes = in_range(
+        "max_held_frame_bytes",
+        raw.max_held_frame_bytes,
+        MIN_FRAME_BYTES,
+        i32::MAX as u64,
+    )?
+    .unwrap_or(defaults.max_held_frame_bytes);
+    let max_held_bytes = in_range(
+        "max_held_bytes",
+        raw.max_held_bytes,
+        MIN_FRAME_BYTES,
+        i32::MAX as u64,
+    )?
+    .unwrap_or(defaults.max_held_bytes);
+    if max_held_bytes < max_held_frame_bytes {
+        return Err(ConfigError::Field {
+            field: "max_held_bytes",
+            message: format!(
+                "{max_held_bytes} is less than max_held_frame_bytes {max_held_frame_bytes}: \
+                 a frame that may be held would never fit"
+            ),
+        });
+    }
     Ok(Config {
         max_frame_bytes: in_range(
             "max_frame_bytes",
@@ -100,7 +146,9 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
             MAX_INFLIGHT_LIMIT,
         )?
         .unwrap_or(defaults.max_inflight_requests),
-        rules: parse_rules(raw.rules)?,
+        max_held_frame_bytes,
+        max_held_bytes,
+        rules,
     })
 }
 
@@ -164,6 +212,16 @@ mod tests {
             (r#"{"max_frame_bytes": 2048"#, "line 1"),
             ("not json", "JSON object"),
             (r#"{"on_frame_error": 3} trailing"#, "on_frame_error"),
+            (r#"{"max_held_frame_bytes": 100}"#, "max_held_frame_bytes"),
+            (r#"{"max_held_bytes": 3000000000}"#, "max_held_bytes"),
+            (
+                r#"{"max_held_frame_bytes": 4096, "max_held_bytes": 2048}"#,
+                "max_held_bytes",
+            ),
+            (
+                r#"{"on_frame_error": "pass_through", "rules": [{"name": "a", "topics": {"prefix": "a."}}]}"#,
+                "on_frame_error",
+            ),
         ];
         for (doc, needle) in table {
             let err = parse(doc.as_bytes()).unwrap_err().to_string();

@@ -21,7 +21,10 @@ pub mod api;
 pub mod codec;
 pub mod config;
 pub mod connection;
+pub mod matching;
 pub mod metrics;
+pub mod pipeline;
+pub mod stages;
 pub mod topics;
 
 #[cfg(target_arch = "wasm32")]

@@ -13,7 +13,7 @@ mod common;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use common::{frame, request_from as request, response};
+use common::{drive, frame, request_from as request, response};
 use kafka_filter::codec::source::CountingSource;
 use kafka_filter::config::{self, Config};
 use kafka_filter::connection::{KafkaConnection, Verdict};
@@ -77,34 +77,6 @@ fn metadata_resp(t: &[&str]) -> MetadataResponse {
             })
             .collect(),
     )
-}
-
-/// What a host forwards for one direction after applying each chunk's verdict.
-fn drive(
-    conn: &mut KafkaConnection,
-    stream: &[u8],
-    chunk: usize,
-    requests: bool,
-    m: &mut RecordingSink,
-) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    for c in stream.chunks(chunk.max(1)) {
-        let mut src = c;
-        let verdict = if requests {
-            conn.on_request_data(&mut src, || 1_000, m)
-        } else {
-            conn.on_response_data(&mut src, || 2_000, m)
-        };
-        match verdict {
-            Verdict::Continue => out.extend_from_slice(c),
-            Verdict::Rewrite { prefix_len, bytes } => {
-                out.extend_from_slice(&bytes);
-                out.extend_from_slice(&c[prefix_len..]);
-            }
-            Verdict::Close => return None,
-        }
-    }
-    Some(out)
 }
 
 /// The request stream and the response stream as forwarded, for every chunk size given.

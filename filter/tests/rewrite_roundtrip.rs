@@ -12,9 +12,10 @@ use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use kafka_filter::pipeline::error_body::error_response_body;
 use kafka_filter::topics::mapping::{NameKind, NameMapper, ToClient};
 use kafka_filter::topics::rewrite::{
-    coverage, error_response_body, rewrite_request, rewrite_response, Coverage, RewriteError,
+    coverage, rewrite_request, rewrite_response, Coverage, RewriteError,
 };
 use kafka_protocol::messages::add_partitions_to_txn_request::*;
 use kafka_protocol::messages::add_partitions_to_txn_response::*;

@@ -29,6 +29,9 @@ pub enum Step {
     /// Forward these bytes instead of the frame's size field and the bytes shown so far, then
     /// the rest of the frame unchanged (holding readers only).
     ReplaceHead(Vec<u8>),
+    /// Forward these bytes instead of the whole frame, dropping the rest of it as it streams
+    /// through, without holding it (holding readers only).
+    Discard(Vec<u8>),
 }
 
 /// How the forwarded chunk differs from the chunk that came in, in chunk order.
@@ -132,6 +135,8 @@ enum State {
     Skip { remaining: usize },
     /// Holding the whole frame of `frame_len` bytes in `head`.
     Collect { frame_len: usize },
+    /// Leaving out the rest of a discarded frame.
+    Drop { remaining: usize },
     /// A framing error happened; the stream is no longer interpreted.
     Failed(FrameError),
 }
@@ -282,6 +287,18 @@ impl FrameReader {
                         }
                     };
                 }
+                State::Drop { remaining } => {
+                    let n = remaining.min(avail);
+                    edits.drop_range(pos, pos + n);
+                    pos += n;
+                    self.state = if remaining == n {
+                        State::Size
+                    } else {
+                        State::Drop {
+                            remaining: remaining - n,
+                        }
+                    };
+                }
                 State::Size => {
                     if self.size_buf.is_empty() {
                         self.frame_start = Some(pos);
@@ -342,7 +359,7 @@ impl FrameReader {
         match self.state {
             State::Size => !self.size_buf.is_empty(),
             State::Head { .. } | State::Collect { .. } => true,
-            State::Skip { .. } | State::Failed(_) => false,
+            State::Skip { .. } | State::Drop { .. } | State::Failed(_) => false,
         }
     }
 
@@ -455,6 +472,18 @@ impl FrameReader {
                     State::Size
                 } else {
                     State::Skip {
+                        remaining: frame_len - have,
+                    }
+                };
+                self.release_head();
+                return;
+            }
+            Step::Discard(bytes) if self.hold => {
+                self.replace_seen(edits, pos, bytes);
+                self.state = if finished {
+                    State::Size
+                } else {
+                    State::Drop {
                         remaining: frame_len - have,
                     }
                 };

@@ -7,28 +7,18 @@
 
 use std::collections::VecDeque;
 
+use crate::pipeline::Plan;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Inflight {
     pub correlation_id: i32,
     pub api_key: i16,
     pub api_version: i16,
     pub sent_at_ns: u64,
-    pub reply: Reply,
-}
-
-/// What the filter does with the response to a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Reply {
-    /// Forward it as it comes.
-    #[default]
-    Forward,
-    /// Map the names in it back with this rule (an index into the configured rules).
-    MapNames { rule: u16 },
-    /// An ApiVersions response: advertise only what the filter can rewrite under this rule.
-    LimitVersions { rule: u16 },
-    /// The request was refused and replaced by a harmless one: replace the broker's answer to
-    /// that with an error response for the original request.
-    Refuse { error_code: i16 },
+    /// The request frame's size, size field included.
+    pub request_bytes: u32,
+    /// What the pipeline decided for the request and its response.
+    pub plan: Plan,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,18 +61,6 @@ impl InflightTable {
         evicted
     }
 
-    /// Change what happens to the response of the latest request with this correlation id.
-    pub fn set_reply(&mut self, correlation_id: i32, reply: Reply) {
-        if let Some(e) = self
-            .entries
-            .iter_mut()
-            .rev()
-            .find(|e| e.correlation_id == correlation_id)
-        {
-            e.reply = reply;
-        }
-    }
-
     /// Take the request a response with this correlation id answers.
     pub fn take(&mut self, correlation_id: i32) -> Option<Matched> {
         let at = self
@@ -108,7 +86,8 @@ mod tests {
             api_key: 0,
             api_version: 9,
             sent_at_ns: id as u64,
-            reply: Reply::Forward,
+            request_bytes: 20,
+            plan: Plan::default(),
         }
     }
 

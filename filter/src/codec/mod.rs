@@ -8,7 +8,7 @@ pub mod response;
 pub mod source;
 
 pub use frame::{Edit, Edits, FrameError, FrameReader, Step};
-pub use inflight::{InflightTable, Matched, Reply};
+pub use inflight::{Inflight, InflightTable, Matched};
 pub use request::{RequestHead, RequestParse};
 pub use source::ByteSource;
 

@@ -46,6 +46,12 @@ pub enum MetricKey {
     RewriteErrors,
     /// Bytes of frames held whole in the filter to be rewritten (copied into the VM).
     RewriteBytesHeld,
+    /// Frames a stage needed whole that were larger than `max_held_frame_bytes` (refused).
+    HeldFrameTooLarge,
+    /// Frames a stage needed whole when the VM's `max_held_bytes` was used up (refused).
+    HeldBudgetExhausted,
+    /// Chunks whose bytes the host could not provide.
+    HostReadErrors,
 }
 
 /// `(tag_name, regex)` pairs for Envoy `stats_config.stats_tags`.
@@ -57,7 +63,7 @@ const FIXED_BASE: usize = 3 * API_SLOTS;
 
 impl MetricKey {
     /// Number of distinct [`MetricKey::index`] values: hosts can keep metric ids in a flat array.
-    pub const COUNT: usize = FIXED_BASE + 19;
+    pub const COUNT: usize = FIXED_BASE + 22;
 
     /// A dense index, so hosts find a metric's id without hashing on the hot path.
     pub fn index(&self) -> usize {
@@ -93,6 +99,9 @@ impl MetricKey {
             MetricKey::RewriteRefused => FIXED_BASE + 16,
             MetricKey::RewriteErrors => FIXED_BASE + 17,
             MetricKey::RewriteBytesHeld => FIXED_BASE + 18,
+            MetricKey::HeldFrameTooLarge => FIXED_BASE + 19,
+            MetricKey::HeldBudgetExhausted => FIXED_BASE + 20,
+            MetricKey::HostReadErrors => FIXED_BASE + 21,
         }
     }
 
@@ -133,6 +142,9 @@ impl MetricKey {
             MetricKey::RewriteRefused => "rewrite.refused",
             MetricKey::RewriteErrors => "rewrite.errors",
             MetricKey::RewriteBytesHeld => "rewrite.bytes_held",
+            MetricKey::HeldFrameTooLarge => "held.frames_too_large",
+            MetricKey::HeldBudgetExhausted => "held.budget_exhausted",
+            MetricKey::HostReadErrors => "host_read_errors",
         };
         format!("kafka.{fixed}")
     }
@@ -194,6 +206,9 @@ mod tests {
             MetricKey::RewriteRefused,
             MetricKey::RewriteErrors,
             MetricKey::RewriteBytesHeld,
+            MetricKey::HeldFrameTooLarge,
+            MetricKey::HeldBudgetExhausted,
+            MetricKey::HostReadErrors,
         ];
         for api in ApiKey::iter().map(Some).chain([None]) {
             keys.push(MetricKey::Requests(api));

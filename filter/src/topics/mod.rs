@@ -6,6 +6,5 @@ pub mod produce_head;
 pub mod response_head;
 pub mod rewrite;
 pub mod rules;
-pub mod session;
 pub mod versions;
 pub mod wire;

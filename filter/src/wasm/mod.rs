@@ -2,6 +2,8 @@
 //! Every host call goes through `hostcalls` and its `Result`: the SDK's convenience wrappers
 //! panic on a host error, and a panic aborts the VM with every connection on the worker.
 
+#[cfg(feature = "fault-injection")]
+mod fault;
 mod host;
 mod root;
 mod stream;

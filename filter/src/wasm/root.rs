@@ -8,11 +8,14 @@ use proxy_wasm::types::{BufferType, ContextType};
 use super::host::SharedMetrics;
 use super::stream::KafkaStream;
 use crate::config::{self, Config};
+use crate::pipeline::held::HeldBudget;
 
 #[derive(Default)]
 pub struct KafkaRoot {
     config: Rc<Config>,
     metrics: SharedMetrics,
+    /// What all connections of this VM may hold, shared by them.
+    held: HeldBudget,
 }
 
 /// How late a per-API request or response counter may be reported.
@@ -45,6 +48,7 @@ impl RootContext for KafkaRoot {
         match config::parse(&bytes) {
             Ok(c) => {
                 log::info!("kafka filter configured: {c:?}");
+                self.held = HeldBudget::new(c.max_held_bytes);
                 self.config = Rc::new(c);
                 // The tick reports held counters of connections that stay open.
                 if let Err(e) = hostcalls::set_tick_period(FLUSH_PERIOD) {
@@ -68,6 +72,7 @@ impl RootContext for KafkaRoot {
             context_id,
             Rc::clone(&self.config),
             Rc::clone(&self.metrics),
+            self.held.clone(),
         )))
     }
 }

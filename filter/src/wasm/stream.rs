@@ -7,8 +7,10 @@ use proxy_wasm::types::{Action, BufferType, PeerType};
 use super::host::{now_ns, HostBuffer, SharedMetrics};
 use crate::config::Config;
 use crate::connection::{KafkaConnection, Verdict};
+use crate::matching::parse_source_address;
 use crate::metrics::{MetricKey, MetricsSink};
-use crate::topics::rules::{parse_source_address, Peer};
+use crate::pipeline::held::HeldBudget;
+use crate::pipeline::Peer;
 
 pub struct KafkaStream {
     conn: KafkaConnection,
@@ -19,9 +21,9 @@ pub struct KafkaStream {
 }
 
 impl KafkaStream {
-    pub fn new(id: u32, config: Rc<Config>, metrics: SharedMetrics) -> Self {
+    pub fn new(id: u32, config: Rc<Config>, metrics: SharedMetrics, held: HeldBudget) -> Self {
         Self {
-            conn: KafkaConnection::new(id, config),
+            conn: KafkaConnection::with_budget(id, config, held),
             metrics,
             active: false,
             peer_read: false,
@@ -105,6 +107,8 @@ impl StreamContext for KafkaStream {
     }
 
     fn on_downstream_data(&mut self, data_size: usize, _end_of_stream: bool) -> Action {
+        #[cfg(feature = "fault-injection")]
+        super::fault::trap_on_marker(data_size);
         if !self.peer_read {
             self.read_peer();
         }

@@ -2,6 +2,8 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use bytes::BytesMut;
+use kafka_filter::connection::{KafkaConnection, Verdict};
+use kafka_filter::metrics::RecordingSink;
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Encodable, StrBytes};
 
@@ -40,4 +42,32 @@ pub fn response<B: Encodable>(api: ApiKey, version: i16, corr: i32, body: &B) ->
         .unwrap();
     body.encode(&mut buf, version).unwrap();
     frame(&buf)
+}
+
+/// What a host forwards for one direction after applying each chunk's verdict.
+pub fn drive(
+    conn: &mut KafkaConnection,
+    stream: &[u8],
+    chunk: usize,
+    requests: bool,
+    m: &mut RecordingSink,
+) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    for c in stream.chunks(chunk.max(1)) {
+        let mut src = c;
+        let verdict = if requests {
+            conn.on_request_data(&mut src, || 1_000, m)
+        } else {
+            conn.on_response_data(&mut src, || 2_000, m)
+        };
+        match verdict {
+            Verdict::Continue => out.extend_from_slice(c),
+            Verdict::Rewrite { prefix_len, bytes } => {
+                out.extend_from_slice(&bytes);
+                out.extend_from_slice(&c[prefix_len..]);
+            }
+            Verdict::Close => return None,
+        }
+    }
+    Some(out)
 }

@@ -3,8 +3,7 @@
 //! decoding and re-encoding every message. Records stay opaque `Bytes`, never copied or parsed.
 //!
 //! [`coverage`] says how the filter treats each API and version under a rule; the rewriters refuse
-//! (with an error) anything that is not [`Coverage::Rewritten`] or that they cannot map safely,
-//! and [`error_response_body`] builds the answer for a refused request.
+//! (with an error) anything that is not [`Coverage::Rewritten`] or that they cannot map safely.
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::ApiKey;
@@ -14,12 +13,10 @@ use super::mapping::NameMapper;
 mod codec;
 mod coverage;
 mod names;
-mod reject;
 mod requests;
 mod responses;
 
 pub use coverage::{coverage, Coverage};
-pub use reject::error_response_body;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RewriteError {

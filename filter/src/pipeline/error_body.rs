@@ -5,8 +5,6 @@ use bytes::BytesMut;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, Message};
 
-use super::codec::encode;
-
 /// A complete error response body (no header) for `api_key` at `api_version`: the default
 /// response with its top-level `error_code` set to `error_code` where the response has one at
 /// that version (responses with per-item error codes only are returned empty). `None` if
@@ -132,7 +130,9 @@ fn body<T: Message + Encodable + Default>(
     }
     let mut response = T::default();
     set(&mut response);
-    encode(&response, version)
-        .or_else(|_| encode(&T::default(), version))
-        .ok()
+    let encode = |message: &T| {
+        let mut out = BytesMut::new();
+        message.encode(&mut out, version).map(|()| out)
+    };
+    encode(&response).or_else(|_| encode(&T::default())).ok()
 }

@@ -1,0 +1,405 @@
+//! What a connection does with each frame its readers find: read the header, account for it,
+//! run the pipeline, keep the correlation table, and turn the pipeline's flow into a frame step.
+
+use std::rc::Rc;
+
+use super::LazyNow;
+use crate::codec::frame::FrameHead;
+use crate::codec::inflight::Inflight;
+use crate::codec::request::{parse_request, RequestHead, RequestParse};
+use crate::codec::{response, InflightTable, Step};
+use crate::config::Config;
+use crate::metrics::{len_i64, MetricKey, MetricsSink};
+use crate::pipeline::held::{HeldBudget, Reservation};
+use crate::pipeline::{
+    Action, Flow, FrameView, Identity, Pipeline, RequestProgress, RequestRecord, ResponseProgress,
+};
+
+/// Kafka error codes for frames the filter will not hold.
+const MESSAGE_TOO_LARGE: i16 = 10;
+const REQUEST_TIMED_OUT: i16 = 7;
+const POLICY_VIOLATION: i16 = 44;
+const PRODUCE: i16 = 0;
+const API_VERSIONS: i16 = 18;
+/// An ApiVersions request is read whole for the client software only up to this size.
+const MAX_API_VERSIONS_BYTES: usize = 1024;
+
+/// Everything of a connection but its two frame readers, so that the readers' examiners can
+/// borrow it while the readers are being fed.
+pub(super) struct ConnState {
+    pub id: u32,
+    pub config: Rc<Config>,
+    pub inflight: InflightTable,
+    pub identity: Identity,
+    pub pipeline: Pipeline,
+    /// The request frame being decided, and the response frame.
+    request: Option<RequestProgress>,
+    response: Option<ResponseProgress>,
+    budget: HeldBudget,
+    held_request: Reservation,
+    held_response: Reservation,
+    /// The connection must close (fail closed, or a stage said so).
+    pub must_close: bool,
+    /// The longest hold a stage asked for since the host last took it.
+    pub delay_ms: u32,
+    pub malformed: i64,
+    pub undecodable_logged: bool,
+    held_logged: bool,
+}
+
+impl ConnState {
+    pub fn new(id: u32, config: Rc<Config>, budget: HeldBudget) -> Self {
+        Self {
+            id,
+            inflight: InflightTable::new(config.max_inflight_requests),
+            identity: Identity::default(),
+            pipeline: Pipeline::for_config(id, &config),
+            request: None,
+            response: None,
+            budget,
+            held_request: Reservation::default(),
+            held_response: Reservation::default(),
+            must_close: false,
+            delay_ms: 0,
+            malformed: 0,
+            undecodable_logged: false,
+            held_logged: false,
+            config,
+        }
+    }
+
+    /// A request frame's first bytes (or all of it).
+    pub fn examine_request<F: FnOnce() -> u64>(
+        &mut self,
+        h: &FrameHead<'_>,
+        now: &mut LazyNow<F>,
+        m: &mut dyn MetricsSink,
+    ) -> Step {
+        let mut p = match self.request.take() {
+            Some(p) => p,
+            None => match parse_request(h.prefix, h.last_look()) {
+                RequestParse::Need(n) => return Step::Need(n),
+                RequestParse::Malformed => {
+                    self.malformed += 1;
+                    return Step::Done;
+                }
+                RequestParse::Done(head) => {
+                    self.account_request(&head, m);
+                    RequestProgress::new(head)
+                }
+            },
+        };
+        if !p.software_read {
+            if let Some(need) = self.read_client_software(&mut p, h) {
+                self.request = Some(p);
+                return need;
+            }
+        }
+        let frame = view(h);
+        let flow = self.pipeline.run_request(&mut p, &self.identity, &frame, m);
+        let action = match flow {
+            Flow::Head(n) => {
+                self.request = Some(p);
+                return Step::Need(n);
+            }
+            Flow::Frame => match self.hold(true, h.frame_len, p.head.api_key, m) {
+                Ok(()) => {
+                    self.request = Some(p);
+                    return Step::Collect;
+                }
+                Err(code) => self.pipeline.refuse_request(&mut p, code),
+            },
+            Flow::Done(action) => action,
+        };
+        self.held_request.release(&self.budget);
+        self.delay_ms = self.delay_ms.max(p.delay_ms);
+        self.finish_request(p, h.frame_len, now, m);
+        self.step(action)
+    }
+
+    /// A response frame's first bytes (or all of it).
+    pub fn examine_response<F: FnOnce() -> u64>(
+        &mut self,
+        h: &FrameHead<'_>,
+        now: &mut LazyNow<F>,
+        m: &mut dyn MetricsSink,
+    ) -> Step {
+        let mut p = match self.response.take() {
+            Some(p) => p,
+            None => match self.match_response(h, now, m) {
+                Ok(p) => p,
+                Err(step) => return step,
+            },
+        };
+        let frame = view(h);
+        let action = match self
+            .pipeline
+            .run_response(&mut p, &self.identity, &frame, m)
+        {
+            Flow::Head(n) => {
+                self.response = Some(p);
+                return Step::Need(n);
+            }
+            Flow::Frame => match self.hold(false, h.frame_len, p.request.api_key, m) {
+                Ok(()) => {
+                    self.response = Some(p);
+                    return Step::Collect;
+                }
+                Err(code) => self.pipeline.refuse_response(&p.request, code),
+            },
+            Flow::Done(action) => action,
+        };
+        self.held_response.release(&self.budget);
+        self.step(action)
+    }
+
+    /// Read the response's correlation id and take its request from the table. `Err`: the
+    /// frame's step (it needs more bytes, or it answers nothing known).
+    fn match_response<F: FnOnce() -> u64>(
+        &mut self,
+        h: &FrameHead<'_>,
+        now: &mut LazyNow<F>,
+        m: &mut dyn MetricsSink,
+    ) -> Result<ResponseProgress, Step> {
+        let Some(id) = response::correlation_id(h.prefix) else {
+            if !h.last_look() {
+                return Err(Step::Need(response::FIRST_WANT));
+            }
+            self.malformed += 1;
+            return Err(self.unmatched("a response frame too short for a response header"));
+        };
+        let Some(matched) = self.inflight.take(id) else {
+            m.add(MetricKey::ResponsesUnmatched, 1);
+            return Err(self.unmatched("a response answers no request in flight"));
+        };
+        if matched.skipped > 0 {
+            m.add(MetricKey::RequestsUnanswered, len_i64(matched.skipped));
+        }
+        let r = matched.request;
+        let latency_us = now.get().saturating_sub(r.sent_at_ns) / 1_000;
+        self.pipeline.finished(
+            &RequestRecord {
+                api_key: r.api_key,
+                api_version: r.api_version,
+                correlation_id: r.correlation_id,
+                identity: &self.identity,
+                request_bytes: r.request_bytes as usize,
+                response_bytes: Some(h.frame_len.saturating_add(4)),
+                latency_us: Some(latency_us),
+                refused_with: r.plan.refused,
+                outcome: r.plan.outcome,
+            },
+            m,
+        );
+        if r.plan.is_active() {
+            Ok(ResponseProgress::new(r))
+        } else {
+            Err(Step::Done)
+        }
+    }
+
+    /// A response the filter cannot tie to a request: under a rule it could carry names the
+    /// client must not see, and dropping it would leave the client waiting, so the connection
+    /// closes; otherwise it passes.
+    fn unmatched(&mut self, what: &str) -> Step {
+        if !self.pipeline.guarded() {
+            return Step::Done;
+        }
+        log::warn!(
+            "connection {} (client_id {}): {what}, under a rule; closing the connection",
+            self.id,
+            self.identity.client_id.as_deref().unwrap_or("-")
+        );
+        self.must_close = true;
+        Step::Discard(Vec::new())
+    }
+
+    /// Reserve room to hold a whole frame of `frame_len` bytes; `Err`: the error code to
+    /// refuse it with.
+    fn hold(
+        &mut self,
+        request: bool,
+        frame_len: usize,
+        api_key: i16,
+        m: &mut dyn MetricsSink,
+    ) -> Result<(), i16> {
+        let size = frame_len.saturating_add(4);
+        let (code, what) = if size > self.config.max_held_frame_bytes {
+            m.add(MetricKey::HeldFrameTooLarge, 1);
+            let code = if api_key == PRODUCE && request {
+                MESSAGE_TOO_LARGE
+            } else {
+                POLICY_VIOLATION
+            };
+            (code, "is larger than max_held_frame_bytes")
+        } else {
+            let held = if request {
+                &mut self.held_request
+            } else {
+                &mut self.held_response
+            };
+            if held.take(&self.budget, size) {
+                return Ok(());
+            }
+            m.add(MetricKey::HeldBudgetExhausted, 1);
+            (
+                REQUEST_TIMED_OUT,
+                "does not fit in what is left of max_held_bytes",
+            )
+        };
+        let line = format!(
+            "connection {} (client_id {}): a {size}-byte {} frame (API key {api_key}) must be held to be rewritten but {what}; answered with error {code}",
+            self.id,
+            self.identity.client_id.as_deref().unwrap_or("-"),
+            if request { "request" } else { "response" },
+        );
+        if self.held_logged {
+            log::debug!("{line}");
+        } else {
+            self.held_logged = true;
+            log::warn!("{line} (further ones on this connection logged at debug)");
+        }
+        Err(code)
+    }
+
+    /// Per-request counters and identity, from the header alone.
+    fn account_request(&mut self, head: &RequestHead, m: &mut dyn MetricsSink) {
+        m.add(MetricKey::Requests(head.api), 1);
+        if head.api.is_none() {
+            m.add(MetricKey::RequestsUnknownApi, 1);
+            log::debug!(
+                "connection {}: unknown API key {} v{} (correlation id {}), forwarded untouched",
+                self.id,
+                head.api_key,
+                head.api_version,
+                head.correlation_id
+            );
+        } else if !head.version_known {
+            m.add(MetricKey::RequestsUnknownVersion, 1);
+            log::debug!(
+                "connection {}: {:?} v{} is newer than this filter knows, forwarded untouched",
+                self.id,
+                head.api,
+                head.api_version
+            );
+        }
+        if head.api.is_some() && !head.header_decoded {
+            m.add(MetricKey::FramesUndecodable, 1);
+            self.log_undecodable("request header could not be decoded");
+        }
+        self.identity
+            .note_client_id(head.client_id.as_ref().map(|c| c.as_str()));
+    }
+
+    /// The client software from an ApiVersions v3+ request, once per connection: `Some` asks
+    /// for the rest of a small frame first.
+    fn read_client_software(&mut self, p: &mut RequestProgress, h: &FrameHead<'_>) -> Option<Step> {
+        let head = &p.head;
+        if head.api_key != API_VERSIONS
+            || head.api_version < 3
+            || !head.header_decoded
+            || self.identity.software.is_some()
+        {
+            p.software_read = true;
+            return None;
+        }
+        if h.prefix.len() < h.frame_len && h.frame_len <= MAX_API_VERSIONS_BYTES && !h.last_look() {
+            return Some(Step::Need(h.frame_len));
+        }
+        p.software_read = true;
+        if let Some(body) = h.prefix.get(head.header_len..) {
+            self.identity.note_api_versions(head.api_version, body);
+        }
+        None
+    }
+
+    /// The request is decided: remember it until its response, or tell observers now if the
+    /// broker will not answer it.
+    fn finish_request<F: FnOnce() -> u64>(
+        &mut self,
+        p: RequestProgress,
+        frame_len: usize,
+        now: &mut LazyNow<F>,
+        m: &mut dyn MetricsSink,
+    ) {
+        let head = &p.head;
+        let entry = Inflight {
+            correlation_id: head.correlation_id,
+            api_key: head.api_key,
+            api_version: head.api_version,
+            sent_at_ns: now.get(),
+            request_bytes: u32::try_from(frame_len.saturating_add(4)).unwrap_or(u32::MAX),
+            plan: p.plan,
+        };
+        if !head.expects_response {
+            self.pipeline.finished(
+                &RequestRecord {
+                    api_key: entry.api_key,
+                    api_version: entry.api_version,
+                    correlation_id: entry.correlation_id,
+                    identity: &self.identity,
+                    request_bytes: entry.request_bytes as usize,
+                    response_bytes: None,
+                    latency_us: None,
+                    refused_with: entry.plan.refused,
+                    outcome: entry.plan.outcome,
+                },
+                m,
+            );
+            return;
+        }
+        if let Some(evicted) = self.inflight.push(entry) {
+            m.add(MetricKey::InflightOverflow, 1);
+            if evicted.plan.is_active() {
+                // Its response could no longer be handled as planned.
+                log::warn!(
+                    "connection {}: correlation table full under a rule; closing the connection",
+                    self.id
+                );
+                self.must_close = true;
+            }
+        }
+    }
+
+    fn step(&mut self, action: Action) -> Step {
+        match action {
+            Action::Forward => Step::Done,
+            Action::Replace(b) => Step::Replace(b),
+            Action::ReplaceHead(b) => Step::ReplaceHead(b),
+            Action::Discard(b) => Step::Discard(b),
+            Action::Close => {
+                self.must_close = true;
+                Step::Discard(Vec::new())
+            }
+        }
+    }
+
+    pub fn log_undecodable(&mut self, what: &str) {
+        // First time per connection at warn, then quietly: a broken client must not flood the log.
+        if self.undecodable_logged {
+            log::debug!("connection {}: {what}, forwarded untouched", self.id);
+        } else {
+            self.undecodable_logged = true;
+            log::warn!(
+                "connection {} (client_id {}): {what}, forwarded untouched (further ones logged at debug)",
+                self.id,
+                self.identity.client_id.as_deref().unwrap_or("-")
+            );
+        }
+    }
+
+    /// Give back what the connection holds of the VM's budget.
+    pub fn release_held(&mut self) {
+        self.held_request.release(&self.budget);
+        self.held_response.release(&self.budget);
+    }
+}
+
+fn view<'a>(h: &FrameHead<'a>) -> FrameView<'a> {
+    FrameView {
+        bytes: h.prefix,
+        frame_len: h.frame_len,
+        collected: h.collected,
+        last_look: h.last_look(),
+    }
+}

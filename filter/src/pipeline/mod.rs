@@ -1,0 +1,308 @@
+//! The per-request decision pipeline: every request goes through an ordered list of
+//! [`Stage`]s, each returning a [`Decision`]; a response goes back through the stages that asked
+//! to see it (latest first); observers get a [`RequestRecord`] per finished request.
+//!
+//! The pipeline decides; the connection ([`crate::connection`]) frames the streams, keeps the
+//! correlation table (one small [`Plan`] per request) and turns the outcome into edits of the
+//! stream. A decision that changes the frame (refuse, replace, close) ends the frame's way
+//! through the stages: later stages do not see it.
+
+pub mod error_body;
+pub mod held;
+pub mod identity;
+pub mod observer;
+pub mod plan;
+pub mod refusal;
+pub mod stage;
+
+use std::rc::Rc;
+
+use crate::codec::inflight::Inflight;
+use crate::codec::RequestHead;
+use crate::config::Config;
+use crate::metrics::MetricsSink;
+use crate::stages::rewrite::RewriteStage;
+
+pub use identity::{ClientSoftware, Identity, Peer};
+pub use observer::{ApiMetrics, Observer, RequestRecord};
+pub use plan::{Outcome, Plan, MAX_STAGES};
+pub use stage::{Decision, FrameView, RequestCx, ResponseCx, Stage};
+
+/// A request on its way through the stages.
+#[derive(Debug)]
+pub struct RequestProgress {
+    pub head: RequestHead,
+    pub plan: Plan,
+    /// The stage to ask next (the one that asked for more bytes, when resumed).
+    next: usize,
+    /// The longest hold any stage asked for.
+    pub delay_ms: u32,
+    /// The client software has been looked for (ApiVersions v3+).
+    pub software_read: bool,
+}
+
+impl RequestProgress {
+    pub fn new(head: RequestHead) -> Self {
+        Self {
+            head,
+            plan: Plan::default(),
+            next: 0,
+            delay_ms: 0,
+            software_read: false,
+        }
+    }
+}
+
+/// A response on its way back through the stages that watch it.
+#[derive(Debug)]
+pub struct ResponseProgress {
+    pub request: Inflight,
+    /// Stages `0..upper` are still to be asked, from the top.
+    upper: usize,
+}
+
+/// Where a frame stands after the stages looked at it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Show the frame again with its first `n` bytes.
+    Head(usize),
+    /// Show the frame again whole (if it may be held).
+    Frame,
+    Done(Action),
+}
+
+/// What becomes of a decided frame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    Forward,
+    /// Instead of the whole frame (shown whole).
+    Replace(Vec<u8>),
+    /// Instead of the frame's size field and the bytes shown; the rest passes.
+    ReplaceHead(Vec<u8>),
+    /// Instead of the frame, whose bytes are dropped as they stream through (never held).
+    Discard(Vec<u8>),
+    Close,
+}
+
+pub struct Pipeline {
+    id: u32,
+    stages: Vec<Box<dyn Stage>>,
+    observers: Vec<Box<dyn Observer>>,
+}
+
+impl Pipeline {
+    /// The stages and observers the configuration asks for.
+    pub fn for_config(id: u32, config: &Rc<Config>) -> Self {
+        let mut stages: Vec<Box<dyn Stage>> = Vec::new();
+        if !config.rules.is_empty() {
+            stages.push(Box::new(RewriteStage::new(id, Rc::clone(config))));
+        }
+        Self::new(id, stages, vec![Box::new(ApiMetrics)])
+    }
+
+    /// At most [`MAX_STAGES`] stages; more are left out (with an error log).
+    pub fn new(
+        id: u32,
+        mut stages: Vec<Box<dyn Stage>>,
+        observers: Vec<Box<dyn Observer>>,
+    ) -> Self {
+        if stages.len() > MAX_STAGES {
+            log::error!(
+                "{} stages configured, at most {MAX_STAGES} are run",
+                stages.len()
+            );
+            stages.truncate(MAX_STAGES);
+        }
+        Self {
+            id,
+            stages,
+            observers,
+        }
+    }
+
+    /// Whether any stage may change frames: they must then be held until decided.
+    pub fn holds(&self) -> bool {
+        !self.stages.is_empty()
+    }
+
+    /// Whether the connection must fail closed (see [`Stage::guards`]).
+    pub fn guarded(&self) -> bool {
+        self.stages.iter().any(|s| s.guards())
+    }
+
+    pub fn needs_peer(&self) -> bool {
+        self.stages.iter().any(|s| s.needs_peer())
+    }
+
+    pub fn on_identity(&mut self, identity: &Identity) {
+        for s in &mut self.stages {
+            s.on_identity(identity);
+        }
+    }
+
+    pub fn finished(&mut self, record: &RequestRecord<'_>, m: &mut dyn MetricsSink) {
+        for o in &mut self.observers {
+            o.on_finished(record, m);
+        }
+    }
+
+    /// Ask the stages, from where `p` stands, about a request frame.
+    pub fn run_request(
+        &mut self,
+        p: &mut RequestProgress,
+        identity: &Identity,
+        frame: &FrameView<'_>,
+        m: &mut dyn MetricsSink,
+    ) -> Flow {
+        while let Some(stage) = self.stages.get_mut(p.next) {
+            let mut cx = RequestCx {
+                head: &p.head,
+                identity,
+                plan: &mut p.plan,
+                stage: p.next,
+            };
+            match stage.on_request(&mut cx, frame, m) {
+                Decision::Pass => {}
+                Decision::Delay(ms) => {
+                    p.delay_ms = p.delay_ms.max(ms);
+                    p.plan.outcome.set(Outcome::DELAYED);
+                }
+                Decision::Refuse(code) => return Flow::Done(self.refuse_request(p, code)),
+                Decision::Close => return Flow::Done(Action::Close),
+                d => {
+                    let name = stage.name();
+                    return self.frame_flow(d, frame, &mut p.plan, name);
+                }
+            }
+            p.next += 1;
+        }
+        Flow::Done(Action::Forward)
+    }
+
+    /// Ask the stages that watch the request, latest first, about its response.
+    pub fn run_response(
+        &mut self,
+        p: &mut ResponseProgress,
+        identity: &Identity,
+        frame: &FrameView<'_>,
+        m: &mut dyn MetricsSink,
+    ) -> Flow {
+        if let Some(code) = p.request.plan.refused {
+            return Flow::Done(self.refuse_response(&p.request, code));
+        }
+        while p.upper > 0 {
+            let i = p.upper - 1;
+            if let (Some(note), Some(stage)) =
+                (p.request.plan.watched_by(i), self.stages.get_mut(i))
+            {
+                let cx = ResponseCx {
+                    request: &p.request,
+                    identity,
+                    note,
+                };
+                match stage.on_response(&cx, frame, m) {
+                    Decision::Pass | Decision::Delay(_) => {}
+                    Decision::Refuse(code) => {
+                        return Flow::Done(self.refuse_response(&p.request, code))
+                    }
+                    Decision::Close => return Flow::Done(Action::Close),
+                    d => {
+                        let name = stage.name();
+                        return self.frame_flow(d, frame, &mut p.request.plan, name);
+                    }
+                }
+            }
+            p.upper -= 1;
+        }
+        Flow::Done(Action::Forward)
+    }
+
+    /// A request that must not reach the broker: substituted, or dropped when no answer is
+    /// expected, or the connection closed when no answer can be built.
+    pub fn refuse_request(&self, p: &mut RequestProgress, code: i16) -> Action {
+        p.plan.outcome.set(Outcome::REFUSED);
+        let h = &p.head;
+        if !h.expects_response {
+            return Action::Discard(Vec::new());
+        }
+        if !refusal::can_answer(h.api_key, h.api_version) {
+            log::warn!(
+                "connection {}: API key {} v{} (correlation id {}) must be refused but has no error response to answer with; closing the connection",
+                self.id, h.api_key, h.api_version, h.correlation_id
+            );
+            return Action::Close;
+        }
+        p.plan.refused = Some(code);
+        Action::Discard(refusal::substitute_request(h.correlation_id))
+    }
+
+    /// A response replaced by an error response for its request.
+    pub fn refuse_response(&self, request: &Inflight, code: i16) -> Action {
+        match refusal::error_response(
+            request.api_key,
+            request.api_version,
+            request.correlation_id,
+            code,
+        ) {
+            Some(frame) => Action::Discard(frame),
+            None => {
+                log::warn!(
+                    "connection {}: cannot build an error response for API key {} v{}; closing the connection",
+                    self.id, request.api_key, request.api_version
+                );
+                Action::Close
+            }
+        }
+    }
+
+    /// The frame-shaped decisions, checked against what the stage was shown: a stage that asks
+    /// for what cannot be had fails the frame closed, never open.
+    fn frame_flow(&self, d: Decision, frame: &FrameView<'_>, plan: &mut Plan, stage: &str) -> Flow {
+        let shown_whole = frame.collected || frame.whole();
+        match d {
+            Decision::NeedHead(n) if n > frame.bytes.len() && !frame.last_look => Flow::Head(n),
+            Decision::NeedHead(_) | Decision::NeedFrame if !frame.collected => {
+                plan.outcome.set(Outcome::HELD);
+                Flow::Frame
+            }
+            Decision::Replace(bytes) if shown_whole => {
+                plan.outcome.set(Outcome::REWRITTEN);
+                Flow::Done(Action::Replace(bytes))
+            }
+            Decision::ReplaceHead(bytes) if !frame.collected => {
+                plan.outcome.set(Outcome::REWRITTEN);
+                Flow::Done(Action::ReplaceHead(bytes))
+            }
+            other => {
+                log::error!(
+                    "connection {}: stage {stage} returned {} for a frame it cannot apply to; closing the connection",
+                    self.id,
+                    decision_name(&other)
+                );
+                Flow::Done(Action::Close)
+            }
+        }
+    }
+}
+
+fn decision_name(d: &Decision) -> &'static str {
+    match d {
+        Decision::Pass => "Pass",
+        Decision::NeedHead(_) => "NeedHead",
+        Decision::NeedFrame => "NeedFrame",
+        Decision::Refuse(_) => "Refuse",
+        Decision::Replace(_) => "Replace",
+        Decision::ReplaceHead(_) => "ReplaceHead",
+        Decision::Delay(_) => "Delay",
+        Decision::Close => "Close",
+    }
+}
+
+impl ResponseProgress {
+    pub fn new(request: Inflight) -> Self {
+        Self {
+            request,
+            upper: MAX_STAGES,
+        }
+    }
+}

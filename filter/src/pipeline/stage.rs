@@ -1,0 +1,110 @@
+//! The seam every per-request feature plugs into: a [`Stage`] looks at requests (and at the
+//! responses it asked for) and returns a [`Decision`]; it never touches the stream itself.
+
+use super::identity::Identity;
+use super::plan::Plan;
+use crate::codec::inflight::Inflight;
+use crate::codec::RequestHead;
+use crate::metrics::MetricsSink;
+
+/// What a stage wants done with the frame it was shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Nothing: the next stage decides (the frame passes if none objects).
+    Pass,
+    /// Show the frame again with its first `n` bytes (bounded: past the bound the stage is
+    /// shown what there is and must decide, or asks for the whole frame).
+    NeedHead(usize),
+    /// Show the frame again once whole (held in the filter, within the held-bytes limits).
+    NeedFrame,
+    /// Requests: never forward it; the client gets this Kafka error code instead. Responses:
+    /// replace it by an error response with this code.
+    Refuse(i16),
+    /// Forward these bytes (whole frames, size fields included) instead of the whole frame, which
+    /// must have been shown whole.
+    Replace(Vec<u8>),
+    /// Forward these bytes instead of the frame's size field and the bytes shown, then the rest
+    /// of the frame as it is (for a frame not shown whole).
+    ReplaceHead(Vec<u8>),
+    /// Forward the request, then read nothing more from the client for this many milliseconds.
+    Delay(u32),
+    /// Close the connection.
+    Close,
+}
+
+/// A frame as a stage is shown it: its first bytes (after the size field), or all of it.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameView<'a> {
+    pub bytes: &'a [u8],
+    /// The frame's size field.
+    pub frame_len: usize,
+    /// The frame was held whole after [`Decision::NeedFrame`].
+    pub collected: bool,
+    /// No more of the frame can be shown without holding it whole.
+    pub last_look: bool,
+}
+
+impl FrameView<'_> {
+    /// `bytes` is the whole frame.
+    pub fn whole(&self) -> bool {
+        self.bytes.len() >= self.frame_len
+    }
+}
+
+/// A request as a stage sees it.
+pub struct RequestCx<'a> {
+    pub head: &'a RequestHead,
+    pub identity: &'a Identity,
+    pub(super) plan: &'a mut Plan,
+    pub(super) stage: usize,
+}
+
+impl RequestCx<'_> {
+    /// Show this stage the response, with `note` (the stage's own memory of the request).
+    pub fn watch_response(&mut self, note: u32) {
+        self.plan.watch(self.stage, note);
+    }
+}
+
+/// A response to a request whose plan lists the stage.
+pub struct ResponseCx<'a> {
+    pub request: &'a Inflight,
+    pub identity: &'a Identity,
+    /// What the stage noted when it watched the request.
+    pub note: u32,
+}
+
+pub trait Stage {
+    fn name(&self) -> &'static str;
+
+    /// Whether the connection is under this stage's rules (or may be, while its identity is not
+    /// known yet): the connection then fails closed instead of forwarding bytes it cannot frame.
+    fn guards(&self) -> bool;
+
+    /// Whether the stage matches on the peer's mTLS identity or address.
+    fn needs_peer(&self) -> bool {
+        false
+    }
+
+    /// The connection's identity changed (the peer became known).
+    fn on_identity(&mut self, _identity: &Identity) {}
+
+    /// A request whose header has been read. Called again for the same frame after
+    /// [`Decision::NeedHead`] or [`Decision::NeedFrame`].
+    fn on_request(
+        &mut self,
+        cx: &mut RequestCx<'_>,
+        frame: &FrameView<'_>,
+        m: &mut dyn MetricsSink,
+    ) -> Decision;
+
+    /// A response the stage asked to see; like [`Self::on_request`].
+    fn on_response(
+        &mut self,
+        _cx: &ResponseCx<'_>,
+        _frame: &FrameView<'_>,
+        _m: &mut dyn MetricsSink,
+    ) -> Decision {
+        Decision::Pass
+    }
+}
