@@ -21,8 +21,12 @@ BAD_CONFIGS = [
     ('{"max_frame_bytes": -1}', "max_frame_bytes"),
     ('{"on_frame_error": "drop"}', "on_frame_error"),
     ('{"max_inflight_requests": 0}', "max_inflight_requests"),
+    ('{"on_frame_error": "pass_through", "rules": [{"name": "t", "topics": {"prefix": "t."}}]}',
+     "on_frame_error"),
+    ('{"max_held_frame_bytes": 4096, "max_held_bytes": 2048}', "max_held_bytes"),
 ]
-IDS = ["unknown-field", "negative-max_frame_bytes", "bad-on_frame_error", "zero-max_inflight_requests"]
+IDS = ["unknown-field", "negative-max_frame_bytes", "bad-on_frame_error", "zero-max_inflight_requests",
+       "pass_through-with-rules", "budget-below-frame"]
 
 
 @pytest.mark.parametrize("document, field", BAD_CONFIGS, ids=IDS)

@@ -73,8 +73,13 @@ def test_wasmplugin_config_is_accepted_by_the_filter(path, tmp_path):
     for plugin in plugins:
         spec = plugin["spec"]
         assert spec["type"] == "NETWORK", spec
-        # A VM that fails to start must not silently drop the filter's policies.
-        assert spec.get("failStrategy") == "FAIL_CLOSE", spec
+        # FAIL_RELOAD, as envoy-config/ ships it (tests/test_e2e_vm_failure.py): a VM that fails at
+        # run time is replaced by one running the same pluginConfig, so the worker serves again with
+        # the rules enforced; FAIL_CLOSE would refuse its later connections until a restart, and
+        # FAIL_OPEN would let traffic bypass name conversion (a tenancy leak).
+        assert spec.get("failStrategy") == "FAIL_RELOAD", (
+            f"{path.name} {plugin['metadata']['name']}: failStrategy must be FAIL_RELOAD (reload a failed VM "
+            f"with the same rules; never FAIL_OPEN, which bypasses the filter), got {spec.get('failStrategy')}")
         ok, message = envoy_accepts(spec.get("pluginConfig") or {}, tmp_path)
         assert ok, f"{path.name} {plugin['metadata']['name']}: the filter refused its pluginConfig:\n{message}"
 

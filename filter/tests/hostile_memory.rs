@@ -1,0 +1,118 @@
+//! What one hostile client can make the filter allocate, counted by a global allocator: a
+//! Metadata request under a prefix rule whose topic array claims 0x7ffffff0 entries, followed by
+//! 100 MB of 10-byte names (the issue's reproduction, which aborted the VM). It is refused as it
+//! streams: the filter's peak allocation stays a few kilobytes whatever the frame's size.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use kafka_filter::config;
+use kafka_filter::connection::{KafkaConnection, Verdict};
+use kafka_filter::metrics::{MetricKey, RecordingSink};
+
+struct Counting;
+
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            let now = CURRENT.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(now, Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+const TENANTS: &str = r#"{"rules": [
+    {"name": "team-a", "match": {"client_id": {"prefix": "team-a-"}}, "topics": {"prefix": "team-a."}}
+]}"#;
+
+/// The first bytes of a Metadata v1 request frame of `body_len` bytes after its header, whose
+/// topic array claims `count` entries.
+fn hostile_head(body_len: usize, count: i32) -> Vec<u8> {
+    let client = b"team-a-hostile";
+    let mut header = Vec::new();
+    header.extend_from_slice(&3i16.to_be_bytes()); // Metadata
+    header.extend_from_slice(&1i16.to_be_bytes()); // v1: header v1
+    header.extend_from_slice(&1i32.to_be_bytes());
+    header.extend_from_slice(&(client.len() as i16).to_be_bytes());
+    header.extend_from_slice(client);
+    let mut out = ((header.len() + 4 + body_len) as i32)
+        .to_be_bytes()
+        .to_vec();
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&count.to_be_bytes());
+    out
+}
+
+/// 10-byte names (an int16 length of 8, then 8 letters), as many as fit in `n` bytes.
+fn names(n: usize) -> Vec<u8> {
+    let one = [0u8, 8, b't', b'o', b'p', b'i', b'c', b'-', b'x', b'y'];
+    one.iter().copied().cycle().take(n).collect()
+}
+
+/// Feed a hostile frame of `total` body bytes in 64 KiB chunks; returns the peak allocation
+/// above what was allocated before, and what was forwarded.
+fn feed(total: usize) -> (usize, usize, RecordingSink) {
+    let chunk = names(64 * 1024);
+    let mut first_chunk = hostile_head(total, 0x7fff_fff0);
+    first_chunk.extend_from_slice(&chunk);
+    let mut conn = KafkaConnection::new(1, Rc::new(config::parse(TENANTS.as_bytes()).unwrap()));
+    let mut m = RecordingSink::default();
+    let base = CURRENT.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    let mut forwarded = 0usize;
+    let mut fed = 0usize;
+    while fed < total {
+        let n = chunk.len().min(total - fed);
+        let data: &[u8] = if fed == 0 {
+            &first_chunk[..first_chunk.len() - chunk.len() + n]
+        } else {
+            &chunk[..n]
+        };
+        let mut src = data;
+        match conn.on_request_data(&mut src, || 0, &mut m) {
+            Verdict::Continue => forwarded += data.len(),
+            Verdict::Rewrite { prefix_len, bytes } => {
+                forwarded += bytes.len() + data.len() - prefix_len
+            }
+            Verdict::Close => panic!("closed"),
+        }
+        fed += n;
+    }
+    drop(conn);
+    (PEAK.load(Ordering::Relaxed) - base, forwarded, m)
+}
+
+#[test]
+fn a_huge_array_count_in_a_100_mb_frame_is_refused_in_a_few_kilobytes() {
+    let (peak, forwarded, m) = feed(100_000_000);
+    // The chunk copies of this test are made before the count starts; what remains is the
+    // filter's own: the frame head it read, the substitute request, the connection's state.
+    assert!(peak < 64 * 1024, "peak allocation {peak} bytes");
+    // Forwarded: only the 14-byte substitute (ApiVersions v0), never the frame.
+    assert_eq!(forwarded, 14);
+    assert_eq!(m.get(MetricKey::HeldFrameTooLarge), 1);
+    // The same just over max_held_frame_bytes: the peak does not grow with the frame.
+    let (small_peak, _, _) = feed(17 << 20);
+    assert!(peak <= small_peak + 1024, "{peak} vs {small_peak}");
+    println!("peak allocation: {peak} bytes for 100 MB, {small_peak} bytes for 17 MiB");
+}
