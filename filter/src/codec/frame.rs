@@ -71,14 +71,15 @@ impl Edits {
 
     /// The forwarded form of the chunk's first `prefix_len` bytes, where `prefix_len` is the
     /// end of the last edit; the rest of the chunk is forwarded as it is. `None` if there are no
-    /// edits, or if the source could not provide the kept bytes.
-    pub fn apply<S: ByteSource + ?Sized>(&self, src: &mut S) -> Option<(usize, Vec<u8>)> {
+    /// edits, or if the source could not provide the kept bytes. Inserted bytes are moved, not
+    /// copied, when nothing comes before them (a replaced frame at the start of a chunk).
+    pub fn apply<S: ByteSource + ?Sized>(&mut self, src: &mut S) -> Option<(usize, Vec<u8>)> {
         if self.ops.is_empty() {
             return None;
         }
         let mut out = Vec::new();
         let mut cursor = 0usize;
-        for op in &self.ops {
+        for op in &mut self.ops {
             let (keep_to, next) = match op {
                 Edit::Drop { from, to } => (*from, *to),
                 Edit::Insert { at, .. } => (*at, *at),
@@ -87,7 +88,11 @@ impl Edits {
                 return None;
             }
             if let Edit::Insert { bytes, .. } = op {
-                out.extend_from_slice(bytes);
+                if out.is_empty() {
+                    out = std::mem::take(bytes);
+                } else {
+                    out.extend_from_slice(bytes);
+                }
             }
             cursor = cursor.max(next);
         }
@@ -689,6 +694,9 @@ mod tests {
                             Step::ReplaceHead(head)
                         }
                         (Some(b'D'), true) => Step::Replace(Vec::new()),
+                        // Discarded as it streams: never collected, replaced by `x`.
+                        (Some(b'X'), false) => Step::Discard(frame(b"x")),
+                        (Some(b'X'), true) => panic!("a discarded frame was collected"),
                         _ => Step::Done,
                     },
                     &mut edits,
@@ -722,6 +730,8 @@ mod tests {
         stream.extend(frame(b"Rab"));
         stream.extend(frame(b"Hello, world"));
         stream.extend(frame(b"H"));
+        stream.extend(frame(b"Xdropped as it streams, whatever its size"));
+        stream.extend(frame(b"X"));
         let mut expected = frame(b"pass one");
         expected.extend(frame(b"987654321R987654321R"));
         expected.extend(frame(b""));
@@ -729,6 +739,8 @@ mod tests {
         expected.extend(frame(b"baRbaR"));
         expected.extend(frame(b"hhello, world"));
         expected.extend(frame(b"hh"));
+        expected.extend(frame(b"x"));
+        expected.extend(frame(b"x"));
         assert_eq!(run_holding(&stream, &[stream.len()]), expected);
         for split in 1..stream.len() {
             assert_eq!(

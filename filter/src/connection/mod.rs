@@ -250,7 +250,7 @@ impl KafkaConnection {
     fn finish_chunk<S: ByteSource + ?Sized>(
         &mut self,
         src: &mut S,
-        edits: Edits,
+        mut edits: Edits,
         verdict: Verdict,
         m: &mut dyn MetricsSink,
     ) -> Verdict {
