@@ -11,6 +11,8 @@
 //! for a whole frame and replace it. What to forward is then described by [`Edits`] on the
 //! chunk, which the host applies as one prefix replacement of its buffer.
 
+use bytes::Bytes;
+
 use super::source::ByteSource;
 
 /// What the examiner wants after looking at a frame's first bytes.
@@ -109,6 +111,9 @@ pub struct FrameHead<'a> {
     pub prefix: &'a [u8],
     /// True when this is the whole frame, collected after [`Step::Collect`].
     pub collected: bool,
+    /// The collected frame as shared bytes (when `collected`): a decoder can keep slices of it
+    /// instead of copying it again.
+    pub shared: Option<&'a Bytes>,
 }
 
 impl FrameHead<'_> {
@@ -442,14 +447,24 @@ impl FrameReader {
     ) where
         F: FnMut(&FrameHead<'_>) -> Step,
     {
+        // A collected frame is lent as `Bytes`, without a copy, and taken back after.
+        let shared = collected.then(|| Bytes::from(std::mem::take(&mut self.head)));
         let head = FrameHead {
             frame_len,
-            prefix: &self.head,
+            prefix: shared.as_deref().unwrap_or(&self.head),
             collected,
+            shared: shared.as_ref(),
         };
-        let have = self.head.len();
+        let have = head.prefix.len();
         let last_look = head.last_look();
         let step = examine(&head);
+        if let Some(bytes) = shared {
+            self.head = match bytes.try_into_mut() {
+                Ok(unique) => unique.into(),
+                // The examiner kept a slice: the reader needs its own bytes back.
+                Err(still_shared) => still_shared.to_vec(),
+            };
+        }
         let finished = have >= frame_len;
         self.state = match step {
             Step::Need(n) if n > have && !last_look && !collected => {
@@ -461,6 +476,8 @@ impl FrameReader {
                 return;
             }
             Step::Collect if self.hold && !collected && !finished => {
+                // Room for the whole frame at once: growing by doubling could reserve twice it.
+                self.head.reserve_exact(frame_len - have);
                 self.state = State::Collect { frame_len };
                 return;
             }

@@ -401,5 +401,6 @@ fn view<'a>(h: &FrameHead<'a>) -> FrameView<'a> {
         frame_len: h.frame_len,
         collected: h.collected,
         last_look: h.last_look(),
+        shared: h.shared,
     }
 }

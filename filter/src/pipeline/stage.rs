@@ -1,6 +1,8 @@
 //! The seam every per-request feature plugs into: a [`Stage`] looks at requests (and at the
 //! responses it asked for) and returns a [`Decision`]; it never touches the stream itself.
 
+use bytes::Bytes;
+
 use super::identity::Identity;
 use super::plan::Plan;
 use crate::codec::inflight::Inflight;
@@ -42,12 +44,23 @@ pub struct FrameView<'a> {
     pub collected: bool,
     /// No more of the frame can be shown without holding it whole.
     pub last_look: bool,
+    /// The collected frame as shared bytes: decode from slices of it, not from a copy.
+    pub shared: Option<&'a Bytes>,
 }
 
 impl FrameView<'_> {
     /// `bytes` is the whole frame.
     pub fn whole(&self) -> bool {
         self.bytes.len() >= self.frame_len
+    }
+
+    /// Bytes `from..` of the frame as `Bytes`: shared with the collected frame, or copied.
+    pub fn slice_from(&self, from: usize) -> Option<Bytes> {
+        let rest = self.bytes.get(from..)?;
+        Some(match self.shared {
+            Some(b) if b.len() == self.bytes.len() => b.slice(from..),
+            _ => Bytes::copy_from_slice(rest),
+        })
     }
 }
 

@@ -8,7 +8,7 @@
 
 use std::rc::Rc;
 
-use bytes::Bytes;
+use bytes::BytesMut;
 use kafka_protocol::messages::{ApiKey, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
@@ -89,7 +89,7 @@ impl Stage for RewriteStage {
             return self.decide_request(cx, frame, m);
         }
         if frame.collected {
-            return self.finish_request(cx, frame.bytes, m);
+            return self.finish_request(cx, frame, m);
         }
         self.continue_request(cx, frame, m)
     }
@@ -111,7 +111,7 @@ impl Stage for RewriteStage {
         if !frame.collected && !frame.whole() {
             return Decision::NeedFrame;
         }
-        self.finish_response(req, cx.note, frame.bytes, m)
+        self.finish_response(req, cx.note, frame, m)
     }
 }
 
@@ -203,7 +203,7 @@ impl RewriteStage {
                 && produce_head::VERSIONS.contains(&head.api_version),
         });
         if frame.collected {
-            return self.finish_request(cx, frame.bytes, m);
+            return self.finish_request(cx, frame, m);
         }
         self.continue_request(cx, frame, m)
     }
@@ -277,32 +277,34 @@ impl RewriteStage {
     fn finish_request(
         &mut self,
         cx: &mut RequestCx<'_>,
-        frame: &[u8],
+        frame: &FrameView<'_>,
         m: &mut dyn MetricsSink,
     ) -> Decision {
         let Some(p) = self.pending.take() else {
             return Decision::Pass;
         };
-        m.add(MetricKey::RewriteBytesHeld, len_i64(frame.len() + 4));
+        m.add(MetricKey::RewriteBytesHeld, len_i64(frame.bytes.len() + 4));
         let head = cx.head;
-        let (Some(header), Some(body)) =
-            (frame.get(..head.header_len), frame.get(head.header_len..))
-        else {
+        let (Some(header), Some(body)) = (
+            frame.bytes.get(..head.header_len),
+            frame.slice_from(head.header_len),
+        ) else {
             return self.refuse(cx, p.rule, INVALID_REQUEST, m);
         };
         let Some(rule) = self.rule(p.rule) else {
             return Decision::Close;
         };
-        match rewrite::rewrite_request(
+        match rewrite::rewrite_request_after(
             head.api_key,
             head.api_version,
-            Bytes::copy_from_slice(body),
+            body,
             rule,
+            &frame_start(header),
         ) {
             Ok(None) => Decision::Pass,
-            Ok(Some(new_body)) => {
+            Ok(Some(new_frame)) => {
                 m.add(MetricKey::RewriteRequests, 1);
-                Decision::Replace(framed(&[header, &new_body]))
+                Decision::Replace(sized(new_frame))
             }
             Err(e) => {
                 m.add(MetricKey::RewriteErrors, 1);
@@ -383,32 +385,44 @@ impl RewriteStage {
         &mut self,
         req: &Inflight,
         note: u32,
-        frame: &[u8],
+        view: &FrameView<'_>,
         m: &mut dyn MetricsSink,
     ) -> Decision {
+        let frame = view.bytes;
         m.add(MetricKey::RewriteBytesHeld, len_i64(frame.len() + 4));
         let Some(api) = ApiKey::try_from(req.api_key).ok() else {
             return Decision::Pass;
         };
         let header_version = api.response_header_version(req.api_version);
-        let mut bytes = Bytes::copy_from_slice(frame);
+        let Some(mut bytes) = view.slice_from(0) else {
+            return Decision::Close;
+        };
         if ResponseHeader::decode(&mut bytes, header_version).is_err() {
             return self.response_failed(req, "header does not decode", m);
         }
         let header_len = frame.len() - bytes.len();
         let header = frame.get(..header_len).unwrap_or_default();
         let rule = note_rule(note);
-        let result = if note & NOTE_LIMIT_VERSIONS != 0 {
-            match versions::limit(req.api_version, bytes, self.policy(rule)) {
-                Ok(r) => r,
+        if note & NOTE_LIMIT_VERSIONS != 0 {
+            return match versions::limit(req.api_version, bytes, self.policy(rule)) {
+                Ok(None) => Decision::Pass,
+                Ok(Some(body)) => Decision::Replace(framed(&[header, &body])),
                 // Versions carry no names: forwarding an unexpected one leaks nothing.
-                Err(_) => return Decision::Pass,
-            }
-        } else {
-            let Some(rule) = self.rule(rule) else {
-                return Decision::Close;
+                Err(_) => Decision::Pass,
             };
-            match rewrite::rewrite_response(req.api_key, req.api_version, bytes, rule) {
+        }
+        let Some(rule) = self.rule(rule) else {
+            return Decision::Close;
+        };
+        let result = {
+            let before = frame_start(header);
+            match rewrite::rewrite_response_after(
+                req.api_key,
+                req.api_version,
+                bytes,
+                rule,
+                &before,
+            ) {
                 Ok(r) => {
                     if r.is_some() {
                         m.add(MetricKey::RewriteResponses, 1);
@@ -420,7 +434,7 @@ impl RewriteStage {
         };
         match result {
             None => Decision::Pass,
-            Some(body) => Decision::Replace(framed(&[header, &body])),
+            Some(new_frame) => Decision::Replace(sized(new_frame)),
         }
     }
 
@@ -437,6 +451,24 @@ impl RewriteStage {
         );
         Decision::Refuse(UNKNOWN_SERVER_ERROR)
     }
+}
+
+/// A placeholder size field, then `header`: what a rewritten message is encoded after.
+fn frame_start(header: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(4 + header.len());
+    v.extend_from_slice(&[0; 4]);
+    v.extend_from_slice(header);
+    v
+}
+
+/// The frame encoded after [`frame_start`], with its size field set.
+fn sized(frame: BytesMut) -> Vec<u8> {
+    let mut frame: Vec<u8> = frame.into();
+    let len = i32::try_from(frame.len().saturating_sub(4)).unwrap_or(i32::MAX);
+    if let Some(size) = frame.get_mut(..4) {
+        size.copy_from_slice(&len.to_be_bytes());
+    }
+    frame
 }
 
 fn api_name(api_key: i16) -> String {

@@ -16,9 +16,15 @@ pub(super) fn decode<T: Decodable>(mut body: Bytes, version: i16) -> Result<T, R
     Ok(message)
 }
 
-pub(super) fn encode<T: Encodable>(message: &T, version: i16) -> Result<BytesMut, RewriteError> {
+/// `before`, then the message: one buffer of the exact size.
+pub(super) fn encode<T: Encodable>(
+    message: &T,
+    version: i16,
+    before: &[u8],
+) -> Result<BytesMut, RewriteError> {
     let size = message.compute_size(version).unwrap_or(0);
-    let mut out = BytesMut::with_capacity(size);
+    let mut out = BytesMut::with_capacity(before.len().saturating_add(size));
+    out.extend_from_slice(before);
     message
         .encode(&mut out, version)
         .map_err(|e| RewriteError::Encode(format!("{e:#}")))?;
@@ -36,6 +42,7 @@ pub(super) fn apply<T: Decodable + Encodable>(
     version: i16,
     mapper: &dyn NameMapper,
     rewrite: Rewriter<T>,
+    before: &[u8],
 ) -> Result<Option<BytesMut>, RewriteError> {
     let mut message: T = decode(body, version)?;
     let mut names = Names::new(mapper);
@@ -43,7 +50,7 @@ pub(super) fn apply<T: Decodable + Encodable>(
     if !names.changed() {
         return Ok(None);
     }
-    encode(&message, version).map(Some)
+    encode(&message, version, before).map(Some)
 }
 
 /// The rewriter of a message that carries no name (at any version): the body is only checked.

@@ -89,11 +89,12 @@ macro_rules! dispatch {
             version: i16,
             body: Bytes,
             names: &dyn NameMapper,
+            before: &[u8],
         ) -> Option<Result<Option<BytesMut>, RewriteError>> {
             use kafka_protocol::messages::*;
             match key {
                 $(ApiKey::$key => {
-                    Some(codec::apply::<$req>(body, version, names, $rewrite_req))
+                    Some(codec::apply::<$req>(body, version, names, $rewrite_req, before))
                 })*
                 _ => None,
             }
@@ -104,6 +105,7 @@ macro_rules! dispatch {
             version: i16,
             body: Bytes,
             names: &dyn NameMapper,
+            before: &[u8],
         ) -> Option<Result<Option<BytesMut>, RewriteError>> {
             use kafka_protocol::messages::*;
             use kafka_protocol::protocol::Request;
@@ -113,6 +115,7 @@ macro_rules! dispatch {
                     version,
                     names,
                     $rewrite_resp,
+                    before,
                 )),)*
                 _ => None,
             }
@@ -121,8 +124,13 @@ macro_rules! dispatch {
 }
 rewritten_apis!(dispatch);
 
-type Dispatch =
-    fn(ApiKey, i16, Bytes, &dyn NameMapper) -> Option<Result<Option<BytesMut>, RewriteError>>;
+type Dispatch = fn(
+    ApiKey,
+    i16,
+    Bytes,
+    &dyn NameMapper,
+    &[u8],
+) -> Option<Result<Option<BytesMut>, RewriteError>>;
 
 fn rewrite(
     dispatch: Dispatch,
@@ -130,6 +138,7 @@ fn rewrite(
     api_version: i16,
     body: Bytes,
     names: &dyn NameMapper,
+    before: &[u8],
 ) -> Result<Option<BytesMut>, RewriteError> {
     let unsupported = RewriteError::Unsupported {
         api_key,
@@ -139,7 +148,7 @@ fn rewrite(
         Coverage::NameFree => Ok(None),
         Coverage::Unsupported => Err(unsupported),
         Coverage::Rewritten => match ApiKey::try_from(api_key) {
-            Ok(key) => dispatch(key, api_version, body, names).unwrap_or(Err(unsupported)),
+            Ok(key) => dispatch(key, api_version, body, names, before).unwrap_or(Err(unsupported)),
             Err(()) => Err(unsupported),
         },
     }
@@ -156,7 +165,19 @@ pub fn rewrite_request(
     body: Bytes,
     names: &dyn NameMapper,
 ) -> Result<Option<BytesMut>, RewriteError> {
-    rewrite(dispatch_request, api_key, api_version, body, names)
+    rewrite(dispatch_request, api_key, api_version, body, names, &[])
+}
+
+/// [`rewrite_request`] whose result starts with `before` (a frame's size field and header):
+/// the message is encoded once, straight into the frame that is forwarded.
+pub fn rewrite_request_after(
+    api_key: i16,
+    api_version: i16,
+    body: Bytes,
+    names: &dyn NameMapper,
+    before: &[u8],
+) -> Result<Option<BytesMut>, RewriteError> {
+    rewrite(dispatch_request, api_key, api_version, body, names, before)
 }
 
 /// Rewrites a response body (the bytes after the response header) for a client under a rule;
@@ -167,5 +188,16 @@ pub fn rewrite_response(
     body: Bytes,
     names: &dyn NameMapper,
 ) -> Result<Option<BytesMut>, RewriteError> {
-    rewrite(dispatch_response, api_key, api_version, body, names)
+    rewrite(dispatch_response, api_key, api_version, body, names, &[])
+}
+
+/// [`rewrite_response`] whose result starts with `before`, like [`rewrite_request_after`].
+pub fn rewrite_response_after(
+    api_key: i16,
+    api_version: i16,
+    body: Bytes,
+    names: &dyn NameMapper,
+    before: &[u8],
+) -> Result<Option<BytesMut>, RewriteError> {
+    rewrite(dispatch_response, api_key, api_version, body, names, before)
 }
