@@ -22,10 +22,19 @@ struct Counting;
 static CURRENT: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
 
+thread_local! {
+    /// Only the measuring thread counts: the test harness allocates on its own threads.
+    static TRACKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn tracked() -> bool {
+    TRACKED.try_with(|t| t.get()).unwrap_or(false)
+}
+
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
+        if !p.is_null() && tracked() {
             let now = CURRENT.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
             PEAK.fetch_max(now, Ordering::Relaxed);
         }
@@ -34,8 +43,23 @@ unsafe impl GlobalAlloc for Counting {
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         unsafe { System.dealloc(ptr, layout) };
-        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
+        if tracked() {
+            CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
+        }
     }
+}
+
+/// Start counting this thread's allocations from zero.
+fn start_counting() {
+    CURRENT.store(0, Ordering::Relaxed);
+    PEAK.store(0, Ordering::Relaxed);
+    TRACKED.with(|t| t.set(true));
+}
+
+/// Stop counting; the peak since [`start_counting`].
+fn stop_counting() -> usize {
+    TRACKED.with(|t| t.set(false));
+    PEAK.load(Ordering::Relaxed)
 }
 
 #[global_allocator]
@@ -80,8 +104,7 @@ fn feed(total: usize) -> (usize, usize, RecordingSink) {
     first_chunk.extend_from_slice(&chunk);
     let mut conn = KafkaConnection::new(1, Rc::new(config::parse(TENANTS.as_bytes()).unwrap()));
     let mut m = RecordingSink::default();
-    let base = CURRENT.load(Ordering::Relaxed);
-    PEAK.store(base, Ordering::Relaxed);
+    start_counting();
     let mut forwarded = 0usize;
     let mut fed = 0usize;
     while fed < total {
@@ -102,7 +125,7 @@ fn feed(total: usize) -> (usize, usize, RecordingSink) {
         fed += n;
     }
     drop(conn);
-    (PEAK.load(Ordering::Relaxed) - base, forwarded, m)
+    (stop_counting(), forwarded, m)
 }
 
 #[test]
@@ -160,8 +183,7 @@ fn a_held_frame_is_copied_once_and_encoded_once() {
 
     let mut conn = KafkaConnection::new(1, Rc::new(config::parse(TENANTS.as_bytes()).unwrap()));
     let mut m = RecordingSink::default();
-    let base = CURRENT.load(Ordering::Relaxed);
-    PEAK.store(base, Ordering::Relaxed);
+    start_counting();
     let mut out_len = 0;
     for chunk in stream.chunks(64 * 1024) {
         let mut src = chunk;
@@ -173,7 +195,7 @@ fn a_held_frame_is_copied_once_and_encoded_once() {
             Verdict::Close => panic!("closed"),
         }
     }
-    let peak = PEAK.load(Ordering::Relaxed) - base;
+    let peak = stop_counting();
     assert_eq!(m.get(MetricKey::RewriteRequests), 1);
     assert_eq!(out_len, frame + 2 * "team-a.".len());
     println!("peak allocation {peak} bytes for a {frame}-byte frame held and rewritten");
@@ -182,4 +204,40 @@ fn a_held_frame_is_copied_once_and_encoded_once() {
         peak < 2 * frame + frame / 10,
         "peak {peak} for a {frame}-byte frame"
     );
+}
+
+/// A frame small enough to be held, whose decoded form would be far larger than its bytes (a
+/// Metadata request of 2-byte null topic names, each a full struct once decoded): decoding stops
+/// at the budget (16 bytes per frame byte) and the request is refused, never half-decoded.
+#[test]
+fn a_held_frame_that_would_decode_out_of_proportion_is_refused_within_its_budget() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let count = 2_000_000usize;
+    let mut stream = hostile_head(2 * count, count as i32);
+    stream.extend(std::iter::repeat_n([0xffu8, 0xff], count).flatten());
+    let frame = stream.len();
+    let mut conn = KafkaConnection::new(1, Rc::new(config::parse(TENANTS.as_bytes()).unwrap()));
+    let mut m = RecordingSink::default();
+    start_counting();
+    let mut forwarded = Vec::new();
+    for chunk in stream.chunks(64 * 1024) {
+        let mut src = chunk;
+        match conn.on_request_data(&mut src, || 0, &mut m) {
+            Verdict::Continue => forwarded.extend_from_slice(chunk),
+            Verdict::Rewrite { prefix_len, bytes } => {
+                forwarded.extend_from_slice(&bytes);
+                forwarded.extend_from_slice(&chunk[prefix_len..]);
+            }
+            Verdict::Close => panic!("closed"),
+        }
+    }
+    let peak = stop_counting();
+    println!("peak allocation {peak} bytes for a {frame}-byte frame refused at its decode budget");
+    assert_eq!(
+        forwarded.len(),
+        14,
+        "refused: only the substitute request is forwarded"
+    );
+    assert_eq!(m.get(MetricKey::RewriteErrors), 1);
+    assert!(peak < 18 * frame, "peak {peak} for a {frame}-byte frame");
 }

@@ -39,12 +39,13 @@
 //!  }
 //! ```
 use anyhow::{anyhow, bail, Result};
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use crc::{Crc, CRC_32_ISO_HDLC};
 use crc32c::crc32c;
 use indexmap::IndexMap;
 
 use crate::protocol::{
+    budget,
     buf::{gap, ByteBuf, ByteBufMut},
     types, Decoder, Encoder, StrBytes,
 };
@@ -514,9 +515,17 @@ impl RecordBatchDecoder {
         version: i8,
         records: &mut Vec<Record>,
     ) -> Result<()> {
-        records.reserve(batch_decode_info.record_count as usize);
-        for _ in 0..batch_decode_info.record_count {
-            records.push(Record::decode_new(buf, batch_decode_info, version)?);
+        // record_count >= 0 (checked when read).
+        let count = batch_decode_info.record_count as usize;
+        let mut decoded = budget::vec_for_count(count, buf.remaining())?;
+        for _ in 0..count {
+            let record = Record::decode_new(buf, batch_decode_info, version)?;
+            budget::push_bounded(&mut decoded, count, record)?;
+        }
+        if records.is_empty() {
+            *records = decoded;
+        } else {
+            records.append(&mut decoded);
         }
         Ok(())
     }
@@ -859,11 +868,17 @@ impl Record {
 
         // Timestamp delta
         let timestamp_delta: i64 = types::VarLong.decode(buf)?;
-        let timestamp = batch_decode_info.min_timestamp + timestamp_delta;
+        let timestamp = batch_decode_info
+            .min_timestamp
+            .checked_add(timestamp_delta)
+            .ok_or_else(|| anyhow!("Record timestamp overflows"))?;
 
         // Offset delta
         let offset_delta: i32 = types::VarInt.decode(buf)?;
-        let offset = batch_decode_info.min_offset + offset_delta as i64;
+        let offset = batch_decode_info
+            .min_offset
+            .checked_add(offset_delta as i64)
+            .ok_or_else(|| anyhow!("Record offset overflows"))?;
         let sequence = batch_decode_info.base_sequence.wrapping_add(offset_delta);
 
         // Key
@@ -892,9 +907,18 @@ impl Record {
             bail!("Unexpected negative record header count: {num_headers}");
         }
         let num_headers = num_headers as usize;
+        if num_headers > buf.remaining() {
+            bail!(
+                "Record claims {num_headers} headers, but there are only {} bytes remaining.",
+                buf.remaining()
+            );
+        }
 
-        let mut headers = IndexMap::with_capacity(num_headers);
+        // An entry, its hash and its index; growth at most doubles the entries.
+        const HEADER_BYTES: usize = 3 * std::mem::size_of::<(usize, StrBytes, Option<Bytes>)>();
+        let mut headers = IndexMap::with_capacity(num_headers.min(budget::MAX_PREALLOC_BYTES / HEADER_BYTES));
         for _ in 0..num_headers {
+            budget::charge(HEADER_BYTES)?;
             // Key len
             let key_len: i32 = types::VarInt.decode(buf)?;
             if key_len < 0 {

@@ -4,7 +4,7 @@
 //! types that use zigzag encoded to represent length as a "compact" representation.
 //!
 //! It is unnecessary to interact directly with these types for most use cases.
-use super::{Decodable, Decoder, Encodable, Encoder, NewType, StrBytes};
+use super::{budget, Decodable, Decoder, Encodable, Encoder, NewType, StrBytes};
 use crate::protocol::buf::{ByteBuf, ByteBufMut};
 use anyhow::{bail, Result};
 use std::convert::TryFrom;
@@ -359,10 +359,7 @@ impl Decoder<Option<StdString>> for String {
         match Int16.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
-                if n as usize > buf.remaining() {
-                    bail!("Length {} exceeds the {} bytes left", n as usize, buf.remaining());
-                }
-                let mut strbuf = vec![0; n as usize];
+                let mut strbuf = budget::zeroed_bytes(n as usize, buf.remaining())?;
                 buf.try_copy_to_slice(&mut strbuf)?;
                 Ok(Some(std::string::String::from_utf8(strbuf)?))
             }
@@ -514,10 +511,7 @@ impl Decoder<Option<StdString>> for CompactString {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
-                if (n - 1) as usize > buf.remaining() {
-                    bail!("Length {} exceeds the {} bytes left", (n - 1) as usize, buf.remaining());
-                }
-                let mut strbuf = vec![0; (n - 1) as usize];
+                let mut strbuf = budget::zeroed_bytes((n - 1) as usize, buf.remaining())?;
                 buf.try_copy_to_slice(&mut strbuf)?;
                 Ok(Some(std::string::String::from_utf8(strbuf)?))
             }
@@ -661,10 +655,7 @@ impl Decoder<Option<Vec<u8>>> for Bytes {
         match Int32.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
-                if n as usize > buf.remaining() {
-                    bail!("Length {} exceeds the {} bytes left", n as usize, buf.remaining());
-                }
-                let mut data = vec![0; n as usize];
+                let mut data = budget::zeroed_bytes(n as usize, buf.remaining())?;
                 buf.try_copy_to_slice(&mut data)?;
                 Ok(Some(data))
             }
@@ -813,10 +804,7 @@ impl Decoder<Option<Vec<u8>>> for CompactBytes {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
-                if (n - 1) as usize > buf.remaining() {
-                    bail!("Length {} exceeds the {} bytes left", (n - 1) as usize, buf.remaining());
-                }
-                let mut data = vec![0; (n - 1) as usize];
+                let mut data = budget::zeroed_bytes((n - 1) as usize, buf.remaining())?;
                 buf.try_copy_to_slice(&mut data)?;
                 Ok(Some(data))
             }
@@ -997,9 +985,10 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
         match Int32.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
-                let mut result = Vec::with_capacity(bounded_capacity(n as usize, buf.remaining()));
-                for _ in 0..n {
-                    result.push(self.0.decode(buf)?);
+                let count = n as usize;
+                let mut result = budget::vec_for_count(count, buf.remaining())?;
+                for _ in 0..count {
+                    budget::push_bounded(&mut result, count, self.0.decode(buf)?)?;
                 }
                 Ok(Some(result))
             }
@@ -1105,9 +1094,10 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
-                let mut result = Vec::with_capacity(bounded_capacity((n - 1) as usize, buf.remaining()));
-                for _ in 1..n {
-                    result.push(self.0.decode(buf)?);
+                let count = (n - 1) as usize;
+                let mut result = budget::vec_for_count(count, buf.remaining())?;
+                for _ in 0..count {
+                    budget::push_bounded(&mut result, count, self.0.decode(buf)?)?;
                 }
                 Ok(Some(result))
             }
@@ -1207,11 +1197,4 @@ mod tests {
         test_encoder_decoder(CompactBytes, vec![1, 2, 3, 4], &[5, 1, 2, 3, 4]);
         test_encoder_decoder(CompactBytes, None::<Vec<u8>>, &[0]);
     }
-}
-
-/// Patched (kafka-filter): the element count comes from the wire, so it must not size an
-/// allocation by itself. Every element takes at least one byte, so a valid count never exceeds
-/// the bytes left; larger counts fail while decoding instead of aborting on allocation.
-fn bounded_capacity(count: usize, remaining: usize) -> usize {
-    count.min(remaining)
 }
