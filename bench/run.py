@@ -28,6 +28,15 @@ thread per connection, every response decoded and its error codes checked.
 Outputs: a table on stdout, bench/results/latest.md and bench/results/latest.json.
 `bench/run.py --update-doc` copies the tables of bench/results/latest.json into BENCHMARKS.md.
 `bench/run.py --quick` is a short smoke run (one round, short cells) for development.
+
+Latency at a fixed rate (workload `latency`, part of the default run; alone: `--only latency`):
+1 KiB Produce requests (one record, acks=1) sent on a fixed schedule, well below saturation (by
+default 1,000 requests/s over 4 connections, one request in flight each, 25,000 samples per
+configuration over 10 rounds), for direct, tcp_proxy and the two filter rows, interleaved in
+rounds like the other workloads. The generator's schedule
+is open-loop: a request delayed by a late response is timed from when it was due (no coordinated
+omission). Every sample of every round is pooled per configuration, and the report gives p50 /
+p99 / p99.9 / mean and the latency the filter adds over tcp_proxy and over direct.
 """
 
 from __future__ import annotations
@@ -56,11 +65,15 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 ENVOY_CONFIG = ROOT / "envoy-config"
+# Where cargo put the builds (the Makefile's bench target uses the default, ./target).
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
+if not TARGET.is_absolute():
+    TARGET = ROOT / TARGET
 # KAFKA_FILTER_WASM: another build of the filter, for A/B runs of a change.
-WASM = Path(os.environ.get("KAFKA_FILTER_WASM", ROOT / "target" / "wasm32-wasip1" / "release" / "kafka_filter.wasm"))
+WASM = Path(os.environ.get("KAFKA_FILTER_WASM", TARGET / "wasm32-wasip1" / "release" / "kafka_filter.wasm"))
 # A proxy-wasm network filter that does nothing (bench/wasm-floor): what any wasm filter costs.
-FLOOR_WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "wasm_floor.wasm"
-LOAD = ROOT / "target" / "release" / "kafka-load"
+FLOOR_WASM = TARGET / "wasm32-wasip1" / "release" / "wasm_floor.wasm"
+LOAD = TARGET / "release" / "kafka-load"
 CORE_COST = ROOT / "target" / "cost" / "release" / "examples" / "core_cost"
 CONN_MEMORY = ROOT / "target" / "cost" / "release" / "examples" / "conn_memory"
 HOST = "127.0.0.1"
@@ -164,6 +177,39 @@ WORKLOADS = [
     ),
 ]
 WORKLOAD_KEYS = [w.key for w in WORKLOADS]
+
+# Latency at a fixed rate: 1 KiB Produce requests (one 1 KiB record each, acks=1) on a fixed
+# schedule, one in flight per connection, far below saturation (the throughput workloads above do
+# about 10k requests/s of 16 KiB). --latency-samples is per configuration, pooled over the rounds:
+# 25,000 puts 25 samples above p99.9.
+LATENCY = "latency"
+LATENCY_CONFIGS = ["direct", "tcp_proxy", "observe", "all"]
+LATENCY_RATE = 1000.0
+LATENCY_CONNECTIONS = 4
+LATENCY_SAMPLES = 25_000
+# More, shorter rounds than the throughput workloads: the median of the per-round differences then
+# shrugs off a cell that a busy machine starved of CPU.
+LATENCY_ROUNDS = 10
+# (row, minuend, subtrahend) of the added-latency table.
+LATENCY_DIFFS = [
+    ("filter, observe only - tcp_proxy", "observe", "tcp_proxy"),
+    ("filter, all features - tcp_proxy", "all", "tcp_proxy"),
+    ("filter, observe only - direct", "observe", "direct"),
+    ("filter, all features - direct", "all", "direct"),
+    ("tcp_proxy - direct (Envoy itself)", "tcp_proxy", "direct"),
+]
+# The figure to beat: what Kroxylicious reports it adds (its own OpenMessaging Benchmark runs).
+KROXYLICIOUS_ADDED_MS = {"mean": 0.17, "p99": 1.08}
+
+
+def latency_workload(rate: float, connections: int) -> Workload:
+    return Workload(
+        LATENCY,
+        f"Produce 1 KiB (one record), acks=1, {connections} conns x 1 in flight, "
+        f"{rate:,.0f} requests/s in total on a fixed schedule",
+        {"workload": "produce", "record-bytes": 1024, "records": 1, "connections": connections,
+         "rate": rate},
+    )
 
 # Backlog for the fetch workload: 4 partitions x 32 requests x 256 KiB batches = 32 MiB.
 BACKLOG_ARGS = {"workload": "produce", "record-bytes": 1024, "records": 256, "connections": 4,
@@ -461,6 +507,150 @@ def median_of(cells: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------
+# Latency at a fixed rate
+
+
+def run_latency(topo: Topology, cfgs: list[str], args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """The fixed-rate workload, interleaved like the others (one cell per configuration per round,
+    the order rotated each round); every latency sample of every round is kept and pooled per
+    configuration. One fresh broker for the whole workload: at 1 MB/s its log grows by a few MB per
+    cell, and a restart per cell would cost more than the cell."""
+    wl = latency_workload(args.latency_rate, args.latency_connections)
+    rounds = args.latency_rounds
+    seconds = args.latency_samples / args.latency_rate / rounds
+    cells: dict[str, list[dict[str, Any]]] = {c: [] for c in cfgs}
+    samples: dict[str, list[list[int]]] = {c: [] for c in cfgs}
+    print(f"latency at a fixed rate: {wl.label}; {rounds} rounds x {seconds:.1f} s per cell", flush=True)
+    topo.start_broker()
+    for r in range(rounds):
+        order = cfgs[r % len(cfgs):] + cfgs[:r % len(cfgs)]
+        for c in order:
+            path = tmp / f"latency-{c}-{r}.txt"
+            cell_wl = Workload(wl.key, wl.label, {**wl.args, "samples-file": path})
+            res = run_cell(topo, c, cell_wl, args.warmup, seconds)
+            topo.check_alive()
+            ns = [int(x) for x in path.read_text().split()] if path.is_file() else []
+            path.unlink(missing_ok=True)
+            samples[c].append(ns)
+            cells[c].append(res)
+            print(f"  {LATENCY:13} round {r + 1} {c:12} {res['achieved_rate']:7.0f} req/s "
+                  f"p50 {res['p50_us'] / 1000:6.3f} p99 {res['p99_us'] / 1000:6.3f} "
+                  f"p99.9 {res['p999_us'] / 1000:6.3f} mean {res['mean_us'] / 1000:6.3f} ms; "
+                  f"late sends {res['behind']}, generator timer late p50 {res['wake_p50_us']:.0f} p99 {res['wake_p99_us']:.0f} us"
+                  + (f"  ERROR {res['error']}" if res["errors"] else ""), flush=True)
+    return latency_summary(wl, args, seconds, cells, samples)
+
+
+def latency_stats(ns: list[int]) -> dict[str, Any]:
+    """Exact nearest-rank percentiles, mean and max (ms) of latency samples in ns."""
+    xs = sorted(ns)
+    n = len(xs)
+    if not n:
+        return {"samples": 0, "p50_ms": None, "p99_ms": None, "p999_ms": None, "mean_ms": None, "max_ms": None}
+
+    def q(per_mille: int) -> float:
+        return xs[min(n, max(1, -(-n * per_mille // 1000))) - 1] / 1e6
+
+    return {"samples": n, "p50_ms": q(500), "p99_ms": q(990), "p999_ms": q(999),
+            "mean_ms": sum(xs) / n / 1e6, "max_ms": xs[-1] / 1e6}
+
+
+LATENCY_FIGURES = ["p50_ms", "p99_ms", "p999_ms", "mean_ms"]
+
+
+def latency_summary(wl: Workload, args: argparse.Namespace, seconds: float,
+                    cells: dict[str, list[dict[str, Any]]], samples: dict[str, list[list[int]]]) -> dict[str, Any]:
+    configs: dict[str, Any] = {}
+    per_round: dict[str, list[dict[str, Any]]] = {}
+    for c, rounds in samples.items():
+        per_round[c] = [latency_stats(ns) for ns in rounds]
+        m = latency_stats([v for ns in rounds for v in ns])
+        cs = cells[c]
+        m.update({
+            "late_sends": sum(x["behind"] for x in cs),
+            "achieved_rate": statistics.median(x["achieved_rate"] for x in cs),
+            "wake_p99_us": statistics.median(x["wake_p99_us"] for x in cs),
+            # The proxy's own CPU (utime + stime over the measured window) per request.
+            "proxy_cpu_us_per_request": statistics.median(
+                x["cpu"]["proxy"] / x["responses"] * 1e6 for x in cs) if all(
+                "proxy" in x.get("cpu", {}) and x["responses"] for x in cs) else None,
+            "errors": sum(x["errors"] for x in cs),
+            "error": next((x["error"] for x in cs if x["error"]), None),
+            "rounds": per_round[c],
+        })
+        configs[c] = m
+    added = []
+    for label, a, b in LATENCY_DIFFS:
+        if a not in configs or b not in configs:
+            continue
+        row: dict[str, Any] = {"label": label, "config": a, "baseline": b}
+        for f in LATENCY_FIGURES:
+            x, y = configs[a][f], configs[b][f]
+            row[f] = None if x is None or y is None else x - y
+            # The same difference in each round (the two cells ran seconds apart): its range
+            # shows how much of the pooled difference is noise.
+            diffs = [ra[f] - rb[f] for ra, rb in zip(per_round[a], per_round[b])
+                     if ra[f] is not None and rb[f] is not None]
+            row[f + "_rounds"] = [min(diffs), max(diffs)] if diffs else None
+            row[f + "_round_median"] = statistics.median(diffs) if diffs else None
+        added.append(row)
+    return {"label": wl.label, "rate": args.latency_rate, "connections": args.latency_connections,
+            "record_bytes": 1024, "rounds": args.latency_rounds, "seconds_per_cell": seconds,
+            "warmup": args.warmup, "samples_per_config": args.latency_samples,
+            "configs": configs, "added": added, "kroxylicious_added_ms": KROXYLICIOUS_ADDED_MS}
+
+
+def render_latency(lat: dict[str, Any] | None) -> list[str]:
+    if not lat:
+        return []
+    ms = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
+    plus = lambda v: "—" if v is None else f"{v:+.3f}"  # noqa: E731
+    lines = [f"### Latency at a fixed rate: {lat['label']}", ""]
+    if lat.get("run"):
+        lines += [f"Run {lat['run']}.", ""]
+    lines += [f"Each connection sends on its own fixed schedule (staggered), one request in flight, "
+             f"{lat['rounds']} rounds x {lat['seconds_per_cell']:.1f} s per cell "
+             f"(+{lat['warmup']} s warm-up), interleaved (order rotated each round); every "
+             "sample of every round pooled per configuration. Latency is send to response; the "
+             "schedule is open-loop: a request whose send was held up by a late response is timed "
+             "from when it was due (no coordinated omission; `late sends` counts them). Percentiles "
+             "are exact (nearest rank over all samples), in ms.", "",
+             "| configuration | samples | p50 | p99 | p99.9 | mean | max | late sends | req/s "
+             "| proxy CPU per request (us) | generator timer late, p99 (us) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for c in CONFIG_KEYS:
+        m = lat["configs"].get(c)
+        if not m:
+            continue
+        err = f" **ERRORS: {m['errors']} ({m['error']})**" if m.get("errors") else ""
+        lines.append(f"| {LABELS[c]}{err} | {m['samples']:,} | {ms(m['p50_ms'])} | {ms(m['p99_ms'])} "
+                     f"| {ms(m['p999_ms'])} | {ms(m['mean_ms'])} | {ms(m['max_ms'])} "
+                     f"| {m['late_sends']} | {m['achieved_rate']:,.0f} "
+                     f"| {fmt(m.get('proxy_cpu_us_per_request'), '.0f')} | {m['wake_p99_us']:,.0f} |")
+    kx = lat["kroxylicious_added_ms"]
+    lines += ["", "`proxy CPU per request` is the proxy process's utime + stime over the measured "
+              "window per request (median over rounds); at this rate every request wakes an idle "
+              "proxy, so it is several times the per-request cost at saturation. "
+              "`generator timer late` is how late the generator's own timer woke up for a send "
+              "(median over rounds of each cell's p99): it is not in the latencies, but when it is "
+              "far above a few tens of us the machine was short of CPU and the tails show it.", "",
+              "Added latency (ms): the difference of the pooled percentiles; in brackets the same "
+              "difference per round (each round's two cells ran seconds apart): its median over "
+              "the rounds, which one starved cell cannot move, and its range.", "",
+              "| added | p50 | p99 | p99.9 | mean |", "|---|---:|---:|---:|---:|"]
+    for row in lat["added"]:
+        cells = []
+        for f in LATENCY_FIGURES:
+            rr = row.get(f + "_rounds")
+            md = row.get(f + "_round_median")
+            cells.append(plus(row[f]) + ("" if not rr or md is None
+                                         else f" ({md:+.3f}; {rr[0]:+.3f} .. {rr[1]:+.3f})"))
+        lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+    lines += [f"| Kroxylicious, published (its own OMB runs) | — | +{kx['p99']:.2f} | — | +{kx['mean']:.2f} |", ""]
+    return lines
+
+
+# ------------------------------------------------------------------------------------------------
 # Memory per connection
 
 
@@ -731,7 +921,7 @@ def TARGET_CHECKS(o: dict[str, Any], a: dict[str, Any], tp: dict[str, Any]) -> l
     ]
 
 
-def render(results: dict[str, Any]) -> str:
+def render(results: dict[str, Any], include_latency: bool = True) -> str:
     med = results["medians"]
     meta = results["meta"]
     lines = [
@@ -774,6 +964,8 @@ def render(results: dict[str, Any]) -> str:
                 f"| {fmt(m.get('cpu_gb_x_tcp'), '.3f')} | {fmt(m.get('proxy_cores'), '.2f')} "
                 f"| {fmt(m.get('broker_cores'), '.2f')} | {fmt(m.get('generator_cores'), '.2f')} |")
         lines.append("")
+    if include_latency:
+        lines += render_latency(results.get("latency"))
     mem = results.get("memory")
     if mem:
         lines += ["### Proxy memory per connection (100 idle connections, each after one ApiVersions)", "",
@@ -821,7 +1013,8 @@ def render(results: dict[str, Any]) -> str:
     notes = results.get("generator_notes")
     if notes:
         lines += ["### Is the load generator the bottleneck?", "", notes, ""]
-    lines += render_targets(results["targets"])
+    if results["targets"]:
+        lines += render_targets(results["targets"])
     return "\n".join(lines)
 
 
@@ -895,6 +1088,8 @@ def generator_notes(med: dict[str, dict[str, dict[str, Any]]]) -> str:
             f"- {w}: direct {fmt(d['mb_s'])} MB/s vs tcp_proxy {fmt(tp['mb_s']) if tp else '—'} MB/s; "
             f"generator {min(gens):.2f}-{max(gens):.2f} cores, broker {fmt(d.get('broker_cores'), '.2f')} "
             f"cores when direct")
+    if not out:
+        return ""
     return ("The generator keeps requests pipelined and only patches a correlation id per send. "
             "Where direct-to-broker throughput is far above the proxied rows, the proxies (not the "
             "generator) are the limit; where it is not, the broker (one tansu process) is, and the "
@@ -922,9 +1117,16 @@ def update_doc() -> None:
         raise BenchError(f"{doc} has no {begin} ... {end} section")
     head, rest = text.split(begin, 1)
     _, tail = rest.split(end, 1)
-    md = render(results)
+    # The fixed-rate latency table lives in its own section (its own markers), when there is one.
+    lat_begin, lat_end = "<!-- bench-latency:begin -->", "<!-- bench-latency:end -->"
+    has_lat = lat_begin in tail and lat_end in tail
+    md = render(results, include_latency=not has_lat)
+    if has_lat and results.get("latency"):
+        t_head, t_rest = tail.split(lat_begin, 1)
+        _, t_tail = t_rest.split(lat_end, 1)
+        tail = t_head + lat_begin + "\n" + "\n".join(render_latency(results["latency"])) + lat_end + t_tail
     doc.write_text(head + begin + "\n" + md + end + tail)
-    (RESULTS / "latest.md").write_text("# Kafka filter benchmark: latest run\n\n" + md)
+    (RESULTS / "latest.md").write_text("# Kafka filter benchmark: latest run\n\n" + render(results))
     print(f"updated {doc} and {RESULTS / 'latest.md'}")
 
 
@@ -936,10 +1138,21 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=2.0, help="measured seconds per cell")
     ap.add_argument("--warmup", type=float, default=0.4, help="warm-up seconds per cell")
-    ap.add_argument("--workloads", default=",".join(WORKLOAD_KEYS))
+    ap.add_argument("--workloads", default=",".join(WORKLOAD_KEYS + [LATENCY]))
     ap.add_argument("--configs", default=",".join(CONFIG_KEYS))
+    ap.add_argument("--only", metavar="WORKLOADS",
+                    help="only these workloads (e.g. `latency`), without the memory and callgrind figures")
     ap.add_argument("--no-callgrind", action="store_true")
-    ap.add_argument("--quick", action="store_true", help="smoke run: 1 round of 0.5 s cells")
+    ap.add_argument("--no-memory", action="store_true", help="skip the memory per connection figures")
+    ap.add_argument("--latency-rate", type=float, default=LATENCY_RATE,
+                    help="fixed-rate workload: requests/s, all connections together")
+    ap.add_argument("--latency-samples", type=int, default=LATENCY_SAMPLES,
+                    help="fixed-rate workload: samples per configuration, over all rounds")
+    ap.add_argument("--latency-connections", type=int, default=LATENCY_CONNECTIONS)
+    ap.add_argument("--latency-rounds", type=int, default=LATENCY_ROUNDS,
+                    help="fixed-rate workload: rounds (the samples are split over them)")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: 1 round of 0.5 s cells (2,000 latency samples)")
     ap.add_argument("--update-doc", action="store_true",
                     help="only copy bench/results/latest.json's tables into BENCHMARKS.md")
     args = ap.parse_args()
@@ -948,11 +1161,18 @@ def main() -> int:
         return 0
     if args.quick:
         args.rounds, args.seconds, args.warmup = 1, 0.5, 0.2
+        args.latency_samples, args.latency_rounds = min(args.latency_samples, 2000), 1
+    if args.only:
+        args.workloads, args.no_callgrind, args.no_memory = args.only, True, True
     wl_keys = args.workloads.split(",")
     cfg_keys = args.configs.split(",")
+    unknown = [k for k in wl_keys if k not in WORKLOAD_KEYS + [LATENCY]]
+    if unknown:
+        raise BenchError(f"unknown workloads {unknown}; known: {', '.join(WORKLOAD_KEYS + [LATENCY])}")
     workloads = [w for w in WORKLOADS if w.key in wl_keys]
     configs = [c for c in CONFIG_KEYS if c in cfg_keys]
-    for p in (LOAD, WASM, FLOOR_WASM, CONN_MEMORY):
+    lat_cfgs = [c for c in LATENCY_CONFIGS if c in cfg_keys] if LATENCY in wl_keys else []
+    for p in (LOAD, WASM, FLOOR_WASM) + (() if args.no_memory else (CONN_MEMORY,)):
         if not p.is_file():
             raise BenchError(f"{p} missing: run `make bench` (it builds everything first)")
 
@@ -962,6 +1182,7 @@ def main() -> int:
     topo = Topology(tmp)
     raw: dict[str, dict[str, list[dict[str, Any]]]] = {}
     results: dict[str, Any] = {}
+    latency = None
     try:
         cost = None
         if not args.no_callgrind:
@@ -974,8 +1195,10 @@ def main() -> int:
         topo.start_proxies()
         print(f"processes: broker :{topo.broker_port}, "
               + ", ".join(f"{k} :{topo.ports[k]}" for k in topo.procs) + f"; logs in {tmp}", flush=True)
-        print("memory per connection ...", flush=True)
-        memory = memory_per_connection(topo)
+        memory = None
+        if not args.no_memory:
+            print("memory per connection ...", flush=True)
+            memory = memory_per_connection(topo)
         for w in workloads:
             raw[w.key] = {c: [] for c in configs}
             if not w.fresh_broker:
@@ -995,6 +1218,8 @@ def main() -> int:
                           f"proxy {d.get('proxy_cores', 0):.2f} broker {d['broker_cores']:.2f} "
                           f"gen {d['generator_cores']:.2f} cores"
                           + (f"  ERROR {d['error']}" if d["errors"] else ""), flush=True)
+        if lat_cfgs:
+            latency = run_latency(topo, lat_cfgs, args, tmp)
         # Proof that the filter rows really ran the filter.
         filter_counts = {c: topo.filter_requests(c) for c in ("observe", "all") if c in topo.admin}
         envoy_ins = None
@@ -1025,17 +1250,22 @@ def main() -> int:
             "broker_starts": topo.broker_starts,
             "filter_requests_counted": filter_counts,
             "all_features_config": ALL_FEATURES_CONFIG,
-            "workloads": {w.key: {"label": w.label, "args": w.args} for w in workloads},
+            "workloads": {w.key: {"label": w.label, "args": w.args} for w in workloads}
+            | ({LATENCY: {"label": latency["label"], "args": latency_workload(
+                latency["rate"], latency["connections"]).args}} if latency else {}),
             "configs": {c.key: c.label for c in CONFIGS if c.key in configs},
         },
         "medians": med,
         "cells": raw,
         "memory": memory,
+        "latency": latency,
         "core_cost": cost,
         "envoy_instructions": envoy_ins,
         "targets": targets(med, cost),
         "generator_notes": generator_notes(med),
     }
+    if latency:
+        latency["run"] = f"{results['meta']['date']} on {results['meta']['machine']}, commit {results['meta']['commit']}"
     md = render(results)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=1))
     (RESULTS / "latest.md").write_text("# Kafka filter benchmark: latest run\n\n" + md)
@@ -1045,6 +1275,7 @@ def main() -> int:
     print(f"written: {RESULTS / 'latest.md'}, {RESULTS / 'latest.json'}")
     shutil.rmtree(tmp, ignore_errors=True)
     errors = sum(m.get("errors", 0) for row in med.values() for m in row.values())
+    errors += sum(m["errors"] for m in (latency or {}).get("configs", {}).values())
     if errors:
         print(f"ERROR: {errors} cells had protocol errors (see the table)", file=sys.stderr)
         return 1

@@ -22,8 +22,20 @@
 //!                          [--connections C] [--inflight K] [--warmup S] [--seconds S]
 //!                          [--requests N (per connection, instead of --seconds)]
 //!                          [--record-bytes B] [--records R] [--fetch-partition-bytes B]
+//!                          [--rate R (requests/s, all connections together: fixed-rate mode)]
+//!                          [--samples-file F (fixed-rate mode: every latency, in ns, one a line)]
 //! kafka-load hold          --addr A --connections N
 //! ```
+//!
+//! Fixed-rate mode (`--rate`): instead of keeping K requests in flight, each connection sends on
+//! a fixed schedule, one request in flight: connection c of C sends at `t0 + (c / C + k) * C / R`
+//! for k = 0, 1, ... (the connections' schedules are staggered evenly). The schedule is open-loop:
+//! it never slips. When a response arrives after the next send was due, that send goes out at once
+//! and its latency is counted from its scheduled time, not from when it could go out (so a stall
+//! is charged to every request it delayed: no coordinated omission); when the connection was idle
+//! at the scheduled time, latency is counted from the actual send (the generator's own timer
+//! wake-up lateness is not the system's latency; it is reported apart, as `wake_*`). Latencies are
+//! kept exact (nanoseconds, every sample) and reported as p50 / p99 / p99.9 / mean / max.
 //!
 //! `run` prints `START` when the measured window opens and `END` when it closes, so the caller can
 //! sample the CPU counters of the processes under test exactly around the window. `hold` opens N
@@ -31,7 +43,8 @@
 //! until its stdin is closed.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{BufReader, Read, Write};
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -355,6 +368,12 @@ struct Stats {
     bytes_out: u64,
     bytes_in: u64,
     latencies_us: Vec<u32>,
+    /// Fixed-rate mode: every latency in ns (see the module docs for where it is counted from).
+    latencies_ns: Vec<u64>,
+    /// Fixed-rate mode: sends that went out late because the previous response was late.
+    behind: u64,
+    /// Fixed-rate mode: how late the generator's timer woke up for sends that were not behind, ns.
+    wake_ns: Vec<u64>,
     error: Option<String>,
 }
 
@@ -404,6 +423,80 @@ fn drive(load: &mut Load, phase: &AtomicU8, stats: &mut Stats) -> Result<()> {
                 .push(u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX));
         }
     }
+}
+
+/// The schedule of one connection in fixed-rate mode.
+struct Schedule {
+    /// When this connection's first request is due.
+    first: Instant,
+    /// Time between two requests of this connection.
+    interval: Duration,
+}
+
+/// Fixed-rate mode: one request in flight, sent on `schedule` (open-loop, see the module docs).
+fn drive_rate(
+    load: &mut Load,
+    schedule: &Schedule,
+    phase: &AtomicU8,
+    stats: &mut Stats,
+) -> Result<()> {
+    let mut conn = Conn::open(&load.addr)?;
+    let mut due = schedule.first;
+    let mut next = 0usize;
+    // When the previous response arrived; a send due before it is behind.
+    let mut prev_done = Instant::now();
+    loop {
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        let now_phase = phase.load(Ordering::Relaxed);
+        if now_phase == STOP {
+            return Ok(());
+        }
+        let idx = next;
+        next = (next + 1) % load.templates.len();
+        let t = &mut load.templates[idx];
+        let sent_at = Instant::now();
+        let id = conn.send(t)?;
+        let behind = prev_done > due;
+        // Behind: the clock started when the request was due. On time: when it went out.
+        let start = if behind { due } else { sent_at };
+        let t = &load.templates[idx];
+        let (size, body) = conn.receive(t, id)?;
+        let done = Instant::now();
+        check_response(t.api, t.version, body)?;
+        if now_phase == MEASURE && phase.load(Ordering::Relaxed) == MEASURE {
+            let lat = done.duration_since(start);
+            stats.requests += 1;
+            stats.bytes_out += t.frame.len() as u64;
+            stats.responses += 1;
+            stats.records += t.records;
+            stats.bytes_in += size as u64;
+            stats
+                .latencies_ns
+                .push(u64::try_from(lat.as_nanos()).unwrap_or(u64::MAX));
+            if behind {
+                stats.behind += 1;
+            } else {
+                stats.wake_ns.push(
+                    u64::try_from(sent_at.saturating_duration_since(due).as_nanos())
+                        .unwrap_or(u64::MAX),
+                );
+            }
+        }
+        prev_done = done;
+        due += schedule.interval;
+    }
+}
+
+/// Nearest-rank percentile (`per_mille` / 1000) of sorted samples.
+fn rank<T: Copy + Default>(sorted: &[T], per_mille: usize) -> T {
+    if sorted.is_empty() {
+        return T::default();
+    }
+    let r = (sorted.len() * per_mille).div_ceil(1000).max(1);
+    sorted[r.min(sorted.len()) - 1]
 }
 
 fn percentile(sorted: &[u32], p: usize) -> u32 {
@@ -476,6 +569,13 @@ fn cmd_run(args: &Args) -> Result<()> {
     let record_bytes: usize = args.num("record-bytes", 1024)?;
     let records: usize = args.num("records", 16)?;
     let fetch_partition_bytes: i32 = args.num("fetch-partition-bytes", 1 << 20)?;
+    let rate: Option<f64> = args.0.get("rate").map(|v| v.parse()).transpose()?;
+    let samples_file = args.0.get("samples-file").cloned();
+    if let Some(r) = rate {
+        if !r.is_finite() || r <= 0.0 || max_requests.is_some() {
+            bail!("--rate needs a positive rate and --seconds (not --requests)");
+        }
+    }
 
     // One batch shared by all connections; each connection writes to its own partition.
     let batch = if workload == "produce" {
@@ -505,13 +605,33 @@ fn cmd_run(args: &Args) -> Result<()> {
     }
 
     let phase = Arc::new(AtomicU8::new(if warmup > 0.0 { WARMUP } else { MEASURE }));
+    // Fixed-rate mode: the connections' schedules, staggered evenly over one interval; the first
+    // request is due once every thread has had time to connect.
+    if rate.is_some() {
+        // The default timer slack (50 us) would make every sleep overshoot by up to that much;
+        // 1 ns is what a fixed schedule wants. The file is per process (its main thread, this
+        // one) and threads inherit the slack of the thread that spawns them. Best effort: a
+        // kernel without the file keeps the default (the lateness is reported as `wake_*`).
+        let _ = std::fs::write("/proc/self/timerslack_ns", "1");
+    }
+    let t0 = Instant::now() + Duration::from_millis(20);
+    let interval = rate.map(|r| Duration::from_secs_f64(connections as f64 / r));
     let threads: Vec<_> = loads
         .into_iter()
-        .map(|mut load| {
+        .enumerate()
+        .map(|(c, mut load)| {
             let phase = Arc::clone(&phase);
+            let schedule = interval.map(|interval| Schedule {
+                first: t0 + interval.mul_f64(c as f64 / connections as f64),
+                interval,
+            });
             std::thread::spawn(move || {
                 let mut stats = Stats::default();
-                if let Err(e) = drive(&mut load, &phase, &mut stats) {
+                let result = match &schedule {
+                    Some(schedule) => drive_rate(&mut load, schedule, &phase, &mut stats),
+                    None => drive(&mut load, &phase, &mut stats),
+                };
+                if let Err(e) = result {
                     stats.error = Some(format!("{e:#}"));
                     // Stop the others: a broken run must not be measured.
                     phase.store(STOP, Ordering::Relaxed);
@@ -551,7 +671,83 @@ fn cmd_run(args: &Args) -> Result<()> {
         .into_iter()
         .map(|t| t.join().unwrap_or_default())
         .collect();
+    if let Some(rate) = rate {
+        return report_rate(&mut out, stats, elapsed, connections, rate, samples_file);
+    }
     report(&mut out, stats, elapsed, connections, inflight)
+}
+
+/// The report of a fixed-rate run: the usual counts, the latency distribution (exact, from every
+/// sample) and, if asked, every sample in ns into `samples_file`, one a line.
+fn report_rate(
+    out: &mut impl Write,
+    stats: Vec<Stats>,
+    elapsed: Duration,
+    connections: usize,
+    rate: f64,
+    samples_file: Option<String>,
+) -> Result<()> {
+    let mut total = Stats::default();
+    let mut errors = Vec::new();
+    for s in stats {
+        total.requests += s.requests;
+        total.responses += s.responses;
+        total.records += s.records;
+        total.bytes_out += s.bytes_out;
+        total.bytes_in += s.bytes_in;
+        total.latencies_ns.extend(s.latencies_ns);
+        total.wake_ns.extend(s.wake_ns);
+        total.behind += s.behind;
+        errors.extend(s.error);
+    }
+    let lat = &mut total.latencies_ns;
+    lat.sort_unstable();
+    total.wake_ns.sort_unstable();
+    if let Some(path) = samples_file {
+        let mut f = BufWriter::new(File::create(&path).with_context(|| format!("create {path}"))?);
+        for v in lat.iter() {
+            writeln!(f, "{v}")?;
+        }
+        f.flush()?;
+    }
+    let us = |ns: u64| ns as f64 / 1000.0;
+    let mean = if lat.is_empty() {
+        0.0
+    } else {
+        lat.iter().map(|&v| v as f64).sum::<f64>() / lat.len() as f64
+    };
+    writeln!(
+        out,
+        "{{\"seconds\": {:.6}, \"connections\": {}, \"inflight\": 1, \"rate\": {}, \
+         \"achieved_rate\": {:.1}, \"requests\": {}, \"responses\": {}, \"records\": {}, \
+         \"bytes_out\": {}, \"bytes_in\": {}, \"samples\": {}, \"p50_us\": {:.1}, \
+         \"p99_us\": {:.1}, \"p999_us\": {:.1}, \"mean_us\": {:.1}, \"max_us\": {:.1}, \
+         \"behind\": {}, \"wake_p50_us\": {:.1}, \"wake_p99_us\": {:.1}, \"wake_max_us\": {:.1}, \
+         \"errors\": {}, \"error\": {}}}",
+        elapsed.as_secs_f64(),
+        connections,
+        rate,
+        total.responses as f64 / elapsed.as_secs_f64().max(1e-9),
+        total.requests,
+        total.responses,
+        total.records,
+        total.bytes_out,
+        total.bytes_in,
+        lat.len(),
+        us(rank(lat, 500)),
+        us(rank(lat, 990)),
+        us(rank(lat, 999)),
+        mean / 1000.0,
+        us(lat.last().copied().unwrap_or(0)),
+        total.behind,
+        us(rank(&total.wake_ns, 500)),
+        us(rank(&total.wake_ns, 990)),
+        us(total.wake_ns.last().copied().unwrap_or(0)),
+        errors.len(),
+        errors.first().map_or("null".to_owned(), |e| json_str(e)),
+    )?;
+    out.flush()?;
+    Ok(())
 }
 
 fn report(
