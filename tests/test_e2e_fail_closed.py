@@ -42,6 +42,22 @@ def rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
+def bystander_produces(bootstrap: str, count: int = 100) -> list:
+    """A well-behaved librdkafka producer under no rule sends `count` messages; returns each
+    delivery report's error (None when delivered)."""
+    from confluent_kafka import Producer
+
+    delivered: list = []
+    producer = Producer({**rdkafka_common(bootstrap), "client.id": "bystander", "acks": "all",
+                         "linger.ms": 5})
+    for i in range(count):
+        producer.produce("bystander-topic", value=b"m%d" % i,
+                         on_delivery=lambda err, msg: delivered.append(err))
+        producer.poll(0)
+    assert producer.flush(60) == 0
+    return delivered
+
+
 def closed_stats(envoy, before):
     wait_until(lambda: envoy.kafka_stats().get("kafka.connections_active", 0) == 0, 20,
                what="the connection to close")
@@ -105,8 +121,6 @@ def test_a_100_mb_hostile_frame_is_refused_and_other_clients_carry_on(make_stack
     """The issue's reproduction: a Metadata v1 request under a prefix rule whose topic array
     claims 0x7ffffff0 entries, followed by 100 MB of 10-byte names. Before: the VM aborted and the
     worker refused every later connection. Now: refused as it streams, a few KiB in the VM."""
-    from confluent_kafka import Producer
-
     stack = make_stack("filter", plugin_config={"rules": [TENANT_RULE]})
     envoy = stack.envoy
     before = envoy.kafka_stats()
@@ -129,14 +143,7 @@ def test_a_100_mb_hostile_frame_is_refused_and_other_clients_carry_on(make_stack
     sender = threading.Thread(target=send)
     sender.start()
     # A well-behaved producer under no rule, on the same Envoy, at the same time.
-    delivered: list = []
-    producer = Producer({**rdkafka_common(stack.bootstrap), "client.id": "bystander",
-                         "acks": "all", "linger.ms": 5})
-    for i in range(100):
-        producer.produce("bystander-topic", value=b"m%d" % i,
-                         on_delivery=lambda err, msg: delivered.append(err))
-        producer.poll(0)
-    assert producer.flush(60) == 0
+    delivered = bystander_produces(stack.bootstrap)
     sender.join(120)
     try:
         # The hostile client gets the filter's answer for correlation id 1: an (empty) Metadata
@@ -161,8 +168,6 @@ def test_fifty_connections_holding_large_frames_stay_within_the_budget(make_stac
     max_held_bytes 1 MiB only a few fit; the others are answered with an error at once. Every
     client gets an answer, Envoy's memory stays bounded, and a producer under no rule on the same
     Envoy gets every message through."""
-    from confluent_kafka import Producer
-
     stack = make_stack("filter", plugin_config={
         "rules": [TENANT_RULE], "max_held_frame_bytes": 512 * 1024, "max_held_bytes": 1024 * 1024})
     envoy = stack.envoy
@@ -179,14 +184,7 @@ def test_fifty_connections_holding_large_frames_stay_within_the_budget(make_stac
         time.sleep(1.0)
         for s, f in zip(socks, frames):
             s.sendall(f[-1:])
-        delivered: list = []
-        producer = Producer({**rdkafka_common(stack.bootstrap), "client.id": "bystander",
-                             "acks": "all", "linger.ms": 5})
-        for i in range(100):
-            producer.produce("bystander-topic", value=b"m%d" % i,
-                             on_delivery=lambda err, msg: delivered.append(err))
-            producer.poll(0)
-        assert producer.flush(60) == 0
+        delivered = bystander_produces(stack.bootstrap)
         assert delivered == [None] * 100, delivered
         for i, r in enumerate(readers):
             got = r.read_at_least(8, timeout=60)
