@@ -14,7 +14,7 @@ WASM_FAULT := target/fault/wasm32-wasip1/release/kafka_filter.wasm
 STAMP := $(VENV)/.installed
 NODE_STAMP := tests/istio/node_modules/.installed
 
-.PHONY: all wasm wasm-fault deps rust-deps py-deps node-deps test unit unit-wasm e2e demo example-canary example-tenants bench lint fmt validate-config clean
+.PHONY: all wasm wasm-fault deps rust-deps py-deps node-deps test unit unit-wasm e2e demo example-canary example-tenants bench lint fmt validate-config clean fuzz fuzz-smoke fuzz-seeds
 
 all: wasm
 
@@ -63,7 +63,24 @@ validate-config: wasm py-deps
 e2e: wasm wasm-fault py-deps node-deps
 	$(VPY) -m pytest -v tests
 
-test: lint unit unit-wasm validate-config e2e
+test: lint unit unit-wasm validate-config fuzz-smoke e2e
+
+# Coverage-guided fuzzing of the filter core (fuzz/: libFuzzer through cargo-fuzz, installed if
+# missing; see fuzz/README.md). `fuzz` runs each target FUZZ_SECONDS; `fuzz-smoke` (part of `test`)
+# builds without cargo-fuzz and runs each target FUZZ_SMOKE_SECONDS from a fixed seed.
+# KAFKA_FUZZ_KNOWN (environment) lists open findings the oracles accept, see fuzz/README.md.
+FUZZ_SECONDS ?= 600
+FUZZ_SMOKE_SECONDS ?= 15
+
+fuzz:
+	fuzz/run.sh fuzz $(FUZZ_SECONDS)
+
+fuzz-smoke:
+	fuzz/run.sh smoke $(FUZZ_SMOKE_SECONDS)
+
+# Re-record the seed corpora from real client traffic (tansu broker, librdkafka, kafka-python).
+fuzz-seeds: py-deps
+	$(VPY) fuzz/record.py
 
 demo: wasm py-deps
 	$(VPY) examples/demo.py

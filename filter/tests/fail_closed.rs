@@ -268,3 +268,43 @@ fn the_client_software_is_read_from_api_versions() {
         }
     }
 }
+
+#[test]
+fn a_request_header_that_does_not_decode_closes_under_rules() {
+    // Found by fuzzing: a first request under no rule, then a Metadata v12 request whose header
+    // v2 tagged fields do not decode (a duplicate tag). It used to inherit the earlier request's
+    // rule (none) and reach the broker as it was, whatever client id it carried.
+    let canary = r#"{"rules": [{"name": "c", "match": {"client_id": {"exact": "checkout-canary"}},
+        "topics": {"map": {"orders": "orders-canary"}}, "groups": {"add_suffix": "-canary"}}]}"#;
+    let first = request(
+        ApiKey::ApiVersions,
+        3,
+        1,
+        "checkout-Canary",
+        &ApiVersionsRequest::default(),
+    );
+    let mut bad = Vec::new();
+    bad.extend_from_slice(&(ApiKey::Metadata as i16).to_be_bytes());
+    bad.extend_from_slice(&12i16.to_be_bytes());
+    bad.extend_from_slice(&2i32.to_be_bytes());
+    bad.extend_from_slice(&15i16.to_be_bytes());
+    bad.extend_from_slice(b"checkout-canary");
+    bad.extend_from_slice(&[2, 0, 0, 0, 0]); // two tagged fields, both tag 0
+    let mut stream = first.clone();
+    stream.extend(frame(&bad));
+    for chunk in [1, 7, 1000] {
+        let mut conn = KafkaConnection::new(1, config(canary));
+        let mut m = RecordingSink::default();
+        assert_eq!(
+            drive(&mut conn, &stream, chunk, true, &mut m),
+            None,
+            "chunks of {chunk}"
+        );
+        // Without rules it is forwarded, as every undecodable header is.
+        let mut conn = KafkaConnection::new(1, config("{}"));
+        assert_eq!(
+            drive(&mut conn, &stream, chunk, true, &mut m),
+            Some(stream.clone())
+        );
+    }
+}

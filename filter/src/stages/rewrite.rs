@@ -170,12 +170,19 @@ impl RewriteStage {
         m: &mut dyn MetricsSink,
     ) -> Decision {
         let head = cx.head;
-        // A header that did not decode has no client id: it is under the rule of the
-        // connection's earlier requests (clients keep one id per connection).
-        let rule = match (&head.client_id, &self.cached) {
-            (None, Some((_, cached))) if !head.header_decoded => *cached,
-            _ => self.select(head.client_id.as_ref(), cx.identity),
-        };
+        // A request of a known API whose header did not decode has no client id to match rules
+        // on: it may belong to a rule (a client can change its id at any request), and a broker
+        // would close the connection for it anyway. Fail closed. (Found by fuzzing.)
+        if head.api.is_some() && !head.header_decoded && head.client_id.is_none() {
+            log::warn!(
+                "connection {}: a {} v{} request header does not decode under rules; closing the connection",
+                self.id,
+                api_name(head.api_key),
+                head.api_version
+            );
+            return Decision::Close;
+        }
+        let rule = self.select(head.client_id.as_ref(), cx.identity);
         let Some(rule_index) = rule else {
             return Decision::Pass;
         };
