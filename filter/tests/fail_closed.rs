@@ -270,10 +270,11 @@ fn the_client_software_is_read_from_api_versions() {
 }
 
 #[test]
-fn a_request_header_that_does_not_decode_closes_under_rules() {
-    // Found by fuzzing: a first request under no rule, then a Metadata v12 request whose header
-    // v2 tagged fields do not decode (a duplicate tag). It used to inherit the earlier request's
-    // rule (none) and reach the broker as it was, whatever client id it carried.
+fn a_request_whose_header_or_body_does_not_decode_never_reaches_the_broker_under_rules() {
+    // Found by fuzzing: a first request under no rule, then a Metadata v12 request from the
+    // canary's client id whose header carries tagged fields and whose body is empty. Its header
+    // was taken as undecodable, so it inherited the earlier request's rule (none) and reached the
+    // broker as it was. Now the header decodes, the rule applies, and the empty body is refused.
     let canary = r#"{"rules": [{"name": "c", "match": {"client_id": {"exact": "checkout-canary"}},
         "topics": {"map": {"orders": "orders-canary"}}, "groups": {"add_suffix": "-canary"}}]}"#;
     let first = request(
@@ -289,22 +290,70 @@ fn a_request_header_that_does_not_decode_closes_under_rules() {
     bad.extend_from_slice(&2i32.to_be_bytes());
     bad.extend_from_slice(&15i16.to_be_bytes());
     bad.extend_from_slice(b"checkout-canary");
-    bad.extend_from_slice(&[2, 0, 0, 0, 0]); // two tagged fields, both tag 0
+    bad.extend_from_slice(&[2, 0, 0, 0, 0]); // two empty tagged fields, then no body
     let mut stream = first.clone();
     stream.extend(frame(&bad));
+    let mut refused = first.clone();
+    refused.extend(substitute_request(2));
     for chunk in [1, 7, 1000] {
         let mut conn = KafkaConnection::new(1, config(canary));
         let mut m = RecordingSink::default();
-        assert_eq!(
-            drive(&mut conn, &stream, chunk, true, &mut m),
-            None,
-            "chunks of {chunk}"
-        );
-        // Without rules it is forwarded, as every undecodable header is.
+        let fwd = drive(&mut conn, &stream, chunk, true, &mut m);
+        assert_eq!(fwd, Some(refused.clone()), "chunks of {chunk}");
+        // Without rules it is forwarded, as every malformed request is.
         let mut conn = KafkaConnection::new(1, config("{}"));
         assert_eq!(
             drive(&mut conn, &stream, chunk, true, &mut m),
             Some(stream.clone())
+        );
+    }
+    // A header that cannot decode at all (a negative tag count length) closes under rules.
+    let mut broken = Vec::new();
+    broken.extend_from_slice(&(ApiKey::Metadata as i16).to_be_bytes());
+    broken.extend_from_slice(&12i16.to_be_bytes());
+    broken.extend_from_slice(&3i32.to_be_bytes());
+    broken.extend_from_slice(&(-7i16).to_be_bytes());
+    broken.extend_from_slice(&[0u8; 20]);
+    let mut stream = first;
+    stream.extend(frame(&broken));
+    let mut conn = KafkaConnection::new(1, config(canary));
+    let mut m = RecordingSink::default();
+    assert_eq!(drive(&mut conn, &stream, 1000, true, &mut m), None);
+}
+
+#[test]
+fn header_tagged_fields_split_across_chunks_still_decode_and_the_rule_applies() {
+    // Found by fuzzing: a header v2 whose tagged fields did not fit in the bytes first shown was
+    // taken as undecodable (kafka-protocol's varint reports `TryGetError`), so the rule did not
+    // apply to the connection's first request. Tag 7 carries 200 bytes.
+    let mut header = Vec::new();
+    header.extend_from_slice(&(ApiKey::Metadata as i16).to_be_bytes());
+    header.extend_from_slice(&12i16.to_be_bytes());
+    header.extend_from_slice(&1i32.to_be_bytes());
+    header.extend_from_slice(&10i16.to_be_bytes());
+    header.extend_from_slice(b"team-a-app");
+    header.extend_from_slice(&[1, 7, 0x80 | (200 & 0x7f), 200 >> 7]);
+    header.extend(std::iter::repeat_n(0u8, 200));
+    // Metadata v12 body: topics [ {topic_id zero, name "events"} ], auto-create false,
+    // include topic authorized operations false, no tagged fields.
+    let mut body = vec![2];
+    body.extend_from_slice(&[0u8; 16]);
+    body.push(7);
+    body.extend_from_slice(b"events");
+    body.push(0);
+    body.extend_from_slice(&[0, 0, 0]);
+    let mut frame_body = header;
+    frame_body.extend_from_slice(&body);
+    let stream = frame(&frame_body);
+    for chunk in [1, 13, 4096] {
+        let mut conn = KafkaConnection::new(1, config(TENANTS));
+        let mut m = RecordingSink::default();
+        let fwd = drive(&mut conn, &stream, chunk, true, &mut m).expect("closed");
+        assert_eq!(m.get(MetricKey::RewriteRequests), 1, "chunks of {chunk}");
+        assert!(
+            fwd.windows(b"team-a.events".len())
+                .any(|w| w == b"team-a.events"),
+            "chunks of {chunk}: not mapped"
         );
     }
 }

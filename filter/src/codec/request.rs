@@ -145,8 +145,12 @@ fn decode_header(prefix: &[u8], header_version: i16) -> Header {
             client_id: h.client_id,
             len: prefix.len() - buf.len(),
         },
-        // Only tagged fields can still be short here; they are rare and small.
-        Err(e) if e.downcast_ref::<NotEnoughBytesError>().is_some() => {
+        // Only tagged fields can still be short here; they are rare and small. Their varints
+        // report running short as `bytes::TryGetError`, the rest as `NotEnoughBytesError`.
+        Err(e)
+            if e.downcast_ref::<NotEnoughBytesError>().is_some()
+                || e.downcast_ref::<bytes::TryGetError>().is_some() =>
+        {
             Header::Need(prefix.len() + 64)
         }
         Err(_) => Header::Invalid,
