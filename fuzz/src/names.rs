@@ -469,3 +469,16 @@ pub fn response_decodes(key: ApiKey, v: i16, body: &Bytes) -> Result<(), String>
         .map(drop)
         .map_err(|e| format!("{e:#}"))
 }
+
+/// Whether a message holds an unknown tagged field whose tag does not fit an `i32` (kafka-protocol
+/// keeps such a tag under a negative key, counts it when it re-encodes the message but does not
+/// write it: finding `tag-overflow`). `request`: the body is a request's, else a response's.
+pub fn has_overflowing_tag(key: ApiKey, v: i16, body: &Bytes, request: bool) -> bool {
+    let mut b = body.clone();
+    let debug = if request {
+        RequestKind::decode(key, &mut b, v).map(|r| format!("{r:?}"))
+    } else {
+        ResponseKind::decode(key, &mut b, v).map(|r| format!("{r:?}"))
+    };
+    debug.is_ok_and(|d| d.contains("unknown_tagged_fields: {-"))
+}

@@ -272,7 +272,7 @@ impl Decodable for ConsumerGroupHeartbeatRequest {
             let tag: u32 = types::UnsignedVarInt.decode(buf)?;
             let size: u32 = types::UnsignedVarInt.decode(buf)?;
             let unknown_value = buf.try_get_bytes(size as usize)?;
-            crate::protocol::budget::insert_unknown_tagged_field(&mut unknown_tagged_fields, tag, unknown_value);
+            crate::protocol::budget::insert_unknown_tagged_field(&mut unknown_tagged_fields, tag, unknown_value)?;
         }
         Ok(Self {
             group_id,
@@ -414,7 +414,7 @@ impl Decodable for TopicPartitions {
             let tag: u32 = types::UnsignedVarInt.decode(buf)?;
             let size: u32 = types::UnsignedVarInt.decode(buf)?;
             let unknown_value = buf.try_get_bytes(size as usize)?;
-            crate::protocol::budget::insert_unknown_tagged_field(&mut unknown_tagged_fields, tag, unknown_value);
+            crate::protocol::budget::insert_unknown_tagged_field(&mut unknown_tagged_fields, tag, unknown_value)?;
         }
         Ok(Self {
             topic_id,

@@ -189,7 +189,7 @@ impl Decodable for EndQuorumEpochResponse {
                     }
                     _ => {
                         let unknown_value = buf.try_get_bytes(size as usize)?;
-                        crate::protocol::budget::insert_unknown_tagged_field(&mut unknown_tagged_fields, tag, unknown_value);
+                        crate::protocol::budget::insert_unknown_tagged_field(&mut unknown_tagged_fields, tag, unknown_value)?;
                     }
                 }
             }
@@ -390,7 +390,7 @@ impl Decodable for NodeEndpoint {
                 let tag: u32 = types::UnsignedVarInt.decode(buf)?;
                 let size: u32 = types::UnsignedVarInt.decode(buf)?;
                 let unknown_value = buf.try_get_bytes(size as usize)?;
-                crate::protocol::budget::insert_unknown_tagged_field(&mut unknown_tagged_fields, tag, unknown_value);
+                crate::protocol::budget::insert_unknown_tagged_field(&mut unknown_tagged_fields, tag, unknown_value)?;
             }
         }
         Ok(Self {
@@ -558,7 +558,7 @@ impl Decodable for PartitionData {
                 let tag: u32 = types::UnsignedVarInt.decode(buf)?;
                 let size: u32 = types::UnsignedVarInt.decode(buf)?;
                 let unknown_value = buf.try_get_bytes(size as usize)?;
-                crate::protocol::budget::insert_unknown_tagged_field(&mut unknown_tagged_fields, tag, unknown_value);
+                crate::protocol::budget::insert_unknown_tagged_field(&mut unknown_tagged_fields, tag, unknown_value)?;
             }
         }
         Ok(Self {
@@ -719,7 +719,7 @@ impl Decodable for TopicData {
                 let tag: u32 = types::UnsignedVarInt.decode(buf)?;
                 let size: u32 = types::UnsignedVarInt.decode(buf)?;
                 let unknown_value = buf.try_get_bytes(size as usize)?;
-                crate::protocol::budget::insert_unknown_tagged_field(&mut unknown_tagged_fields, tag, unknown_value);
+                crate::protocol::budget::insert_unknown_tagged_field(&mut unknown_tagged_fields, tag, unknown_value)?;
             }
         }
         Ok(Self {

@@ -224,14 +224,37 @@ pub(crate) fn insert_unknown_tagged_field(
     fields: &mut BTreeMap<i32, Bytes>,
     tag: u32,
     value: Bytes,
-) {
+) -> Result<()> {
+    // A tag above i32::MAX would be kept under a negative key, which the encoders count but do
+    // not write (they write keys from 0): the re-encoded message would then claim one field
+    // more than follows, and a broker would read the next bytes as it. Found by fuzzing the
+    // filter (a tenant could shift a rewritten request into names of its choosing).
+    let Ok(key) = i32::try_from(tag) else {
+        bail!("tagged field tag {tag} is larger than {}", i32::MAX);
+    };
     let cost = if fields.is_empty() {
         TAGGED_FIELDS_NODE_BYTES
     } else {
         TAGGED_FIELDS_NODE_BYTES / 4
     };
     if take(cost).is_none() {
-        fields.insert(tag as i32, value);
+        fields.insert(key, value);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tag_tests {
+    use super::*;
+
+    #[test]
+    fn tags_above_i32_max_are_refused() {
+        let mut fields = BTreeMap::new();
+        insert_unknown_tagged_field(&mut fields, 7, Bytes::new()).unwrap();
+        insert_unknown_tagged_field(&mut fields, i32::MAX as u32, Bytes::new()).unwrap();
+        assert!(insert_unknown_tagged_field(&mut fields, 1 << 31, Bytes::new()).is_err());
+        assert!(insert_unknown_tagged_field(&mut fields, u32::MAX, Bytes::new()).is_err());
+        assert_eq!(fields.len(), 2);
     }
 }
 
@@ -316,8 +339,8 @@ mod tests {
     fn tagged_fields_past_the_budget_are_dropped_and_fail_the_decode() {
         let mut fields = BTreeMap::new();
         let err = with_decode_budget(TAGGED_FIELDS_NODE_BYTES, || {
-            insert_unknown_tagged_field(&mut fields, 1, Bytes::new());
-            insert_unknown_tagged_field(&mut fields, 2, Bytes::new());
+            insert_unknown_tagged_field(&mut fields, 1, Bytes::new()).unwrap();
+            insert_unknown_tagged_field(&mut fields, 2, Bytes::new()).unwrap();
             Ok(())
         })
         .unwrap_err();
