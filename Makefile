@@ -108,6 +108,7 @@ lint: rust-deps
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p kafka-filter -p wasm-floor --target wasm32-wasip1 -- -D warnings
+	cargo clippy -p kafka-filter --target wasm32-wasip1 --features fault-injection -- -D warnings
 
 fmt:
 	cargo fmt --all

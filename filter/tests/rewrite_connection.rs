@@ -713,3 +713,55 @@ fn produce_responses_are_mapped_from_their_head_for_one_topic_and_held_whole_for
         }
     }
 }
+
+#[test]
+fn a_coordinator_key_of_another_tenant_is_never_shown() {
+    use kafka_protocol::messages::find_coordinator_response::Coordinator;
+    use kafka_protocol::messages::{FindCoordinatorRequest, FindCoordinatorResponse};
+    let cfg = config(TENANTS);
+    let v = 4;
+    let s = |n: &str| StrBytes::from_string(n.to_string());
+    let ask = FindCoordinatorRequest::default()
+        .with_key_type(1)
+        .with_coordinator_keys(vec![s("tx")]);
+    let reqs = request(ApiKey::FindCoordinator, v, 9, "team-a-app", &ask);
+    let answer = |keys: &[&str]| {
+        let r = FindCoordinatorResponse::default().with_coordinators(
+            keys.iter()
+                .map(|k| Coordinator::default().with_key(s(k)).with_node_id(1.into()))
+                .collect(),
+        );
+        response(ApiKey::FindCoordinator, v, 9, &r)
+    };
+    let decode = |fwd: &[u8]| {
+        let mut b = frames(fwd)[0].clone();
+        let h = ResponseHeader::decode(&mut b, ApiKey::FindCoordinator.response_header_version(v))
+            .unwrap();
+        assert_eq!(h.correlation_id, 9);
+        FindCoordinatorResponse::decode(&mut b, v).unwrap()
+    };
+    for chunk in [1, 7, 4096] {
+        // What the broker should send: the tenant's own key, shown without its prefix.
+        let mut conn = KafkaConnection::new(1, cfg.clone());
+        let mut m = RecordingSink::default();
+        let fwd = drive(&mut conn, &reqs, chunk, true, &mut m).unwrap();
+        let mut b = frames(&fwd)[0].clone();
+        RequestHeader::decode(&mut b, 2).unwrap();
+        let sent = FindCoordinatorRequest::decode(&mut b, v).unwrap();
+        assert_eq!(sent.coordinator_keys, vec![s("team-a.tx")]);
+        let back = drive(&mut conn, &answer(&["team-a.tx"]), chunk, false, &mut m).unwrap();
+        let got = decode(&back);
+        assert_eq!(got.coordinators[0].key, s("tx"));
+        assert_eq!(got.coordinators[0].error_code, 0);
+        // A key the client cannot have asked for: never shown, the client gets an error.
+        let mut conn = KafkaConnection::new(1, cfg.clone());
+        let mut m = RecordingSink::default();
+        drive(&mut conn, &reqs, chunk, true, &mut m).unwrap();
+        let back = drive(&mut conn, &answer(&["team-b.tx"]), chunk, false, &mut m).unwrap();
+        assert!(!back.windows(4).any(|w| w == b"team"), "chunk {chunk}");
+        // v4+ has no top-level error code: the error answer holds no coordinator at all.
+        let got = decode(&back);
+        assert!(got.coordinators.is_empty(), "chunk {chunk}: {got:?}");
+        assert_eq!(m.get(MetricKey::RewriteErrors), 1);
+    }
+}

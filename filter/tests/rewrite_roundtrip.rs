@@ -15,7 +15,8 @@ use bytes::{Bytes, BytesMut};
 use kafka_filter::pipeline::error_body::error_response_body;
 use kafka_filter::topics::mapping::{NameKind, NameMapper, ToClient};
 use kafka_filter::topics::rewrite::{
-    coverage, rewrite_request, rewrite_response, Coverage, RewriteError,
+    coordinator_key_type, coverage, rewrite_request, rewrite_response, rewrite_response_after,
+    Coverage, Hints, RewriteError,
 };
 use kafka_protocol::messages::add_partitions_to_txn_request::*;
 use kafka_protocol::messages::add_partitions_to_txn_response::*;
@@ -1444,6 +1445,55 @@ fn find_coordinator_keys() {
             "v{v}: {out:?}"
         );
     }
+}
+
+#[test]
+fn coordinator_keys_are_mapped_back_as_the_kind_the_request_asked_for() {
+    // Found by fuzzing: without the request's key type, a key no mapping can map back (another
+    // tenant's group, which only a misbehaving broker sends) was shown as the broker sent it.
+    for v in 4..=6 {
+        let group_request = find_coordinator_req(v, &N::logical()).with_key_type(0);
+        let txn_request = find_coordinator_req(v, &N::logical()).with_key_type(1);
+        let body = enc(&group_request, v);
+        assert_eq!(
+            coordinator_key_type(v, &body),
+            Some(NameKind::Group),
+            "v{v}"
+        );
+        let body = enc(&txn_request, v);
+        assert_eq!(
+            coordinator_key_type(v, &body),
+            Some(NameKind::TransactionalId),
+            "v{v}"
+        );
+        let hints = |kind| Hints {
+            coordinator_keys: Some(kind),
+        };
+        let coordinator = |k: &str| Coordinator::default().with_key(s(k));
+        let respond = |keys: &[&str], kind| {
+            let input = FindCoordinatorResponse::default()
+                .with_coordinators(keys.iter().map(|k| coordinator(k)).collect());
+            rewrite_response_after(10, v, enc(&input, v), &Prefix, hints(kind), b"head")
+        };
+        let out = respond(&["team-a.g"], NameKind::Group).unwrap().unwrap();
+        assert_eq!(&out[..4], b"head");
+        let got: FindCoordinatorResponse = dec(out.freeze().slice(4..), v).unwrap();
+        assert_eq!(got.coordinators[0].key.as_str(), "g", "v{v}");
+        let out = respond(&["team-a.g", "team-b.g1"], NameKind::Group);
+        assert!(
+            matches!(out, Err(RewriteError::Unmappable(_))),
+            "v{v}: {out:?}"
+        );
+        let out = respond(&["team-b.t"], NameKind::TransactionalId);
+        assert!(
+            matches!(out, Err(RewriteError::Unmappable(_))),
+            "v{v}: {out:?}"
+        );
+    }
+    // Before v4 the response carries no key; the body does not lead with a key type.
+    assert_eq!(coordinator_key_type(3, &[1]), None);
+    assert_eq!(coordinator_key_type(4, &[]), None);
+    assert_eq!(coordinator_key_type(4, &[2]), None);
 }
 
 // ---------------------------------------------------------------------------------------------

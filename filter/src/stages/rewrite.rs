@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::metrics::{len_i64, MetricKey, MetricsSink};
 use crate::pipeline::refusal::framed;
 use crate::pipeline::{Decision, FrameView, Identity, RequestCx, ResponseCx, Stage};
+use crate::topics::mapping::NameKind;
 use crate::topics::rewrite::{self, Coverage};
 use crate::topics::rules::{Rule, UnsupportedPolicy};
 use crate::topics::{produce_head, response_head, versions};
@@ -28,10 +29,25 @@ pub const UNKNOWN_SERVER_ERROR: i16 = -1;
 
 const API_VERSIONS: i16 = ApiKey::ApiVersions as i16;
 const PRODUCE: i16 = ApiKey::Produce as i16;
+const FIND_COORDINATOR: i16 = ApiKey::FindCoordinator as i16;
 
 /// What the stage notes for a response it watches: the kind in the high half, the rule below.
 const NOTE_MAP_NAMES: u32 = 1 << 16;
 const NOTE_LIMIT_VERSIONS: u32 = 2 << 16;
+/// With [`NOTE_MAP_NAMES`]: the FindCoordinator v4+ request asked for groups / transactional ids.
+const NOTE_GROUP_KEYS: u32 = 4 << 16;
+const NOTE_TXN_KEYS: u32 = 8 << 16;
+
+fn note_hints(note: u32) -> rewrite::Hints {
+    let coordinator_keys = if note & NOTE_GROUP_KEYS != 0 {
+        Some(NameKind::Group)
+    } else if note & NOTE_TXN_KEYS != 0 {
+        Some(NameKind::TransactionalId)
+    } else {
+        None
+    };
+    rewrite::Hints { coordinator_keys }
+}
 
 fn note(kind: u32, rule: u16) -> u32 {
     kind | u32::from(rule)
@@ -301,6 +317,17 @@ impl RewriteStage {
         let Some(rule) = self.rule(p.rule) else {
             return Decision::Close;
         };
+        if head.api_key == FIND_COORDINATOR {
+            match rewrite::coordinator_key_type(head.api_version, &body) {
+                Some(NameKind::Group) => {
+                    cx.watch_response(note(NOTE_MAP_NAMES | NOTE_GROUP_KEYS, p.rule))
+                }
+                Some(NameKind::TransactionalId) => {
+                    cx.watch_response(note(NOTE_MAP_NAMES | NOTE_TXN_KEYS, p.rule))
+                }
+                _ => {}
+            }
+        }
         match rewrite::rewrite_request_after(
             head.api_key,
             head.api_version,
@@ -428,6 +455,7 @@ impl RewriteStage {
                 req.api_version,
                 bytes,
                 rule,
+                note_hints(note),
                 &before,
             ) {
                 Ok(r) => {

@@ -5,7 +5,7 @@ use kafka_protocol::protocol::budget::{with_decode_budget, MAX_PREALLOC_BYTES};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use super::names::Names;
-use super::RewriteError;
+use super::{Hints, RewriteError};
 use crate::topics::mapping::NameMapper;
 
 /// What decoding a message may allocate, per byte of the message: legitimate messages take at
@@ -52,11 +52,12 @@ pub(super) fn apply<T: Decodable + Encodable>(
     body: Bytes,
     version: i16,
     mapper: &dyn NameMapper,
+    hints: Hints,
     rewrite: Rewriter<T>,
     before: &[u8],
 ) -> Result<Option<BytesMut>, RewriteError> {
     let mut message: T = decode(body, version)?;
-    let mut names = Names::new(mapper);
+    let mut names = Names::new(mapper, hints);
     rewrite(&mut names, &mut message, version)?;
     if !names.changed() {
         return Ok(None);

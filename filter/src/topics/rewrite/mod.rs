@@ -8,7 +8,7 @@
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::ApiKey;
 
-use super::mapping::NameMapper;
+use super::mapping::{NameKind, NameMapper};
 
 mod codec;
 mod coverage;
@@ -17,6 +17,15 @@ mod requests;
 mod responses;
 
 pub use coverage::{coverage, Coverage};
+pub use requests::coordinator_key_type;
+
+/// What a request said that its response does not repeat, for mapping the response.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Hints {
+    /// The kind of the keys a FindCoordinator v4+ request asked for: its response echoes them
+    /// without their type. Without it a key is shown as either mapping maps it back.
+    pub coordinator_keys: Option<NameKind>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RewriteError {
@@ -89,12 +98,13 @@ macro_rules! dispatch {
             version: i16,
             body: Bytes,
             names: &dyn NameMapper,
+            hints: Hints,
             before: &[u8],
         ) -> Option<Result<Option<BytesMut>, RewriteError>> {
             use kafka_protocol::messages::*;
             match key {
                 $(ApiKey::$key => {
-                    Some(codec::apply::<$req>(body, version, names, $rewrite_req, before))
+                    Some(codec::apply::<$req>(body, version, names, hints, $rewrite_req, before))
                 })*
                 _ => None,
             }
@@ -105,6 +115,7 @@ macro_rules! dispatch {
             version: i16,
             body: Bytes,
             names: &dyn NameMapper,
+            hints: Hints,
             before: &[u8],
         ) -> Option<Result<Option<BytesMut>, RewriteError>> {
             use kafka_protocol::messages::*;
@@ -114,6 +125,7 @@ macro_rules! dispatch {
                     body,
                     version,
                     names,
+                    hints,
                     $rewrite_resp,
                     before,
                 )),)*
@@ -129,6 +141,7 @@ type Dispatch = fn(
     i16,
     Bytes,
     &dyn NameMapper,
+    Hints,
     &[u8],
 ) -> Option<Result<Option<BytesMut>, RewriteError>>;
 
@@ -138,6 +151,7 @@ fn rewrite(
     api_version: i16,
     body: Bytes,
     names: &dyn NameMapper,
+    hints: Hints,
     before: &[u8],
 ) -> Result<Option<BytesMut>, RewriteError> {
     let unsupported = RewriteError::Unsupported {
@@ -148,7 +162,9 @@ fn rewrite(
         Coverage::NameFree => Ok(None),
         Coverage::Unsupported => Err(unsupported),
         Coverage::Rewritten => match ApiKey::try_from(api_key) {
-            Ok(key) => dispatch(key, api_version, body, names, before).unwrap_or(Err(unsupported)),
+            Ok(key) => {
+                dispatch(key, api_version, body, names, hints, before).unwrap_or(Err(unsupported))
+            }
             Err(()) => Err(unsupported),
         },
     }
@@ -165,7 +181,15 @@ pub fn rewrite_request(
     body: Bytes,
     names: &dyn NameMapper,
 ) -> Result<Option<BytesMut>, RewriteError> {
-    rewrite(dispatch_request, api_key, api_version, body, names, &[])
+    rewrite(
+        dispatch_request,
+        api_key,
+        api_version,
+        body,
+        names,
+        Hints::default(),
+        &[],
+    )
 }
 
 /// [`rewrite_request`] whose result starts with `before` (a frame's size field and header):
@@ -177,7 +201,15 @@ pub fn rewrite_request_after(
     names: &dyn NameMapper,
     before: &[u8],
 ) -> Result<Option<BytesMut>, RewriteError> {
-    rewrite(dispatch_request, api_key, api_version, body, names, before)
+    rewrite(
+        dispatch_request,
+        api_key,
+        api_version,
+        body,
+        names,
+        Hints::default(),
+        before,
+    )
 }
 
 /// Rewrites a response body (the bytes after the response header) for a client under a rule;
@@ -188,16 +220,34 @@ pub fn rewrite_response(
     body: Bytes,
     names: &dyn NameMapper,
 ) -> Result<Option<BytesMut>, RewriteError> {
-    rewrite(dispatch_response, api_key, api_version, body, names, &[])
+    rewrite(
+        dispatch_response,
+        api_key,
+        api_version,
+        body,
+        names,
+        Hints::default(),
+        &[],
+    )
 }
 
-/// [`rewrite_response`] whose result starts with `before`, like [`rewrite_request_after`].
+/// [`rewrite_response`] whose result starts with `before`, like [`rewrite_request_after`], with
+/// what the request said that the response does not repeat.
 pub fn rewrite_response_after(
     api_key: i16,
     api_version: i16,
     body: Bytes,
     names: &dyn NameMapper,
+    hints: Hints,
     before: &[u8],
 ) -> Result<Option<BytesMut>, RewriteError> {
-    rewrite(dispatch_response, api_key, api_version, body, names, before)
+    rewrite(
+        dispatch_response,
+        api_key,
+        api_version,
+        body,
+        names,
+        hints,
+        before,
+    )
 }

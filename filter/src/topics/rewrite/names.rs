@@ -4,6 +4,7 @@
 use kafka_protocol::messages::{GroupId, TopicName, TransactionalId};
 use kafka_protocol::protocol::StrBytes;
 
+use super::Hints;
 use crate::topics::mapping::{NameKind, NameMapper, ToClient};
 
 /// A name field of a decoded message: the `TopicName`, `GroupId` and `TransactionalId` newtypes,
@@ -40,15 +41,22 @@ impl NameField for StrBytes {
 /// The mapper of one rule, applied to one message.
 pub(super) struct Names<'a> {
     mapper: &'a dyn NameMapper,
+    hints: Hints,
     changed: bool,
 }
 
 impl<'a> Names<'a> {
-    pub(super) fn new(mapper: &'a dyn NameMapper) -> Self {
+    pub(super) fn new(mapper: &'a dyn NameMapper, hints: Hints) -> Self {
         Names {
             mapper,
+            hints,
             changed: false,
         }
+    }
+
+    /// What the request said that its response does not repeat.
+    pub(super) fn hints(&self) -> Hints {
+        self.hints
     }
 
     /// Whether any name was replaced or any element dropped.

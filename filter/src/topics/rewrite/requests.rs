@@ -88,6 +88,17 @@ pub(super) fn coordinator_key_kind(key_type: i8) -> Result<NameKind, RewriteErro
     }
 }
 
+/// The kind of the keys of a FindCoordinator v4+ request body, read from its first byte
+/// (`key_type` leads the body from v4), for mapping its response; `None` for other versions or
+/// key types.
+pub fn coordinator_key_type(api_version: i16, body: &[u8]) -> Option<NameKind> {
+    if api_version < 4 {
+        return None;
+    }
+    let key_type = i8::from_be_bytes([*body.first()?]);
+    coordinator_key_kind(key_type).ok()
+}
+
 pub(super) fn find_coordinator(n: &mut Names<'_>, r: &mut FindCoordinatorRequest, v: i16) -> R {
     // v0 has no key_type: its default, 0, is a group, as at v0.
     let kind = coordinator_key_kind(r.key_type)?;

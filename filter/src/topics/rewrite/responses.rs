@@ -63,13 +63,22 @@ pub(super) fn offset_fetch(n: &mut Names<'_>, r: &mut OffsetFetchResponse, v: i1
 
 pub(super) fn find_coordinator(n: &mut Names<'_>, r: &mut FindCoordinatorResponse, v: i16) -> R {
     // v4+ echoes each key the client asked for, and the client matches coordinators to its keys
-    // by name, so a key is never dropped. The response does not say whether the keys are groups
-    // or transactional ids (the request did): a key is shown as the logical name either mapping
-    // gives it, and refused only if the two mappings give different logical names.
+    // by name, so a key is never dropped: one the client may not see (a key it cannot have asked
+    // for: a misbehaving broker) fails the response. The response does not say whether the keys
+    // are groups or transactional ids; the request did, and the caller passes it on. Without it
+    // a key is shown as the logical name either mapping gives it, and refused only if the two
+    // mappings give different logical names.
     if v >= 4 {
+        let unmappable = RewriteError::Unmappable("FindCoordinator coordinators.key");
+        let kind = n.hints().coordinator_keys;
         for c in &mut r.coordinators {
-            n.for_client_either([Group, Txn], &mut c.key)
-                .ok_or(RewriteError::Unmappable("FindCoordinator coordinators.key"))?;
+            let shown = match kind {
+                Some(kind) => n.for_client(kind, &mut c.key),
+                None => n.for_client_either([Group, Txn], &mut c.key).is_some(),
+            };
+            if !shown {
+                return Err(unmappable);
+            }
         }
     }
     Ok(())
