@@ -8,6 +8,10 @@
 //! totals gives the per-request cost, free of setup. The record bytes are opaque to the filter,
 //! so their content does not matter. With `rule` (the literal word), a name conversion rule maps
 //! `bench` to `bench-physical`: every request and response is then held and rewritten.
+//!
+//! `core_cost small <requests> [chunk_bytes] [rule]` does the same with the `small` workload of
+//! `make bench` instead: a Metadata v12 request for one topic and an ApiVersions v3 request,
+//! alternating (`requests` counts both).
 
 use std::rc::Rc;
 
@@ -16,12 +20,18 @@ use kafka_filter::codec::source::CountingSource;
 use kafka_filter::config::{self, Config};
 use kafka_filter::connection::KafkaConnection;
 use kafka_filter::metrics::{MetricKey, MetricsSink};
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
-    ApiKey, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse,
+    ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName,
 };
-use kafka_protocol::protocol::{Encodable, StrBytes};
+use kafka_protocol::protocol::{Encodable, HeaderVersion, StrBytes};
 
 const VERSION: i16 = 9;
 
@@ -79,7 +89,82 @@ fn arg(n: usize, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// A frame: size field, header, body.
+fn framed<H: Encodable, B: Encodable>(
+    header: &H,
+    header_version: i16,
+    body: &B,
+    version: i16,
+) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    let mut b = BytesMut::new();
+    header.encode(&mut b, header_version)?;
+    body.encode(&mut b, version)?;
+    let mut frame = i32::try_from(b.len())?.to_be_bytes().to_vec();
+    frame.extend_from_slice(&b);
+    Ok(frame)
+}
+
+/// The `small` workload's two exchanges, as `make bench` sends them (bench/src: Metadata v12
+/// for one topic, ApiVersions v3 with the client's software name), and a broker's answers.
+/// A request frame and its response frame.
+type Exchange = (Vec<u8>, Vec<u8>);
+
+fn small_exchanges(rule: bool) -> Result<Vec<Exchange>, Box<dyn std::error::Error>> {
+    let header = |key: ApiKey, v: i16| {
+        RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(v)
+            .with_client_id(Some(StrBytes::from_static_str("bench-small")))
+    };
+    let metadata = framed(
+        &header(ApiKey::Metadata, 12),
+        ApiKey::Metadata.request_header_version(12),
+        &MetadataRequest::default().with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(topic("bench")))
+        ])),
+        12,
+    )?;
+    let physical = topic(if rule { "bench-physical" } else { "bench" });
+    let metadata_response = framed(
+        &ResponseHeader::default(),
+        ApiKey::Metadata.response_header_version(12),
+        &MetadataResponse::default().with_topics(vec![MetadataResponseTopic::default()
+            .with_name(Some(physical))
+            .with_partitions(
+                (0..4)
+                    .map(|p| MetadataResponsePartition::default().with_partition_index(p))
+                    .collect(),
+            )]),
+        12,
+    )?;
+    let versions = framed(
+        &header(ApiKey::ApiVersions, 3),
+        ApiVersionsRequest::header_version(3),
+        &ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("kafka-bench"))
+            .with_client_software_version(StrBytes::from_static_str("1.0")),
+        3,
+    )?;
+    let versions_response = framed(
+        &ResponseHeader::default(),
+        ApiKey::ApiVersions.response_header_version(3),
+        &ApiVersionsResponse::default().with_api_keys(
+            (0..75)
+                .map(|k| ApiVersion::default().with_api_key(k).with_max_version(9))
+                .collect(),
+        ),
+        3,
+    )?;
+    Ok(vec![
+        (metadata, metadata_response),
+        (versions, versions_response),
+    ])
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if std::env::args().nth(1).as_deref() == Some("small") {
+        return small_main();
+    }
     let payload = arg(1, 1024);
     let requests = arg(2, 100);
     let chunk = arg(3, 64 * 1024).max(1);
@@ -152,5 +237,43 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         copied / requests.max(1),
         reads as f64 / requests.max(1) as f64
     );
+    Ok(())
+}
+
+fn small_main() -> Result<(), Box<dyn std::error::Error>> {
+    let requests = arg(2, 100);
+    let chunk = arg(3, 64 * 1024).max(1);
+    let rule = std::env::args().nth(4).as_deref() == Some("rule");
+    let config = if rule {
+        config::parse(
+            br#"{"rules": [{"name": "bench", "topics": {"map": {"bench": "bench-physical"}}, "groups": "unchanged"}]}"#,
+        )?
+    } else {
+        Config::default()
+    };
+    let mut exchanges = small_exchanges(rule)?;
+    let mut conn = KafkaConnection::new(1, Rc::new(config));
+    let mut sink = FlatSink(vec![0; MetricKey::COUNT]);
+    for i in 0..requests {
+        let id = i32::try_from(i)?.to_be_bytes();
+        let n = exchanges.len();
+        let Some((request, response)) = exchanges.get_mut(i % n) else {
+            break;
+        };
+        if let Some(c) = request.get_mut(8..12) {
+            c.copy_from_slice(&id);
+        }
+        if let Some(c) = response.get_mut(4..8) {
+            c.copy_from_slice(&id);
+        }
+        exchange(&mut conn, &mut sink, request, chunk, response, i as u64);
+    }
+    let count = |key: MetricKey| sink.0.get(key.index()).copied().unwrap_or(0);
+    let answered = count(MetricKey::Responses(Some(ApiKey::Metadata)))
+        + count(MetricKey::Responses(Some(ApiKey::ApiVersions)));
+    if answered != i64::try_from(requests)? {
+        return Err(format!("only {answered} of {requests} responses were matched").into());
+    }
+    println!("small requests={requests} chunk={chunk} rule={rule}");
     Ok(())
 }

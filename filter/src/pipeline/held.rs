@@ -61,7 +61,10 @@ impl Reservation {
     }
 
     pub fn release(&mut self, budget: &HeldBudget) {
-        budget.give_back(std::mem::take(&mut self.bytes));
+        // Every frame releases; almost none held anything.
+        if self.bytes > 0 {
+            budget.give_back(std::mem::take(&mut self.bytes));
+        }
     }
 }
 

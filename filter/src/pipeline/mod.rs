@@ -87,6 +87,7 @@ pub enum Action {
 pub struct Pipeline {
     id: u32,
     stages: Vec<Box<dyn Stage>>,
+    /// Observers besides [`ApiMetrics`], which every pipeline has.
     observers: Vec<Box<dyn Observer>>,
 }
 
@@ -97,10 +98,11 @@ impl Pipeline {
         if !config.rules.is_empty() {
             stages.push(Box::new(RewriteStage::new(id, Rc::clone(config))));
         }
-        Self::new(id, stages, vec![Box::new(ApiMetrics)])
+        Self::new(id, stages, Vec::new())
     }
 
-    /// At most [`MAX_STAGES`] stages; more are left out (with an error log).
+    /// At most [`MAX_STAGES`] stages; more are left out (with an error log). `observers` come
+    /// after [`ApiMetrics`].
     pub fn new(
         id: u32,
         mut stages: Vec<Box<dyn Stage>>,
@@ -141,6 +143,8 @@ impl Pipeline {
     }
 
     pub fn finished(&mut self, record: &RequestRecord<'_>, m: &mut dyn MetricsSink) {
+        // The per-API counters are always there: called directly, not through the list.
+        ApiMetrics.on_finished(record, m);
         for o in &mut self.observers {
             o.on_finished(record, m);
         }

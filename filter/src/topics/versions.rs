@@ -5,7 +5,7 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::ApiVersionsResponse;
 use kafka_protocol::protocol::{Decodable, Encodable};
 
-use super::rewrite::{self, Coverage};
+use super::rewrite;
 use super::rules::UnsupportedPolicy;
 
 /// The limited response body, or `None` if nothing changed. Errors: the body does not decode
@@ -47,9 +47,7 @@ pub fn limit(
 /// all of them for an API without names, those the filter can rewrite otherwise, none for an
 /// API it cannot.
 fn rewritable_range(api_key: i16, min: i16, max: i16) -> Option<(i16, i16)> {
-    let usable = |v: i16| !matches!(rewrite::coverage(api_key, v), Coverage::Unsupported);
-    let lo = (min..=max).find(|v| usable(*v))?;
-    // An API key without a schema is never usable: coverage() has no version of it.
-    let hi = (lo..=max).take_while(|v| usable(*v)).last()?;
-    Some((lo, hi))
+    let usable = rewrite::usable_versions(api_key)?;
+    let (lo, hi) = (min.max(usable.min), max.min(usable.max));
+    (lo <= hi).then_some((lo, hi))
 }

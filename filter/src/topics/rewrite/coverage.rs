@@ -58,6 +58,35 @@ pub fn coverage(api_key: i16, api_version: i16) -> Coverage {
     }
 }
 
+/// The versions of `api_key` for which [`coverage`] is not [`Coverage::Unsupported`], one range
+/// (`None`: none): computed from the same tables as [`coverage`], without a call per version.
+pub fn usable_versions(api_key: i16) -> Option<VersionRange> {
+    let key = ApiKey::try_from(api_key).ok()?;
+    let valid = key.valid_versions();
+    let range = match (key, rewritten_versions(key)) {
+        // Rewritten up to v12, then name-free while the API has versions (see `coverage`).
+        (ApiKey::Fetch, Some(r)) if r.max.saturating_add(1) >= FETCH_TOPIC_IDS => VersionRange {
+            min: r.min,
+            max: valid.max.max(r.max),
+        },
+        (_, Some(r)) => r,
+        (ApiKey::ApiVersions, None) => VersionRange {
+            min: 0,
+            max: i16::MAX,
+        },
+        (
+            ApiKey::SaslHandshake
+            | ApiKey::SaslAuthenticate
+            | ApiKey::DescribeCluster
+            | ApiKey::GetTelemetrySubscriptions
+            | ApiKey::PushTelemetry,
+            None,
+        ) => valid,
+        _ => return None,
+    };
+    (range.min <= range.max).then_some(range)
+}
+
 fn contains(versions: VersionRange, version: i16) -> bool {
     versions.min <= version && version <= versions.max
 }
@@ -83,3 +112,24 @@ macro_rules! rewritten_versions {
     };
 }
 rewritten_apis!(rewritten_versions);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// [`usable_versions`] is exactly the versions [`coverage`] does not refuse, for every key.
+    #[test]
+    fn usable_versions_agree_with_coverage() {
+        for key in -2..200 {
+            let range = usable_versions(key);
+            for v in -2..=64 {
+                let usable = coverage(key, v) != Coverage::Unsupported;
+                let inside = range.is_some_and(|r| contains(r, v));
+                assert_eq!(usable, inside, "key {key} v{v}: {range:?}");
+            }
+            if let Some(r) = range {
+                assert_ne!(coverage(key, r.max), Coverage::Unsupported, "key {key}");
+            }
+        }
+    }
+}

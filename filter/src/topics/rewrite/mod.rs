@@ -16,7 +16,7 @@ mod names;
 mod requests;
 mod responses;
 
-pub use coverage::{coverage, Coverage};
+pub use coverage::{coverage, usable_versions, Coverage};
 pub use requests::coordinator_key_type;
 
 /// What a request said that its response does not repeat, for mapping the response.
