@@ -55,6 +55,8 @@ impl MetricsSink for Responses {
     }
 
     fn record(&mut self, _key: MetricKey, _value: u64) {}
+
+    fn add_named(&mut self, _: &str, _: i64) {}
 }
 
 const VERSION: i16 = 3;

@@ -50,6 +50,8 @@ impl MetricsSink for FlatSink {
         }
     }
 
+    fn add_named(&mut self, _: &str, _: i64) {}
+
     fn record(&mut self, key: MetricKey, value: u64) {
         if let Some(v) = self.0.get_mut(key.index()) {
             *v = v.wrapping_add(value as i64);

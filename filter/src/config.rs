@@ -4,6 +4,7 @@
 
 use serde::Deserialize;
 
+use crate::limits::{parse_limits, Limit, LimitError, RawLimit};
 use crate::topics::rules::{parse_rules, RawRule, Rule, RuleError};
 
 /// Kafka's own default for `socket.request.max.bytes`.
@@ -28,7 +29,7 @@ pub enum FrameErrorPolicy {
     PassThrough,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub max_frame_bytes: usize,
     pub on_frame_error: FrameErrorPolicy,
@@ -39,6 +40,8 @@ pub struct Config {
     pub max_held_bytes: usize,
     /// Name conversion rules, first match first. Empty: nothing is ever rewritten.
     pub rules: Vec<Rule>,
+    /// Rate limits; every one that matches a connection applies.
+    pub limits: Vec<Limit>,
 }
 
 impl Default for Config {
@@ -50,6 +53,7 @@ impl Default for Config {
             max_held_frame_bytes: DEFAULT_MAX_HELD_FRAME_BYTES,
             max_held_bytes: DEFAULT_MAX_HELD_BYTES,
             rules: Vec::new(),
+            limits: Vec::new(),
         }
     }
 }
@@ -64,6 +68,8 @@ struct RawConfig {
     max_held_bytes: Option<i64>,
     #[serde(default)]
     rules: Vec<RawRule>,
+    #[serde(default)]
+    limits: Vec<RawLimit>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -77,6 +83,8 @@ pub enum ConfigError {
     },
     #[error("invalid plugin configuration: {0}")]
     Rule(#[from] RuleError),
+    #[error("invalid plugin configuration: `limits`: {0}")]
+    Limit(#[from] LimitError),
 }
 
 /// Parse the plugin configuration. Empty (or whitespace) means all defaults.
@@ -98,6 +106,7 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
     })?;
     let defaults = Config::default();
     let rules = parse_rules(raw.rules)?;
+    let limits = parse_limits(raw.limits)?;
     if raw.on_frame_error == Some(FrameErrorPolicy::PassThrough) && !rules.is_empty() {
         return Err(ConfigError::Field {
             field: "on_frame_error",
@@ -149,6 +158,7 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         max_held_frame_bytes,
         max_held_bytes,
         rules,
+        limits,
     })
 }
 

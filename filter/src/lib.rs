@@ -21,6 +21,7 @@ pub mod api;
 pub mod codec;
 pub mod config;
 pub mod connection;
+pub mod limits;
 pub mod matching;
 pub mod metrics;
 pub mod pipeline;

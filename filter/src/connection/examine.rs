@@ -9,6 +9,7 @@ use crate::codec::inflight::Inflight;
 use crate::codec::request::{parse_request, RequestHead, RequestParse};
 use crate::codec::{response, InflightTable, Step};
 use crate::config::Config;
+use crate::limits::BucketStore;
 use crate::metrics::{len_i64, MetricKey, MetricsSink};
 use crate::pipeline::held::{HeldBudget, Reservation};
 use crate::pipeline::{
@@ -48,12 +49,17 @@ pub(super) struct ConnState {
 }
 
 impl ConnState {
-    pub fn new(id: u32, config: Rc<Config>, budget: HeldBudget) -> Self {
+    pub fn new(
+        id: u32,
+        config: Rc<Config>,
+        budget: HeldBudget,
+        limits: Rc<dyn BucketStore>,
+    ) -> Self {
         Self {
             id,
             inflight: InflightTable::new(config.max_inflight_requests),
             identity: Identity::default(),
-            pipeline: Pipeline::for_config(id, &config),
+            pipeline: Pipeline::for_config(id, &config, limits),
             request: None,
             response: None,
             budget,
@@ -96,7 +102,12 @@ impl ConnState {
             }
         }
         let frame = view(h);
-        let flow = self.pipeline.run_request(&mut p, &self.identity, &frame, m);
+        let flow = if self.pipeline.holds() {
+            self.pipeline
+                .run_request(&mut p, &self.identity, &frame, now.get(), m)
+        } else {
+            Flow::Done(Action::Forward)
+        };
         let action = match flow {
             Flow::Head(n) => {
                 self.request = Some(p);
@@ -134,7 +145,7 @@ impl ConnState {
         let frame = view(h);
         let action = match self
             .pipeline
-            .run_response(&mut p, &self.identity, &frame, m)
+            .run_response(&mut p, &self.identity, &frame, now.get(), m)
         {
             Flow::Head(n) => {
                 self.response = Some(p);
@@ -150,6 +161,7 @@ impl ConnState {
             Flow::Done(action) => action,
         };
         self.held_response.release(&self.budget);
+        self.delay_ms = self.delay_ms.max(p.delay_ms);
         self.step(action)
     }
 

@@ -14,6 +14,7 @@ use crate::codec::frame::FrameHead;
 use crate::codec::{request, response};
 use crate::codec::{ByteSource, Edits, FrameError, FrameReader};
 use crate::config::{Config, FrameErrorPolicy};
+use crate::limits::{BucketStore, LocalStore};
 use crate::metrics::{len_i64, MetricKey, MetricsSink};
 use crate::pipeline::held::HeldBudget;
 use crate::pipeline::{Identity, Peer};
@@ -111,9 +112,21 @@ impl KafkaConnection {
 
     /// A connection sharing `budget` with the other connections of its VM.
     pub fn with_budget(id: u32, config: Rc<Config>, budget: HeldBudget) -> Self {
+        let limits: Rc<dyn BucketStore> = Rc::new(LocalStore::default());
+        Self::with_shared(id, config, budget, limits)
+    }
+
+    /// A connection sharing `budget` with the other connections of its VM, and rate-limit
+    /// buckets with every connection that uses `limits`.
+    pub fn with_shared(
+        id: u32,
+        config: Rc<Config>,
+        budget: HeldBudget,
+        limits: Rc<dyn BucketStore>,
+    ) -> Self {
         let mut requests = FrameReader::new(request::FIRST_WANT, config.max_frame_bytes);
         let mut responses = FrameReader::new(response::FIRST_WANT, config.max_frame_bytes);
-        let state = ConnState::new(id, config, budget);
+        let state = ConnState::new(id, config, budget, limits);
         // Frames that a stage may change are held until decided.
         requests.set_hold(state.pipeline.holds());
         responses.set_hold(state.pipeline.holds());

@@ -18,6 +18,9 @@ pub trait MetricsSink {
     fn add(&mut self, key: MetricKey, delta: i64);
     /// Record one histogram sample.
     fn record(&mut self, key: MetricKey, value: u64);
+    /// Add `delta` to a counter whose name is made at run time (labels from the configuration,
+    /// such as a limit's name), under `kafka.`: the host defines it on first use.
+    fn add_named(&mut self, name: &str, delta: i64);
 }
 
 /// A size or count as a counter delta (saturating: a delta never wraps negative).

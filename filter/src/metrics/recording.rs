@@ -7,11 +7,16 @@ use super::{MetricKey, MetricsSink};
 pub struct RecordingSink {
     pub values: HashMap<MetricKey, i64>,
     pub samples: HashMap<MetricKey, Vec<u64>>,
+    pub named: HashMap<String, i64>,
 }
 
 impl RecordingSink {
     pub fn get(&self, key: MetricKey) -> i64 {
         self.values.get(&key).copied().unwrap_or(0)
+    }
+
+    pub fn named(&self, name: &str) -> i64 {
+        self.named.get(name).copied().unwrap_or(0)
     }
 }
 
@@ -22,5 +27,9 @@ impl MetricsSink for RecordingSink {
 
     fn record(&mut self, key: MetricKey, value: u64) {
         self.samples.entry(key).or_default().push(value);
+    }
+
+    fn add_named(&mut self, name: &str, delta: i64) {
+        *self.named.entry(name.to_string()).or_insert(0) += delta;
     }
 }

@@ -20,7 +20,9 @@ use std::rc::Rc;
 use crate::codec::inflight::Inflight;
 use crate::codec::RequestHead;
 use crate::config::Config;
+use crate::limits::BucketStore;
 use crate::metrics::MetricsSink;
+use crate::stages::ratelimit::RateLimitStage;
 use crate::stages::rewrite::RewriteStage;
 
 pub use identity::{ClientSoftware, Identity, Peer};
@@ -59,6 +61,8 @@ pub struct ResponseProgress {
     pub request: Inflight,
     /// Stages `0..upper` are still to be asked, from the top.
     upper: usize,
+    /// How long the client is to be held once the response is on its way.
+    pub delay_ms: u32,
 }
 
 /// Where a frame stands after the stages looked at it.
@@ -93,8 +97,12 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// The stages and observers the configuration asks for.
-    pub fn for_config(id: u32, config: &Rc<Config>) -> Self {
+    pub fn for_config(id: u32, config: &Rc<Config>, limits: Rc<dyn BucketStore>) -> Self {
         let mut stages: Vec<Box<dyn Stage>> = Vec::new();
+        // Limits account requests as the client named them, before any rewrite.
+        if !config.limits.is_empty() {
+            stages.push(Box::new(RateLimitStage::new(id, Rc::clone(config), limits)));
+        }
         if !config.rules.is_empty() {
             stages.push(Box::new(RewriteStage::new(id, Rc::clone(config))));
         }
@@ -156,12 +164,14 @@ impl Pipeline {
         p: &mut RequestProgress,
         identity: &Identity,
         frame: &FrameView<'_>,
+        now_ns: u64,
         m: &mut dyn MetricsSink,
     ) -> Flow {
         while let Some(stage) = self.stages.get_mut(p.next) {
             let mut cx = RequestCx {
                 head: &p.head,
                 identity,
+                now_ns,
                 plan: &mut p.plan,
                 stage: p.next,
             };
@@ -189,11 +199,14 @@ impl Pipeline {
         p: &mut ResponseProgress,
         identity: &Identity,
         frame: &FrameView<'_>,
+        now_ns: u64,
         m: &mut dyn MetricsSink,
     ) -> Flow {
         if let Some(code) = p.request.plan.refused {
             return Flow::Done(self.refuse_response(&p.request, code));
         }
+        // What the stages seen so far replaced the frame with: the next stage is shown that.
+        let mut replaced: Option<Action> = None;
         while p.upper > 0 {
             let i = p.upper - 1;
             if let (Some(note), Some(stage)) =
@@ -203,22 +216,54 @@ impl Pipeline {
                     request: &p.request,
                     identity,
                     note,
+                    now_ns,
+                    hold_ms: std::cell::Cell::new(0),
                 };
-                match stage.on_response(&cx, frame, m) {
+                let shown = match &replaced {
+                    Some(action) => replaced_view(action, frame),
+                    None => *frame,
+                };
+                let decision = stage.on_response(&cx, &shown, m);
+                p.delay_ms = p.delay_ms.max(cx.hold_ms.get());
+                match decision {
                     Decision::Pass | Decision::Delay(_) => {}
                     Decision::Refuse(code) => {
                         return Flow::Done(self.refuse_response(&p.request, code))
                     }
                     Decision::Close => return Flow::Done(Action::Close),
+                    Decision::NeedHead(_) | Decision::NeedFrame if replaced.is_some() => {
+                        // A later stage needs more than the earlier one's replacement shows:
+                        // hold the frame whole and show it to every stage again.
+                        if frame.collected {
+                            let name = stage.name();
+                            return self.misapplied(name, "NeedFrame");
+                        }
+                        p.upper = MAX_STAGES;
+                        p.request.plan.outcome.set(Outcome::HELD);
+                        return Flow::Frame;
+                    }
                     d => {
                         let name = stage.name();
-                        return self.frame_flow(d, frame, &mut p.request.plan, name);
+                        match self.frame_flow(d, &shown, &mut p.request.plan, name) {
+                            Flow::Done(action @ (Action::Replace(_) | Action::ReplaceHead(_))) => {
+                                replaced = Some(action)
+                            }
+                            other => return other,
+                        }
                     }
                 }
             }
             p.upper -= 1;
         }
-        Flow::Done(Action::Forward)
+        Flow::Done(replaced.unwrap_or(Action::Forward))
+    }
+
+    fn misapplied(&self, stage: &str, decision: &str) -> Flow {
+        log::error!(
+            "connection {}: stage {stage} returned {decision} for a frame it cannot apply to; closing the connection",
+            self.id
+        );
+        Flow::Done(Action::Close)
     }
 
     /// A request that must not reach the broker: substituted, or dropped when no answer is
@@ -277,14 +322,7 @@ impl Pipeline {
                 plan.outcome.set(Outcome::REWRITTEN);
                 Flow::Done(Action::ReplaceHead(bytes))
             }
-            other => {
-                log::error!(
-                    "connection {}: stage {stage} returned {} for a frame it cannot apply to; closing the connection",
-                    self.id,
-                    decision_name(&other)
-                );
-                Flow::Done(Action::Close)
-            }
+            other => self.misapplied(stage, decision_name(&other)),
         }
     }
 }
@@ -307,6 +345,36 @@ impl ResponseProgress {
         Self {
             request,
             upper: MAX_STAGES,
+            delay_ms: 0,
         }
+    }
+}
+
+/// What a stage after one that replaced the frame is shown: the replacement, after its size
+/// field (whole for [`Action::Replace`]; the new head of a frame not shown whole otherwise).
+fn replaced_view<'a>(action: &'a Action, frame: &FrameView<'a>) -> FrameView<'a> {
+    let (bytes, whole) = match action {
+        Action::Replace(b) => (b.as_slice(), true),
+        Action::ReplaceHead(b) => (b.as_slice(), false),
+        _ => return *frame,
+    };
+    let body = bytes.get(4..).unwrap_or_default();
+    let frame_len = if whole {
+        body.len()
+    } else {
+        // The replaced head's size field, for the whole new frame.
+        bytes
+            .get(..4)
+            .and_then(|s| s.try_into().ok())
+            .map(i32::from_be_bytes)
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(body.len())
+    };
+    FrameView {
+        bytes: body,
+        frame_len,
+        collected: whole,
+        last_look: true,
+        shared: None,
     }
 }

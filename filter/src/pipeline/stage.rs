@@ -68,6 +68,8 @@ impl FrameView<'_> {
 pub struct RequestCx<'a> {
     pub head: &'a RequestHead,
     pub identity: &'a Identity,
+    /// The host's clock when the request was read, in nanoseconds.
+    pub now_ns: u64,
     pub(super) plan: &'a mut Plan,
     pub(super) stage: usize,
 }
@@ -85,6 +87,17 @@ pub struct ResponseCx<'a> {
     pub identity: &'a Identity,
     /// What the stage noted when it watched the request.
     pub note: u32,
+    /// The host's clock when the response was read, in nanoseconds.
+    pub now_ns: u64,
+    pub(super) hold_ms: std::cell::Cell<u32>,
+}
+
+impl ResponseCx<'_> {
+    /// Read nothing more from the client for `ms` milliseconds once this response is on its
+    /// way (a broker's mute after a throttled response, KIP-219). The longest asked for wins.
+    pub fn hold_client(&self, ms: u32) {
+        self.hold_ms.set(self.hold_ms.get().max(ms));
+    }
 }
 
 pub trait Stage {

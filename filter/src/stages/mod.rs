@@ -2,4 +2,5 @@
 //! way through the stages, so stages that only decide (authorize, limit) come before the one that
 //! rewrites names.
 
+pub mod ratelimit;
 pub mod rewrite;

@@ -1,4 +1,5 @@
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
@@ -13,20 +14,29 @@ use crate::metrics::{CounterBatch, MetricKey, MetricKind, MetricsSink};
 /// fetch a host call (which calls back into the VM to allocate), so prefetched ranges are kept.
 pub struct HostBuffer {
     buffer: BufferType,
+    /// Where the bytes shown to the core start in Envoy's buffer (after bytes already seen).
+    base: usize,
     len: usize,
     window: Window,
 }
 
 impl HostBuffer {
     pub fn new(buffer: BufferType, len: usize) -> Self {
+        Self::from(buffer, 0, len)
+    }
+
+    /// The `len` bytes of Envoy's buffer that follow its first `base`.
+    pub fn from(buffer: BufferType, base: usize, len: usize) -> Self {
         Self {
             buffer,
+            base,
             len,
             window: Window::default(),
         }
     }
 
     fn fetch(&self, start: usize, len: usize, out: &mut Vec<u8>) -> bool {
+        let start = self.base.saturating_add(start);
         match hostcalls::get_buffer(self.buffer, start, len) {
             Ok(Some(bytes)) if bytes.len() == len => {
                 out.extend_from_slice(&bytes);
@@ -73,6 +83,8 @@ pub fn now_ns() -> u64 {
 /// Envoy metrics, defined on first use and cached per VM (one per worker thread).
 pub struct HostMetrics {
     ids: MetricIds,
+    /// Metrics named at run time, by name.
+    named: HashMap<String, Option<u32>>,
     /// Hot counters held between flushes (the root's tick and every connection's close).
     batch: CounterBatch,
 }
@@ -88,6 +100,7 @@ impl Default for HostMetrics {
     fn default() -> Self {
         Self {
             ids: MetricIds(vec![Slot::Undefined; MetricKey::COUNT]),
+            named: HashMap::new(),
             batch: CounterBatch::default(),
         }
     }
@@ -149,6 +162,27 @@ impl MetricsSink for HostMetrics {
             return;
         }
         self.ids.increment(key, delta);
+    }
+
+    fn add_named(&mut self, name: &str, delta: i64) {
+        let id = match self.named.get(name) {
+            Some(id) => *id,
+            None => {
+                let full = format!("kafka.{name}");
+                let id = match hostcalls::define_metric(MetricType::Counter, &full) {
+                    Ok(id) => Some(id),
+                    Err(e) => {
+                        log::error!("defining metric {full} failed: {e:?}");
+                        None
+                    }
+                };
+                self.named.insert(name.to_string(), id);
+                id
+            }
+        };
+        if let Some(id) = id {
+            let _ = hostcalls::increment_metric(id, delta);
+        }
     }
 
     fn record(&mut self, key: MetricKey, value: u64) {

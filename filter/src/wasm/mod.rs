@@ -5,7 +5,9 @@
 #[cfg(feature = "fault-injection")]
 mod fault;
 mod host;
+mod mute;
 mod root;
+mod shared_store;
 mod stream;
 
 use proxy_wasm::types::LogLevel;

@@ -5,8 +5,10 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, RootContext, StreamContext};
 use proxy_wasm::types::{BufferType, ContextType};
 
-use super::host::SharedMetrics;
-use super::stream::KafkaStream;
+use super::host::{now_ns, SharedMetrics};
+use super::mute::SharedMutes;
+use super::shared_store::SharedDataStore;
+use super::stream::{KafkaStream, VmShared};
 use crate::config::{self, Config};
 use crate::pipeline::held::HeldBudget;
 
@@ -16,10 +18,17 @@ pub struct KafkaRoot {
     metrics: SharedMetrics,
     /// What all connections of this VM may hold, shared by them.
     held: HeldBudget,
+    mutes: SharedMutes,
+    /// Rate-limit buckets: Envoy's shared data, through one cache per VM.
+    limits: Rc<SharedDataStore>,
+    ticks: u32,
 }
 
 /// How late a per-API request or response counter may be reported.
 const FLUSH_PERIOD: Duration = Duration::from_secs(1);
+/// With rate limits: how late a held connection may be resumed.
+const MUTE_TICK: Duration = Duration::from_millis(10);
+const MUTE_TICKS_PER_FLUSH: u32 = 100;
 
 impl Context for KafkaRoot {
     fn on_done(&mut self) -> bool {
@@ -30,7 +39,15 @@ impl Context for KafkaRoot {
 
 impl RootContext for KafkaRoot {
     fn on_tick(&mut self) {
-        self.metrics.borrow_mut().flush();
+        if self.config.limits.is_empty() {
+            self.metrics.borrow_mut().flush();
+            return;
+        }
+        self.mutes.borrow_mut().resume_due(now_ns());
+        self.ticks = self.ticks.wrapping_add(1);
+        if self.ticks % MUTE_TICKS_PER_FLUSH == 0 {
+            self.metrics.borrow_mut().flush();
+        }
     }
 
     fn on_configure(&mut self, size: usize) -> bool {
@@ -51,7 +68,12 @@ impl RootContext for KafkaRoot {
                 self.held = HeldBudget::new(c.max_held_bytes);
                 self.config = Rc::new(c);
                 // The tick reports held counters of connections that stay open.
-                if let Err(e) = hostcalls::set_tick_period(FLUSH_PERIOD) {
+                let period = if self.config.limits.is_empty() {
+                    FLUSH_PERIOD
+                } else {
+                    MUTE_TICK
+                };
+                if let Err(e) = hostcalls::set_tick_period(period) {
                     log::warn!("kafka filter: no tick ({e:?}): per-API counters are reported when connections close");
                 }
                 true
@@ -68,11 +90,16 @@ impl RootContext for KafkaRoot {
     }
 
     fn create_stream_context(&self, context_id: u32) -> Option<Box<dyn StreamContext>> {
+        let vm = VmShared {
+            metrics: Rc::clone(&self.metrics),
+            held: self.held.clone(),
+            limits: Rc::clone(&self.limits) as Rc<dyn crate::limits::BucketStore>,
+            mutes: Rc::clone(&self.mutes),
+        };
         Some(Box::new(KafkaStream::new(
             context_id,
             Rc::clone(&self.config),
-            Rc::clone(&self.metrics),
-            self.held.clone(),
+            &vm,
         )))
     }
 }

@@ -5,46 +5,94 @@ use proxy_wasm::traits::{Context, StreamContext};
 use proxy_wasm::types::{Action, BufferType, PeerType};
 
 use super::host::{now_ns, HostBuffer, SharedMetrics};
+use super::mute::SharedMutes;
 use crate::config::Config;
 use crate::connection::{KafkaConnection, Verdict};
+use crate::limits::BucketStore;
 use crate::matching::parse_source_address;
 use crate::metrics::{MetricKey, MetricsSink};
 use crate::pipeline::held::HeldBudget;
 use crate::pipeline::Peer;
 
 pub struct KafkaStream {
+    id: u32,
     conn: KafkaConnection,
     metrics: SharedMetrics,
+    mutes: SharedMutes,
     active: bool,
     /// Whether the peer's identity has been read (on the first request bytes, see `read_peer`).
     peer_read: bool,
+    /// Until when a rate limit holds the client (host clock, nanoseconds).
+    muted_until_ns: u64,
+    /// Bytes at the start of Envoy's downstream buffer already examined, kept there by a pause.
+    seen_in_envoy: usize,
+}
+
+/// What the VM's connections share.
+pub struct VmShared {
+    pub metrics: SharedMetrics,
+    pub held: HeldBudget,
+    pub limits: Rc<dyn BucketStore>,
+    pub mutes: SharedMutes,
 }
 
 impl KafkaStream {
-    pub fn new(id: u32, config: Rc<Config>, metrics: SharedMetrics, held: HeldBudget) -> Self {
+    pub fn new(id: u32, config: Rc<Config>, vm: &VmShared) -> Self {
         Self {
-            conn: KafkaConnection::with_budget(id, config, held),
-            metrics,
+            id,
+            conn: KafkaConnection::with_shared(id, config, vm.held.clone(), Rc::clone(&vm.limits)),
+            metrics: Rc::clone(&vm.metrics),
+            mutes: Rc::clone(&vm.mutes),
             active: false,
             peer_read: false,
+            muted_until_ns: 0,
+            seen_in_envoy: 0,
         }
     }
 
-    fn apply(&mut self, buffer: BufferType, verdict: Verdict) -> Action {
+    /// Apply the core's verdict on the bytes after the first `base` of Envoy's buffer; with
+    /// the buffer's new length.
+    fn apply(
+        &mut self,
+        buffer: BufferType,
+        verdict: Verdict,
+        base: usize,
+        len: usize,
+    ) -> (Action, usize) {
         match verdict {
-            Verdict::Continue => Action::Continue,
+            Verdict::Continue => (Action::Continue, base + len),
             Verdict::Rewrite { prefix_len, bytes } => {
-                // Envoy replaces the first `prefix_len` bytes of its buffer (start 0 is the only
-                // offset it accepts besides appending).
-                match hostcalls::set_buffer(buffer, 0, prefix_len, &bytes) {
-                    Ok(()) => Action::Continue,
+                // Envoy replaces the first bytes of its buffer (start 0 is the only offset it
+                // accepts besides appending): bytes already seen are written back unchanged.
+                let written = if base == 0 {
+                    hostcalls::set_buffer(buffer, 0, prefix_len, &bytes)
+                } else {
+                    hostcalls::get_buffer(buffer, 0, base).and_then(|seen| {
+                        let mut all = seen.unwrap_or_default();
+                        all.extend_from_slice(&bytes);
+                        hostcalls::set_buffer(buffer, 0, base + prefix_len, &all)
+                    })
+                };
+                match written {
+                    Ok(()) => (
+                        Action::Continue,
+                        (base + len + bytes.len()).saturating_sub(prefix_len),
+                    ),
                     Err(e) => {
                         log::error!("replacing {prefix_len} bytes of {buffer:?} failed: {e:?}; closing the connection");
-                        self.close()
+                        (self.close(), 0)
                     }
                 }
             }
-            Verdict::Close => self.close(),
+            Verdict::Close => (self.close(), 0),
+        }
+    }
+
+    /// A stage asked to hold the client: from now, requests wait in Envoy's buffer.
+    fn note_delay(&mut self, now: u64) {
+        if let Some(ms) = self.conn.take_delay_ms() {
+            let until = now.saturating_add(u64::from(ms) * 1_000_000);
+            self.muted_until_ns = self.muted_until_ns.max(until);
         }
     }
 
@@ -78,6 +126,7 @@ impl KafkaStream {
     }
 
     fn finish(&mut self) {
+        self.mutes.borrow_mut().forget(self.id);
         if self.active {
             self.active = false;
             let mut m = self.metrics.borrow_mut();
@@ -112,21 +161,43 @@ impl StreamContext for KafkaStream {
         if !self.peer_read {
             self.read_peer();
         }
-        let mut src = HostBuffer::new(BufferType::DownstreamData, data_size);
+        if !self.mutes.borrow().is_paused(self.id) {
+            // Not paused (any more): Envoy passed on whatever it held for us.
+            self.seen_in_envoy = 0;
+        }
+        let now = now_ns();
+        let muted = now < self.muted_until_ns;
+        let base = self.seen_in_envoy.min(data_size);
+        let len = data_size - base;
+        let mut src = HostBuffer::from(BufferType::DownstreamData, base, len);
         let verdict = {
             let mut m = self.metrics.borrow_mut();
-            self.conn.on_request_data(&mut src, now_ns, &mut *m)
+            self.conn.on_request_data(&mut src, || now, &mut *m)
         };
-        self.apply(BufferType::DownstreamData, verdict)
+        let (action, buffered) = self.apply(BufferType::DownstreamData, verdict, base, len);
+        self.note_delay(now);
+        if muted && action == Action::Continue {
+            // Held by a rate limit: the bytes (examined) wait in Envoy's buffer until the
+            // root's tick resumes the connection.
+            self.seen_in_envoy = buffered;
+            self.mutes.borrow_mut().pause(self.id, self.muted_until_ns);
+            return Action::Pause;
+        }
+        self.seen_in_envoy = 0;
+        self.mutes.borrow_mut().forget(self.id);
+        action
     }
 
     fn on_upstream_data(&mut self, data_size: usize, _end_of_stream: bool) -> Action {
         let mut src = HostBuffer::new(BufferType::UpstreamData, data_size);
+        let now = now_ns();
         let verdict = {
             let mut m = self.metrics.borrow_mut();
-            self.conn.on_response_data(&mut src, now_ns, &mut *m)
+            self.conn.on_response_data(&mut src, || now, &mut *m)
         };
-        self.apply(BufferType::UpstreamData, verdict)
+        let (action, _) = self.apply(BufferType::UpstreamData, verdict, 0, data_size);
+        self.note_delay(now);
+        action
     }
 
     fn on_downstream_close(&mut self, _peer_type: PeerType) {

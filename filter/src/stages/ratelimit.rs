@@ -1,0 +1,421 @@
+//! The rate-limit stage: accounts every request (and Fetch response) of a connection to the
+//! limits that match it, and holds clients over a rate the way a Kafka broker does (KIP-219):
+//! the request goes on, its response carries `throttle_time_ms`, and the connection reads
+//! nothing more from the client until the debt is paid (the host pauses it).
+//!
+//! Connection limits are decided on the connection's first request (its identity, including
+//! the mTLS principal, is known by then): a connection over them is closed at once.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, ProduceResponse, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+use crate::config::Config;
+use crate::limits::{BucketStore, KeyBy, Limit, Mode, Rate};
+use crate::metrics::MetricsSink;
+use crate::pipeline::{Decision, FrameView, Identity, RequestCx, ResponseCx, Stage};
+
+const PRODUCE: i16 = ApiKey::Produce as i16;
+const FETCH: i16 = ApiKey::Fetch as i16;
+
+/// The note for a watched response: the delay already decided (low bits), and whether the
+/// response's size is to be charged to fetch-byte limits.
+const NOTE_FETCH_BYTES: u32 = 1 << 31;
+const NOTE_DELAY_MASK: u32 = (1 << 24) - 1;
+
+/// A limit that applies to this connection, with its bucket key.
+#[derive(Debug, Clone)]
+struct Active {
+    limit: usize,
+    /// `<limit>/<key>`, or `<limit>/~other` past the limit's `max_keys`.
+    bucket: String,
+}
+
+pub struct RateLimitStage {
+    id: u32,
+    config: Rc<Config>,
+    store: Rc<dyn BucketStore>,
+    /// The limits for the client id they were chosen with.
+    selected: Option<(Option<String>, Vec<Active>)>,
+    connection_checked: bool,
+    /// Concurrent-connection counters this connection holds, given back when it goes away.
+    counted: Vec<String>,
+    /// The response being shown (correlation id) and the fetch delay charged for it: a
+    /// response shown again with more bytes is not charged twice.
+    fetch_charged: Option<(i32, u32)>,
+}
+
+impl RateLimitStage {
+    pub fn new(id: u32, config: Rc<Config>, store: Rc<dyn BucketStore>) -> Self {
+        Self {
+            id,
+            config,
+            store,
+            selected: None,
+            connection_checked: false,
+            counted: Vec::new(),
+            fetch_charged: None,
+        }
+    }
+
+    fn limit(&self, i: usize) -> Option<&Limit> {
+        self.config.limits.get(i)
+    }
+
+    /// The limits matching the request's client id and the connection's peer.
+    fn select(&mut self, client_id: Option<&str>, identity: &Identity, m: &mut dyn MetricsSink) {
+        if let Some((cached, _)) = &self.selected {
+            if cached.as_deref() == client_id {
+                return;
+            }
+        }
+        let mut active = Vec::new();
+        for (i, l) in self.config.limits.iter().enumerate() {
+            if !l.matcher.matches(client_id, &identity.peer) {
+                continue;
+            }
+            let key = match l.key {
+                KeyBy::Shared => "*".to_string(),
+                KeyBy::ClientId => client_id.unwrap_or("-").to_string(),
+                KeyBy::Principal => identity
+                    .peer
+                    .principal
+                    .clone()
+                    .unwrap_or_else(|| "-".into()),
+                KeyBy::Source => identity
+                    .peer
+                    .source_ip
+                    .map(|ip| ip.to_string())
+                    .unwrap_or_else(|| "-".into()),
+            };
+            let bucket = if l.key == KeyBy::Shared || self.store.admit(&l.name, &key, l.max_keys) {
+                format!("{}/{key}", l.name)
+            } else {
+                m.add_named(&format!("limit.{}.keys_overflow", l.name), 1);
+                format!("{}/~other", l.name)
+            };
+            active.push(Active { limit: i, bucket });
+        }
+        self.selected = Some((client_id.map(str::to_string), active));
+    }
+
+    fn active(&self) -> &[Active] {
+        self.selected
+            .as_ref()
+            .map(|(_, a)| a.as_slice())
+            .unwrap_or_default()
+    }
+
+    /// Charge `amount` of one kind to every active limit that has a rate for it; the longest
+    /// delay of the limits that throttle.
+    fn charge(
+        &self,
+        kind: &str,
+        rate_of: impl Fn(&Limit) -> Option<Rate>,
+        amount: f64,
+        now_ns: u64,
+        m: &mut dyn MetricsSink,
+    ) -> u32 {
+        let mut delay = 0;
+        for a in self.active() {
+            let Some(l) = self.limit(a.limit) else {
+                continue;
+            };
+            let Some(rate) = rate_of(l) else { continue };
+            m.add_named(&format!("limit.{}.{kind}", l.name), amount as i64);
+            let charged = self
+                .store
+                .charge(&format!("{}/{kind}", a.bucket), &rate, amount, now_ns);
+            if charged.delay_ms == 0 {
+                continue;
+            }
+            match l.mode {
+                Mode::Throttle => {
+                    m.add_named(&format!("limit.{}.throttled", l.name), 1);
+                    m.add_named(
+                        &format!("limit.{}.throttle_ms", l.name),
+                        i64::from(charged.delay_ms),
+                    );
+                    delay = delay.max(charged.delay_ms);
+                }
+                Mode::DryRun => m.add_named(&format!("limit.{}.would_throttle", l.name), 1),
+            }
+        }
+        delay
+    }
+
+    /// The connection limits, on its first request: false if it must close.
+    fn admit_connection(&mut self, now_ns: u64, m: &mut dyn MetricsSink) -> bool {
+        self.connection_checked = true;
+        let mut refused = false;
+        for a in self.active().to_vec() {
+            let Some(l) = self.limit(a.limit).cloned() else {
+                continue;
+            };
+            if let Some(rate) = l.connections {
+                let key = format!("{}/connections_rate", a.bucket);
+                if self.store.charge(&key, &rate, 1.0, now_ns).delay_ms > 0 {
+                    refused |= self.refuse_connection(&l, "connections_per_second", m);
+                }
+            }
+            if let Some(max) = l.max_connections {
+                let key = format!("{}/connections", a.bucket);
+                let n = self.store.add(&key, 1);
+                if n > i64::from(max) {
+                    self.store.add(&key, -1);
+                    refused |= self.refuse_connection(&l, "max_connections", m);
+                } else {
+                    self.counted.push(key);
+                }
+            }
+        }
+        if refused {
+            self.release();
+        }
+        !refused
+    }
+
+    /// Count a connection over a limit; true if it is to be closed (not in dry run).
+    fn refuse_connection(&self, l: &Limit, what: &str, m: &mut dyn MetricsSink) -> bool {
+        match l.mode {
+            Mode::Throttle => {
+                m.add_named(&format!("limit.{}.connections_refused", l.name), 1);
+                log::info!(
+                    "connection {}: over `{what}` of limit `{}`; closing it",
+                    self.id,
+                    l.name
+                );
+                true
+            }
+            Mode::DryRun => {
+                m.add_named(&format!("limit.{}.would_refuse_connection", l.name), 1);
+                false
+            }
+        }
+    }
+
+    fn release(&mut self) {
+        for key in self.counted.drain(..) {
+            self.store.add(&key, -1);
+        }
+    }
+}
+
+impl Drop for RateLimitStage {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+impl Stage for RateLimitStage {
+    fn name(&self) -> &'static str {
+        "rate_limit"
+    }
+
+    fn guards(&self) -> bool {
+        false
+    }
+
+    fn needs_peer(&self) -> bool {
+        self.config.limits.iter().any(Limit::needs_peer)
+    }
+
+    fn on_identity(&mut self, _identity: &Identity) {
+        self.selected = None;
+    }
+
+    fn on_request(
+        &mut self,
+        cx: &mut RequestCx<'_>,
+        frame: &FrameView<'_>,
+        m: &mut dyn MetricsSink,
+    ) -> Decision {
+        let head = cx.head;
+        let client_id = head.client_id.as_ref().map(|c| c.as_str());
+        self.select(client_id, cx.identity, m);
+        if self.active().is_empty() {
+            return Decision::Pass;
+        }
+        let now = cx.now_ns;
+        if !self.connection_checked && !self.admit_connection(now, m) {
+            return Decision::Close;
+        }
+        let size = (frame.frame_len as f64) + 4.0;
+        let api = head.api_key;
+        let mut delay = self.charge(
+            "requests",
+            |l| {
+                l.requests.filter(|_| {
+                    l.request_apis
+                        .as_ref()
+                        .is_none_or(|apis| apis.contains(&api))
+                })
+            },
+            1.0,
+            now,
+            m,
+        );
+        if api == PRODUCE {
+            delay = delay.max(self.charge("produce_bytes", |l| l.produce_bytes, size, now, m));
+        }
+        let fetch = api == FETCH
+            && self
+                .active()
+                .iter()
+                .any(|a| self.limit(a.limit).is_some_and(|l| l.fetch_bytes.is_some()));
+        let throttles = delay > 0 && throttle_at(api, head.api_version).is_some();
+        if head.expects_response && (fetch || throttles) {
+            let note = (delay.min(NOTE_DELAY_MASK)) | if fetch { NOTE_FETCH_BYTES } else { 0 };
+            cx.watch_response(note);
+        }
+        if delay > 0 {
+            Decision::Delay(delay)
+        } else {
+            Decision::Pass
+        }
+    }
+
+    fn on_response(
+        &mut self,
+        cx: &ResponseCx<'_>,
+        frame: &FrameView<'_>,
+        m: &mut dyn MetricsSink,
+    ) -> Decision {
+        let req = cx.request;
+        let mut delay = cx.note & NOTE_DELAY_MASK;
+        if cx.note & NOTE_FETCH_BYTES != 0 {
+            let fetch_delay = match self.fetch_charged {
+                Some((corr, d)) if corr == req.correlation_id => d,
+                _ => {
+                    let size = (frame.frame_len as f64) + 4.0;
+                    let d = self.charge("fetch_bytes", |l| l.fetch_bytes, size, cx.now_ns, m);
+                    self.fetch_charged = Some((req.correlation_id, d));
+                    d
+                }
+            };
+            if fetch_delay > 0 {
+                cx.hold_client(fetch_delay);
+            }
+            delay = delay.max(fetch_delay);
+        }
+        if delay == 0 {
+            return Decision::Pass;
+        }
+        let Some(at) = throttle_at(req.api_key, req.api_version) else {
+            return Decision::Pass;
+        };
+        set_throttle(frame, req.api_key, req.api_version, at, delay)
+    }
+}
+
+/// Where a response keeps `throttle_time_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ThrottleAt {
+    /// The first field of the body: patched in the frame's first bytes.
+    First,
+    /// Produce: after the per-topic results, so the whole response is decoded (it is small).
+    Produce,
+}
+
+fn throttle_at(api_key: i16, version: i16) -> Option<ThrottleAt> {
+    match (api_key, version) {
+        (PRODUCE, 1..) => Some(ThrottleAt::Produce),
+        (FETCH, 1..) => Some(ThrottleAt::First),
+        _ => None,
+    }
+}
+
+/// The response with `throttle_time_ms` raised to `delay` (a larger value from the broker
+/// stays).
+fn set_throttle(
+    frame: &FrameView<'_>,
+    api_key: i16,
+    version: i16,
+    at: ThrottleAt,
+    delay: u32,
+) -> Decision {
+    let Ok(api) = ApiKey::try_from(api_key) else {
+        return Decision::Pass;
+    };
+    let header_version = api.response_header_version(version);
+    let mut head = Bytes::copy_from_slice(
+        frame
+            .bytes
+            .get(..frame.bytes.len().min(64))
+            .unwrap_or_default(),
+    );
+    let before = head.len();
+    if ResponseHeader::decode(&mut head, header_version).is_err() {
+        return if frame.last_look {
+            Decision::Pass
+        } else {
+            Decision::NeedHead(64)
+        };
+    }
+    let header_len = before - head.len();
+    let delay = i32::try_from(delay).unwrap_or(i32::MAX);
+    match at {
+        ThrottleAt::First => {
+            let Some(field) = frame
+                .bytes
+                .get(header_len..header_len + 4)
+                .and_then(|f| <[u8; 4]>::try_from(f).ok())
+            else {
+                return if frame.last_look {
+                    Decision::Pass
+                } else {
+                    Decision::NeedHead(header_len + 4)
+                };
+            };
+            let broker = i32::from_be_bytes(field);
+            if broker >= delay {
+                return Decision::Pass;
+            }
+            let mut out = Vec::with_capacity(4 + frame.bytes.len());
+            out.extend_from_slice(
+                &i32::try_from(frame.frame_len)
+                    .unwrap_or(i32::MAX)
+                    .to_be_bytes(),
+            );
+            out.extend_from_slice(frame.bytes);
+            if let Some(f) = out.get_mut(4 + header_len..8 + header_len) {
+                f.copy_from_slice(&delay.to_be_bytes());
+            }
+            if frame.collected || frame.whole() {
+                Decision::Replace(out)
+            } else {
+                Decision::ReplaceHead(out)
+            }
+        }
+        ThrottleAt::Produce => {
+            if !frame.collected && !frame.whole() {
+                return Decision::NeedFrame;
+            }
+            let Some(mut body) = frame.slice_from(header_len) else {
+                return Decision::Pass;
+            };
+            let Ok(mut r) = ProduceResponse::decode(&mut body, version) else {
+                return Decision::Pass;
+            };
+            if r.throttle_time_ms >= delay {
+                return Decision::Pass;
+            }
+            r.throttle_time_ms = delay;
+            let mut out = Vec::with_capacity(4 + frame.bytes.len());
+            out.extend_from_slice(&[0; 4]);
+            out.extend_from_slice(frame.bytes.get(..header_len).unwrap_or_default());
+            let mut buf = bytes::BytesMut::new();
+            if r.encode(&mut buf, version).is_err() {
+                return Decision::Pass;
+            }
+            out.extend_from_slice(&buf);
+            let len = i32::try_from(out.len() - 4).unwrap_or(i32::MAX);
+            if let Some(s) = out.get_mut(..4) {
+                s.copy_from_slice(&len.to_be_bytes());
+            }
+            Decision::Replace(out)
+        }
+    }
+}

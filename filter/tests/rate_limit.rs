@@ -1,0 +1,221 @@
+//! The rate-limit stage through the whole sans-io connection: delays, `throttle_time_ms` in
+//! responses (alone and after a name-conversion rewrite), dry run, connection limits.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use common::{drive, request_from as request, response};
+use kafka_filter::config::{self, Config};
+use kafka_filter::connection::KafkaConnection;
+use kafka_filter::limits::{BucketStore, LocalStore};
+use kafka_filter::metrics::RecordingSink;
+use kafka_filter::pipeline::held::HeldBudget;
+use kafka_protocol::messages::fetch_response::FetchableTopicResponse;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{
+    ApiKey, FetchRequest, FetchResponse, ProduceRequest, ProduceResponse, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, StrBytes};
+
+fn config(json: &str) -> Rc<Config> {
+    Rc::new(config::parse(json.as_bytes()).unwrap())
+}
+
+fn conn(cfg: &Rc<Config>, store: &Rc<LocalStore>, id: u32) -> KafkaConnection {
+    let store: Rc<dyn BucketStore> = store.clone();
+    KafkaConnection::with_shared(id, cfg.clone(), HeldBudget::new(1 << 26), store)
+}
+
+fn topic(n: &str) -> TopicName {
+    TopicName(StrBytes::from_string(n.to_string()))
+}
+
+fn produce(corr: i32, client: &str, payload: usize) -> Vec<u8> {
+    let body = ProduceRequest::default()
+        .with_acks(-1)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(topic("orders"))
+            .with_partition_data(vec![
+                PartitionProduceData::default().with_records(Some(Bytes::from(vec![7u8; payload])))
+            ])]);
+    request(ApiKey::Produce, 9, corr, client, &body)
+}
+
+fn produce_response(corr: i32, topic_name: &str, throttle: i32) -> Vec<u8> {
+    let body = ProduceResponse::default()
+        .with_throttle_time_ms(throttle)
+        .with_responses(vec![TopicProduceResponse::default()
+            .with_name(topic(topic_name))
+            .with_partition_responses(vec![PartitionProduceResponse::default()])]);
+    response(ApiKey::Produce, 9, corr, &body)
+}
+
+fn decode_produce(frame: &[u8]) -> ProduceResponse {
+    let mut b = Bytes::copy_from_slice(&frame[4..]);
+    ResponseHeader::decode(&mut b, 1).unwrap();
+    ProduceResponse::decode(&mut b, 9).unwrap()
+}
+
+const ONE_KIB_PER_S: &str = r#"{"limits": [{"name": "slow", "match": {"client_id": {"exact": "slow"}},
+    "produce_bytes_per_second": {"rate": 1024, "burst": 1024}, "key": "client_id"}]}"#;
+
+#[test]
+fn a_produce_over_the_rate_is_forwarded_then_the_client_is_held_and_told() {
+    let cfg = config(ONE_KIB_PER_S);
+    let store = Rc::new(LocalStore::default());
+    for chunk in [1, 13, 1 << 20] {
+        let store = Rc::new(LocalStore::default());
+        let mut c = conn(&cfg, &store, 1);
+        let mut m = RecordingSink::default();
+        // 3 KiB against a 1 KiB burst: forwarded untouched, about 2 s of debt.
+        let req = produce(1, "slow", 3000);
+        assert_eq!(drive(&mut c, &req, chunk, true, &mut m).unwrap(), req);
+        let delay = c.take_delay_ms().expect("a delay");
+        assert!((1900..=2200).contains(&delay), "{delay}");
+        assert_eq!(c.take_delay_ms(), None);
+        let back = drive(
+            &mut c,
+            &produce_response(1, "orders", 5),
+            chunk,
+            false,
+            &mut m,
+        )
+        .unwrap();
+        assert_eq!(
+            decode_produce(&back).throttle_time_ms,
+            delay as i32,
+            "chunk {chunk}"
+        );
+        assert_eq!(m.named("limit.slow.throttled"), 1);
+        assert_eq!(m.named("limit.slow.throttle_ms"), i64::from(delay));
+        assert!(m.named("limit.slow.produce_bytes") > 3000);
+    }
+    // Another client id is not limited, and a larger broker value stays.
+    let mut c = conn(&cfg, &store, 2);
+    let mut m = RecordingSink::default();
+    drive(&mut c, &produce(1, "fast", 3000), 7, true, &mut m).unwrap();
+    assert_eq!(c.take_delay_ms(), None);
+    let resp = produce_response(1, "orders", 0);
+    assert_eq!(drive(&mut c, &resp, 7, false, &mut m).unwrap(), resp);
+}
+
+#[test]
+fn throttle_time_is_set_after_a_name_conversion_rewrite() {
+    let cfg = config(
+        r#"{"rules": [{"name": "t", "match": {"client_id": {"prefix": "slow"}}, "topics": {"prefix": "team."}}],
+            "limits": [{"name": "slow", "produce_bytes_per_second": {"rate": 1024, "burst": 1024}}]}"#,
+    );
+    for chunk in [1, 5, 1 << 20] {
+        let store = Rc::new(LocalStore::default());
+        let mut c = conn(&cfg, &store, 1);
+        let mut m = RecordingSink::default();
+        drive(&mut c, &produce(1, "slow", 3000), chunk, true, &mut m).unwrap();
+        let delay = c.take_delay_ms().unwrap();
+        let back = drive(
+            &mut c,
+            &produce_response(1, "team.orders", 0),
+            chunk,
+            false,
+            &mut m,
+        )
+        .unwrap();
+        let got = decode_produce(&back);
+        assert_eq!(got.responses[0].name, topic("orders"), "chunk {chunk}");
+        assert_eq!(got.throttle_time_ms, delay as i32, "chunk {chunk}");
+    }
+}
+
+#[test]
+fn fetch_bytes_are_charged_on_the_response_and_set_in_it() {
+    let cfg = config(
+        r#"{"limits": [{"name": "reader", "fetch_bytes_per_second": {"rate": 1000, "burst": 1000}}]}"#,
+    );
+    for chunk in [1, 9, 1 << 20] {
+        let store = Rc::new(LocalStore::default());
+        let mut c = conn(&cfg, &store, 1);
+        let mut m = RecordingSink::default();
+        let req = request(ApiKey::Fetch, 12, 4, "reader", &FetchRequest::default());
+        assert_eq!(drive(&mut c, &req, chunk, true, &mut m).unwrap(), req);
+        assert_eq!(c.take_delay_ms(), None);
+        let body = FetchResponse::default().with_responses(vec![
+            FetchableTopicResponse::default().with_topic(topic("orders"))
+        ]);
+        let resp = response(ApiKey::Fetch, 12, 4, &body);
+        let back = drive(&mut c, &resp, chunk, false, &mut m).unwrap();
+        let mut b = Bytes::copy_from_slice(&back[4..]);
+        ResponseHeader::decode(&mut b, 1).unwrap();
+        let got = FetchResponse::decode(&mut b, 12).unwrap();
+        // A tiny response under the burst: no delay.
+        assert_eq!(got.throttle_time_ms, 0);
+        // More of them: past the burst, the client is held and the response says so.
+        let mut held = 0;
+        for corr in 5..40 {
+            let req = request(ApiKey::Fetch, 12, corr, "reader", &FetchRequest::default());
+            drive(&mut c, &req, chunk, true, &mut m).unwrap();
+            let resp = response(ApiKey::Fetch, 12, corr, &body);
+            let back = drive(&mut c, &resp, chunk, false, &mut m).unwrap();
+            let mut b = Bytes::copy_from_slice(&back[4..]);
+            ResponseHeader::decode(&mut b, 1).unwrap();
+            let got = FetchResponse::decode(&mut b, 12).unwrap();
+            if let Some(d) = c.take_delay_ms() {
+                assert_eq!(got.throttle_time_ms, d as i32);
+                held += 1;
+            }
+        }
+        assert!(held > 0, "chunk {chunk}");
+        assert_eq!(m.named("limit.reader.throttled"), held);
+    }
+}
+
+#[test]
+fn dry_run_changes_no_byte_and_counts() {
+    let cfg = config(
+        r#"{"limits": [{"name": "dry", "mode": "dry_run", "produce_bytes_per_second": {"rate": 1024, "burst": 1024}}]}"#,
+    );
+    let store = Rc::new(LocalStore::default());
+    let mut c = conn(&cfg, &store, 1);
+    let mut m = RecordingSink::default();
+    for corr in 0..5 {
+        let req = produce(corr, "any", 3000);
+        assert_eq!(drive(&mut c, &req, 11, true, &mut m).unwrap(), req);
+        assert_eq!(c.take_delay_ms(), None);
+        let resp = produce_response(corr, "orders", 0);
+        assert_eq!(drive(&mut c, &resp, 11, false, &mut m).unwrap(), resp);
+    }
+    assert_eq!(m.named("limit.dry.would_throttle"), 5);
+    assert_eq!(m.named("limit.dry.throttled"), 0);
+}
+
+#[test]
+fn connections_over_the_limit_close_and_give_their_slot_back() {
+    let cfg = config(
+        r#"{"limits": [{"name": "conns", "match": {"client_id": {"prefix": "app"}}, "key": "client_id", "max_connections": 2}]}"#,
+    );
+    let store = Rc::new(LocalStore::default());
+    let mut m = RecordingSink::default();
+    let mut open: Vec<KafkaConnection> = Vec::new();
+    for id in 0..2 {
+        let mut c = conn(&cfg, &store, id);
+        assert!(drive(&mut c, &produce(1, "app-1", 10), 64, true, &mut m).is_some());
+        open.push(c);
+    }
+    let mut third = conn(&cfg, &store, 3);
+    assert!(drive(&mut third, &produce(1, "app-1", 10), 64, true, &mut m).is_none());
+    assert_eq!(m.named("limit.conns.connections_refused"), 1);
+    // Another identity still connects.
+    let mut other = conn(&cfg, &store, 4);
+    assert!(drive(&mut other, &produce(1, "app-2", 10), 64, true, &mut m).is_some());
+    // One closes: its slot is free again.
+    open.pop();
+    let mut again = conn(&cfg, &store, 5);
+    assert!(drive(&mut again, &produce(1, "app-1", 10), 64, true, &mut m).is_some());
+}
