@@ -55,7 +55,10 @@ pub enum MetricKey {
 }
 
 /// `(tag_name, regex)` pairs for Envoy `stats_config.stats_tags`.
-pub const STATS_TAGS: &[(&str, &str)] = &[("kafka_api", r"^wasmcustom\.kafka\.(api\.([^.]+)\.)")];
+pub const STATS_TAGS: &[(&str, &str)] = &[
+    ("kafka_api", r"^wasmcustom\.kafka\.(api\.([^.]+)\.)"),
+    ("kafka_limit", r"^wasmcustom\.kafka\.(limit\.([^.]+)\.)"),
+];
 
 /// Slots per per-API family: every API key the crate knows plus `unknown`.
 const API_SLOTS: usize = 256;

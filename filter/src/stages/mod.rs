@@ -1,6 +1,6 @@
-//! The pipeline's stages, one module each. Order matters: a stage that changes a frame ends its
-//! way through the stages, so stages that only decide (authorize, limit) come before the one that
-//! rewrites names.
+//! The pipeline's stages, one module each. Order matters: requests go through them in order and
+//! responses in reverse, each shown what the stage before it left; stages that decide on names
+//! as the client wrote them (limit, and later authorize) come before the one that rewrites them.
 
 pub mod ratelimit;
 pub mod rewrite;
