@@ -92,7 +92,8 @@ def make_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calla
     """
     stacks: list[Stack] = []
 
-    def make(route: str = "filter", plugin_config: dict | str | None = None) -> Stack:
+    def make(route: str = "filter", plugin_config: dict | str | None = None,
+             concurrency: int = 1) -> Stack:
         if route not in ROUTES:
             raise ValueError(route)
         n = len(stacks)
@@ -110,7 +111,7 @@ def make_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calla
             stacks, route, workdir,
             lambda broker_port, **ports: Envoy(broker_port, config=CONFIG_FOR_ROUTE[route],
                                                plugin_config=plugin_config, workdir=workdir,
-                                               **ports))
+                                               concurrency=concurrency, **ports))
 
     try:
         yield make

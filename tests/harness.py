@@ -406,9 +406,11 @@ class Envoy:
                  plugin_config: dict | str | None = None, workdir: Path | str | None = None,
                  listener_port: int | None = None, admin_port: int | None = None,
                  wasm_path: Path | str | None = None, log_level: str = "warn",
-                 component_log_level: str | None = None, name: str = "envoy"):
+                 component_log_level: str | None = None, name: str = "envoy",
+                 concurrency: int = 1):
         self._setup(config, upstream_port, workdir, listener_port, admin_port, log_level,
                     component_log_level, name)
+        self.concurrency = concurrency
         base = load_config(config)
         self.uses_wasm = bool(wasm_filters(base))
         if self.uses_wasm:
@@ -450,7 +452,8 @@ class Envoy:
         return f"http://{HOST}:{self.admin_port}"
 
     def argv(self) -> list[str]:
-        argv = [envoy_bin(), "-c", str(self.config_path), "--concurrency", "1",
+        argv = [envoy_bin(), "-c", str(self.config_path),
+                "--concurrency", str(getattr(self, "concurrency", 1)),
                 # No shared memory with other Envoys: several run at once, each on its own.
                 "--disable-hot-restart",
                 "--log-level", self.log_level, "--log-path", str(self.log_path)]

@@ -2,8 +2,9 @@
 real producers (librdkafka through confluent-kafka, and kafka-python).
 
 A producer limited to 1 MiB/s that offers 5 MiB/s (as fast as its 4 MiB send buffer lets it)
-for 15 s achieves 0.8-1.2 MiB/s after a 2 s warm-up, measured from the delivery reports; it sees
-no error and loses no message. librdkafka does not back off by itself on throttle_time_ms: what
+for 15 s achieves 0.8-1.2 MiB/s after a 2 s warm-up, measured from the delivery reports until its
+send buffer has drained (what was paid for during the warm-up is delivered later, so a window
+that ends while the client still owes would count it); it sees no error and loses no message. librdkafka does not back off by itself on throttle_time_ms: what
 holds it is the filter pausing the connection, as a broker mutes it (KIP-219). A client under no
 limit in the same Envoy, at the same time, keeps the rate it has alone (librdkafka, in both
 runs).
@@ -59,6 +60,13 @@ class Meter:
             got = sum(n for t, n in self.delivered if start <= t <= end)
         return got / (end - start)
 
+    def span(self) -> tuple[float, float]:
+        """From WARMUP after the first delivery to the last one (the send buffer drained): what
+        was paid for before the window and delivered in it is then matched by nothing owed at
+        its end."""
+        with self.lock:
+            return self.delivered[0][0] + WARMUP, self.delivered[-1][0]
+
 
 def offer(send, meter: Meter, seconds: float) -> tuple[float, float]:
     """Send VALUE-byte messages at up to OFFER bytes/s for `seconds`; the measuring window."""
@@ -76,7 +84,8 @@ def offer(send, meter: Meter, seconds: float) -> tuple[float, float]:
     return started + WARMUP, time.monotonic()
 
 
-def run_rdkafka(bootstrap: str, client_id: str, topic: str, meter: Meter) -> tuple[float, float]:
+def run_rdkafka(bootstrap: str, client_id: str, topic: str, meter: Meter,
+                seconds: float = SECONDS) -> tuple[float, float]:
     from confluent_kafka import KafkaError, Producer
 
     p = Producer({**rdkafka_common(bootstrap), "client.id": client_id,
@@ -98,7 +107,7 @@ def run_rdkafka(bootstrap: str, client_id: str, topic: str, meter: Meter) -> tup
             except BufferError:
                 p.poll(0.01)  # the send buffer is full: wait for it, as an application would
 
-    window = offer(send, meter, SECONDS)
+    window = offer(send, meter, seconds)
     assert p.flush(60) == 0, "messages left undelivered"
     return window
 
@@ -160,7 +169,7 @@ def test_a_limited_producer_is_held_to_its_rate_without_errors_and_others_are_no
     for t in threads:
         t.join(120)
     assert not errors, errors
-    slow_rate = slow.rate(*windows["slow"]) / MIB
+    slow_rate = slow.rate(*slow.span()) / MIB
     free_rate = free.rate(*windows["free"])
     stats = stack.envoy.settled_kafka_stats()
     print(f"{client}: limited {slow_rate:.2f} MiB/s, unlimited {free_rate / MIB:.2f} MiB/s "
@@ -173,3 +182,162 @@ def test_a_limited_producer_is_held_to_its_rate_without_errors_and_others_are_no
     assert free_rate >= 0.7 * min(alone_rate, OFFER), (free_rate, alone_rate)
     assert stats.get("kafka.limit.slow-producers.throttled", 0) > 0
     assert stats.get("kafka.connections_closed_by_policy", 0) == 0
+
+
+def test_one_limit_holds_for_the_sum_of_connections_on_every_worker(make_stack):
+    """Envoy with two workers, six producers with one client id: their sum is held to the limit
+    (buckets in Envoy's shared data, not per worker)."""
+    limit = 2 * MIB
+    config = {"limits": [{"name": "shared", "match": {"client_id": {"exact": "many"}},
+                          "key": "client_id", "produce_bytes_per_second": {"rate": limit, "burst": limit}}]}
+    stack = make_stack("filter", config, concurrency=2)
+    meters = [Meter() for _ in range(6)]
+    windows: list[tuple[float, float]] = []
+    errors: list[BaseException] = []
+
+    def go(meter: Meter) -> None:
+        try:
+            windows.append(run_rdkafka(stack.bootstrap, "many", "many", meter))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=go, args=(m,)) for m in meters]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    assert not errors, errors
+    # Over the whole run, from the first delivery to the last: six connections each hold up to
+    # a buffer's worth paid for before any warm-up would end, which a shorter window would count.
+    start = min(m.delivered[0][0] for m in meters)
+    end = max(m.delivered[-1][0] for m in meters)
+    total = sum(m.rate(start, end) for m in meters) / MIB
+    stats = stack.envoy.stats().values
+    per_worker = {k: v for k, v in stats.items()
+                  if k.startswith("listener.") and ".worker_" in k and k.endswith(".downstream_cx_total")}
+    print(f"six producers, two workers: {total:.2f} MiB/s together; connections per worker {per_worker}")
+    assert all(not m.errors for m in meters), [m.errors[:2] for m in meters]
+    assert all(len(m.delivered) == m.sent for m in meters)
+    assert sum(1 for v in per_worker.values() if v > 0) == 2, per_worker
+    assert 0.8 * limit / MIB <= total <= 1.2 * limit / MIB, f"{total:.2f} MiB/s for a {limit / MIB} MiB/s limit"
+
+
+def test_a_consumer_limited_in_fetch_bytes_reads_a_backlog_at_its_rate(make_stack):
+    from confluent_kafka import Consumer
+
+    limit = 2 * MIB
+    config = {"limits": [{"name": "readers", "match": {"client_id": {"exact": "slow-reader"}},
+                          "fetch_bytes_per_second": {"rate": limit, "burst": limit}}]}
+    stack = make_stack("filter", config)
+    # A backlog of 24 MiB, written by a client under no limit.
+    backlog = Meter()
+    from confluent_kafka import Producer
+    p = Producer({**rdkafka_common(stack.bootstrap), "client.id": "writer", "linger.ms": 20})
+    for _ in range(24 * MIB // VALUE):
+        while True:
+            try:
+                p.produce("backlog", b"y" * VALUE, on_delivery=lambda e, m: backlog.ok(VALUE) if e is None else backlog.error(e))
+                break
+            except BufferError:
+                p.poll(0.05)
+        p.poll(0)
+    assert p.flush(60) == 0 and not backlog.errors
+    c = Consumer({**rdkafka_common(stack.bootstrap), "client.id": "slow-reader", "group.id": "slow",
+                  "auto.offset.reset": "earliest", "fetch.max.bytes": MIB, "message.max.bytes": MIB,
+                  "max.partition.fetch.bytes": 256 * 1024, "enable.auto.commit": False})
+    c.subscribe(["backlog"])
+    got: list[tuple[float, int]] = []
+    errors: list[str] = []
+    deadline = time.monotonic() + 60
+    total = 24 * MIB
+    received = 0
+    while received < total and time.monotonic() < deadline:
+        m = c.poll(0.2)
+        if m is None:
+            continue
+        if m.error():
+            errors.append(str(m.error()))
+            continue
+        received += len(m.value())
+        got.append((time.monotonic(), len(m.value())))
+    c.close()
+    assert received == total, f"{received} of {total} bytes consumed"
+    assert not errors, errors[:3]
+    first = got[0][0]
+    window = [(t, n) for t, n in got if t >= first + WARMUP]
+    rate = sum(n for _, n in window) / (window[-1][0] - (first + WARMUP)) / MIB
+    stats = stack.envoy.settled_kafka_stats()
+    print(f"fetch-limited consumer: {rate:.2f} MiB/s for a {limit / MIB} MiB/s limit, "
+          f"throttled {stats.get('kafka.limit.readers.throttled')}")
+    assert stats.get("kafka.limit.readers.throttled", 0) > 0
+    assert 0.8 * limit / MIB <= rate <= 1.2 * limit / MIB, f"{rate:.2f} MiB/s"
+
+
+def test_connections_over_the_limit_are_closed_and_others_still_connect(make_stack):
+    from kafka.protocol.metadata import ApiVersionsRequest
+
+    from clients import RawKafka
+
+    config = {"limits": [
+        {"name": "conns", "match": {"client_id": {"prefix": "conn-"}}, "key": "client_id",
+         "max_connections": 3},
+        {"name": "storm", "match": {"client_id": {"exact": "storm"}},
+         "connections_per_second": {"rate": 5, "burst": 5}},
+    ]}
+    stack = make_stack("filter", config)
+    port = stack.envoy.listener_port
+
+    def connect(client_id: str) -> RawKafka | None:
+        raw = RawKafka(port, client_id=client_id, timeout=5)
+        try:
+            raw.call(ApiVersionsRequest(), 0)
+            return raw
+        except (ConnectionError, OSError):
+            raw.close()
+            return None
+
+    held = [connect("conn-a") for _ in range(3)]
+    assert all(held), "the first three connections of one client id are let in"
+    assert connect("conn-a") is None, "the fourth concurrent connection is closed"
+    other = connect("conn-b")
+    assert other is not None, "another identity still connects"
+    held[0].close()
+    # The closed connection's slot comes back once Envoy has torn it down.
+    again = None
+    deadline = time.monotonic() + 10
+    while again is None and time.monotonic() < deadline:
+        again = connect("conn-a")
+        time.sleep(0.1)
+    assert again is not None
+    # A reconnect storm: 30 connections as fast as possible, held to 5 per second (burst 5).
+    started = time.monotonic()
+    ok = 0
+    for _ in range(30):
+        r = connect("storm")
+        if r is not None:
+            ok += 1
+            r.close()
+    elapsed = time.monotonic() - started
+    assert ok <= 5 + 5 * elapsed + 1, (ok, elapsed)
+    assert ok >= 5
+    stats = stack.envoy.settled_kafka_stats()
+    assert stats.get("kafka.limit.conns.connections_refused", 0) >= 1
+    assert stats.get("kafka.limit.storm.connections_refused", 0) == 30 - ok
+    for r in held[1:] + [other, again]:
+        r.close()
+
+
+def test_dry_run_changes_nothing_and_counts(make_stack):
+    config = {"limits": [{"name": "dry", "mode": "dry_run", "match": {"client_id": {"prefix": "slow-"}},
+                          "produce_bytes_per_second": {"rate": 256 * 1024, "burst": 256 * 1024}}]}
+    stack = make_stack("filter", config)
+    meter = Meter()
+    start, end = run_rdkafka(stack.bootstrap, "slow-dry", "dry", meter, seconds=6)
+    rate = meter.rate(start, end) / MIB
+    stats = stack.envoy.settled_kafka_stats()
+    print(f"dry run: {rate:.2f} MiB/s past a 0.25 MiB/s dry-run limit, "
+          f"would have throttled {stats.get('kafka.limit.dry.would_throttle')}")
+    assert not meter.errors and len(meter.delivered) == meter.sent
+    assert rate > 1.0, "a dry-run limit does not hold the client"
+    assert stats.get("kafka.limit.dry.would_throttle", 0) > 0
+    assert stats.get("kafka.limit.dry.throttled", 0) == 0

@@ -219,11 +219,10 @@ impl Pipeline {
                     now_ns,
                     hold_ms: std::cell::Cell::new(0),
                 };
-                let shown = match &replaced {
-                    Some(action) => replaced_view(action, frame),
-                    None => *frame,
+                let decision = match &replaced {
+                    None => stage.on_response(&cx, frame, m),
+                    Some(action) => stage.on_response(&cx, &replaced_view(action, frame), m),
                 };
-                let decision = stage.on_response(&cx, &shown, m);
                 p.delay_ms = p.delay_ms.max(cx.hold_ms.get());
                 match decision {
                     Decision::Pass | Decision::Delay(_) => {}
@@ -244,8 +243,18 @@ impl Pipeline {
                     }
                     d => {
                         let name = stage.name();
-                        match self.frame_flow(d, &shown, &mut p.request.plan, name) {
-                            Flow::Done(action @ (Action::Replace(_) | Action::ReplaceHead(_))) => {
+                        let plan = &mut p.request.plan;
+                        let flow = match &replaced {
+                            None => self.frame_flow(d, frame, plan, name),
+                            Some(action) => {
+                                self.frame_flow(d, &replaced_view(action, frame), plan, name)
+                            }
+                        };
+                        match flow {
+                            // Shown to the stages below that watch it, if any.
+                            Flow::Done(action @ (Action::Replace(_) | Action::ReplaceHead(_)))
+                                if p.request.plan.watched_below(i) =>
+                            {
                                 replaced = Some(action)
                             }
                             other => return other,

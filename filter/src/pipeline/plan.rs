@@ -35,6 +35,12 @@ impl Plan {
         }
     }
 
+    /// Whether a stage below `stage` watches the response.
+    pub fn watched_below(&self, stage: usize) -> bool {
+        let below = (1u32 << stage.min(31)).wrapping_sub(1);
+        u32::from(self.watchers) & below != 0
+    }
+
     /// Whether the response must go through the pipeline (it may not pass as it comes).
     pub fn is_active(&self) -> bool {
         self.watchers != 0 || self.refused.is_some()
