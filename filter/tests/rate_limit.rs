@@ -219,3 +219,30 @@ fn connections_over_the_limit_close_and_give_their_slot_back() {
     let mut again = conn(&cfg, &store, 5);
     assert!(drive(&mut again, &produce(1, "app-1", 10), 64, true, &mut m).is_some());
 }
+
+#[test]
+fn a_client_inventing_ids_shares_one_overflow_bucket_past_max_keys() {
+    // One hostile client cycling through client ids: past max_keys, its ids share the overflow
+    // bucket (so it cannot escape the limit by renaming itself, nor grow the store).
+    let cfg = config(
+        r#"{"limits": [{"name": "per-id", "key": "client_id", "max_keys": 3,
+            "requests_per_second": {"rate": 1, "burst": 1}}]}"#,
+    );
+    let store = Rc::new(LocalStore::default());
+    let mut m = RecordingSink::default();
+    let mut delays = Vec::new();
+    for i in 0..10 {
+        let mut c = conn(&cfg, &store, i);
+        let id = format!(
+            "inv-{i}-{}",
+            "z".repeat(if i % 2 == 0 { 30_000 } else { 1 })
+        );
+        drive(&mut c, &produce(1, &id, 2000), 4096, true, &mut m).unwrap();
+        delays.push(c.take_delay_ms().unwrap_or(0));
+    }
+    // The first three ids have buckets of their own (one request of a burst of one: no delay);
+    // the seven others share one and are held more and more.
+    assert_eq!(&delays[..3], &[0, 0, 0]);
+    assert!(delays[9] > delays[5], "{delays:?}");
+    assert_eq!(m.named("limit.per-id.keys_overflow"), 7);
+}

@@ -90,6 +90,7 @@ impl RateLimitStage {
                     .map(|ip| ip.to_string())
                     .unwrap_or_else(|| "-".into()),
             };
+            let key = bounded_key(key);
             let bucket = if l.key == KeyBy::Shared || self.store.admit(&l.name, &key, l.max_keys) {
                 format!("{}/{key}", l.name)
             } else {
@@ -310,6 +311,25 @@ impl Stage for RateLimitStage {
     }
 }
 
+/// Longest key kept as it is: a client id may be 32 KiB, and every admitted key is stored.
+const MAX_KEY_BYTES: usize = 128;
+
+/// A key of at most about [`MAX_KEY_BYTES`]: a longer one is cut and told apart by a hash of the
+/// whole (FNV-1a: not for secrecy, only so that two long ids with one prefix stay two keys).
+fn bounded_key(key: String) -> String {
+    if key.len() <= MAX_KEY_BYTES {
+        return key;
+    }
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    let mut cut = MAX_KEY_BYTES;
+    while !key.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}~{hash:016x}", key.get(..cut).unwrap_or_default())
+}
+
 /// Where a response keeps `throttle_time_ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ThrottleAt {
@@ -417,5 +437,21 @@ fn set_throttle(
             }
             Decision::Replace(out)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_keys_are_bounded_and_stay_distinct() {
+        assert_eq!(bounded_key("app-1".into()), "app-1");
+        let a = bounded_key(format!("{}a", "x".repeat(40_000)));
+        let b = bounded_key(format!("{}b", "x".repeat(40_000)));
+        assert!(a.len() <= MAX_KEY_BYTES + 17 && b.len() <= MAX_KEY_BYTES + 17);
+        assert_ne!(a, b);
+        let multibyte = bounded_key("é".repeat(100));
+        assert!(multibyte.len() <= MAX_KEY_BYTES + 17);
     }
 }
