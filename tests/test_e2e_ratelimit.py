@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from clients import kafka_python_common, rdkafka_common
+from clients import BrokerView, kafka_python_common, metadata_partitions, rdkafka_common
 
 MIB = 1024 * 1024
 LIMIT = 1 * MIB
@@ -341,3 +341,69 @@ def test_dry_run_changes_nothing_and_counts(make_stack):
     assert rate > 1.0, "a dry-run limit does not hold the client"
     assert stats.get("kafka.limit.dry.would_throttle", 0) > 0
     assert stats.get("kafka.limit.dry.throttled", 0) == 0
+
+
+MUTATIONS = {"limits": [{"name": "admin", "match": {"client_id": {"prefix": "admin-"}},
+                         "topic_mutations_per_second": {"rate": 1, "burst": 2}}]}
+
+
+def create_rdkafka(bootstrap: str, names: list[str]) -> dict[str, str | None]:
+    from confluent_kafka.admin import AdminClient, NewTopic
+    a = AdminClient({**rdkafka_common(bootstrap), "client.id": "admin-rdkafka"})
+    out: dict[str, str | None] = {}
+    for n in names:
+        f = a.create_topics([NewTopic(n, num_partitions=1, replication_factor=1)], request_timeout=30)[n]
+        try:
+            f.result(30)
+            out[n] = None
+        except Exception as e:  # noqa: BLE001 - the error is the result
+            out[n] = e.args[0].name() if e.args and hasattr(e.args[0], "name") else str(e)
+    return out
+
+
+def create_kafka_python(bootstrap: str, names: list[str]) -> dict[str, str | None]:
+    """A new admin client per topic: kafka-python honours throttle_time_ms itself (it refuses to
+    send on a throttled connection, NodeNotReadyError), so each create comes fresh, as several
+    administrators' tools would."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    out: dict[str, str | None] = {}
+    for n in names:
+        a = KafkaAdminClient(**kafka_python_common(bootstrap), client_id="admin-kafka-python")
+        try:
+            a.create_topics([NewTopic(n, 1, 1)])
+            out[n] = None
+        except Exception as e:  # noqa: BLE001 - the error is the result
+            out[n] = type(e).__name__
+        finally:
+            a.close()
+    return out
+
+
+@pytest.mark.parametrize("client", ["rdkafka", "kafka-python"])
+def test_topic_mutations_over_their_rate(make_stack, client):
+    """One partition per second, a burst of two, six topics created in a row. kafka-python
+    speaks CreateTopics v6+, where a broker over the controller mutation quota answers
+    THROTTLING_QUOTA_EXCEEDED (KIP-599): it sees that error. librdkafka 2.x speaks an older
+    version, which has no such error: its creates are delayed instead, and all succeed."""
+    stack = make_stack("filter", MUTATIONS)
+    create = create_rdkafka if client == "rdkafka" else create_kafka_python
+    names = [f"mut-{client}-{i}" for i in range(6)]
+    started = time.monotonic()
+    results = create(stack.bootstrap, names)
+    elapsed = time.monotonic() - started
+    stats = stack.envoy.settled_kafka_stats()
+    print(f"{client}: {results} in {elapsed:.1f} s; {stats.get('kafka.limit.admin.throttled')} throttled")
+    assert stats.get("kafka.limit.admin.throttled", 0) > 0
+    with BrokerView(stack.broker.port) as view:
+        on_broker = {n for n in names if metadata_partitions(view, n)}
+    if client == "rdkafka":
+        assert all(r is None for r in results.values()), results
+        assert on_broker == set(names)
+        # 6 partitions at 1/s with a burst of 2: about 4 s of holding.
+        assert elapsed >= 3.0, elapsed
+    else:
+        refused = {n for n, r in results.items() if r == "ThrottlingQuotaExceededError"}
+        assert refused, results
+        assert set(results) - refused == {n for n, r in results.items() if r is None}
+        # What was refused never reached the broker; what was created is there.
+        assert on_broker == set(names) - refused

@@ -246,3 +246,69 @@ fn a_client_inventing_ids_shares_one_overflow_bucket_past_max_keys() {
     assert!(delays[9] > delays[5], "{delays:?}");
     assert_eq!(m.named("limit.per-id.keys_overflow"), 7);
 }
+
+#[test]
+fn topic_mutations_over_the_rate_get_throttling_quota_exceeded() {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::{
+        ApiVersionsResponse, CreateTopicsRequest, CreateTopicsResponse, RequestHeader,
+    };
+    let cfg = config(
+        r#"{"limits": [{"name": "admin", "topic_mutations_per_second": {"rate": 1, "burst": 2}}]}"#,
+    );
+    let create = |corr: i32, names: &[&str], v: i16| {
+        let body = CreateTopicsRequest::default().with_topics(
+            names
+                .iter()
+                .map(|n| {
+                    CreatableTopic::default()
+                        .with_name(topic(n))
+                        .with_num_partitions(1)
+                })
+                .collect(),
+        );
+        request(ApiKey::CreateTopics, v, corr, "admin-client", &body)
+    };
+    for chunk in [1, 7, 1 << 20] {
+        let store = Rc::new(LocalStore::default());
+        let mut c = conn(&cfg, &store, 1);
+        let mut m = RecordingSink::default();
+        // Two partitions of a burst of two: forwarded as they are, no delay.
+        let req = create(1, &["a", "b"], 7);
+        assert_eq!(drive(&mut c, &req, chunk, true, &mut m).unwrap(), req);
+        assert_eq!(c.take_delay_ms(), None);
+        // Not in debt yet: admitted, and now a second in debt.
+        let req = create(2, &["c"], 7);
+        assert_eq!(drive(&mut c, &req, chunk, true, &mut m).unwrap(), req);
+        assert!(c.take_delay_ms().is_some());
+        // In debt: refused; the broker gets a stand-in with the same correlation id.
+        let req = create(3, &["d", "e"], 7);
+        let fwd = drive(&mut c, &req, chunk, true, &mut m).unwrap();
+        let mut b = Bytes::copy_from_slice(&fwd[4..]);
+        let h = RequestHeader::decode(&mut b, 1).unwrap();
+        assert_eq!(
+            (h.request_api_key, h.correlation_id),
+            (18, 3),
+            "chunk {chunk}"
+        );
+        // Answered in the API's own terms for every topic.
+        let stand_in = response(ApiKey::ApiVersions, 0, 3, &ApiVersionsResponse::default());
+        let back = drive(&mut c, &stand_in, chunk, false, &mut m).unwrap();
+        let mut b = Bytes::copy_from_slice(&back[4..]);
+        let h = ResponseHeader::decode(&mut b, ApiKey::CreateTopics.response_header_version(7))
+            .unwrap();
+        assert_eq!(h.correlation_id, 3);
+        let got = CreateTopicsResponse::decode(&mut b, 7).unwrap();
+        let codes: Vec<(String, i16)> = got
+            .topics
+            .iter()
+            .map(|t| (t.name.0.to_string(), t.error_code))
+            .collect();
+        assert_eq!(codes, [("d".to_string(), 89), ("e".to_string(), 89)]);
+        assert!(got.throttle_time_ms > 0);
+        // An old version has no such error: it is forwarded and the client held.
+        let req = create(4, &["f"], 5);
+        assert_eq!(drive(&mut c, &req, chunk, true, &mut m).unwrap(), req);
+        assert!(c.take_delay_ms().unwrap() > 0);
+    }
+}

@@ -203,7 +203,7 @@ impl Pipeline {
         m: &mut dyn MetricsSink,
     ) -> Flow {
         if let Some(code) = p.request.plan.refused {
-            return Flow::Done(self.refuse_response(&p.request, code));
+            return Flow::Done(self.answer_refused(p, identity, now_ns, code));
         }
         // What the stages seen so far replaced the frame with: the next stage is shown that.
         let mut replaced: Option<Action> = None;
@@ -265,6 +265,33 @@ impl Pipeline {
             p.upper -= 1;
         }
         Flow::Done(replaced.unwrap_or(Action::Forward))
+    }
+
+    /// A refused request's answer: from the stage that refused it if it has one, else the
+    /// generic error response.
+    fn answer_refused(
+        &mut self,
+        p: &ResponseProgress,
+        identity: &Identity,
+        now_ns: u64,
+        code: i16,
+    ) -> Action {
+        for (i, stage) in self.stages.iter_mut().enumerate().rev() {
+            let Some(note) = p.request.plan.watched_by(i) else {
+                continue;
+            };
+            let cx = ResponseCx {
+                request: &p.request,
+                identity,
+                note,
+                now_ns,
+                hold_ms: std::cell::Cell::new(0),
+            };
+            if let Some(frame) = stage.answer_refused(&cx) {
+                return Action::Discard(frame);
+            }
+        }
+        self.refuse_response(&p.request, code)
     }
 
     fn misapplied(&self, stage: &str, decision: &str) -> Flow {

@@ -124,6 +124,13 @@ pub trait Stage {
         m: &mut dyn MetricsSink,
     ) -> Decision;
 
+    /// The response to a request that was refused (the broker answered a stand-in): the stage
+    /// that refused it and watched it may give the whole response frame the client gets
+    /// (size field included); `None` leaves the generic error response.
+    fn answer_refused(&mut self, _cx: &ResponseCx<'_>) -> Option<Vec<u8>> {
+        None
+    }
+
     /// A response the stage asked to see; like [`Self::on_request`].
     fn on_response(
         &mut self,

@@ -8,14 +8,18 @@
 
 use std::rc::Rc;
 
-use bytes::Bytes;
-use kafka_protocol::messages::{ApiKey, ProduceResponse, ResponseHeader};
-use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::messages::ApiKey;
 
 use crate::config::Config;
 use crate::limits::{BucketStore, KeyBy, Limit, Mode, Rate};
 use crate::metrics::MetricsSink;
 use crate::pipeline::{Decision, FrameView, Identity, RequestCx, ResponseCx, Stage};
+
+mod mutations;
+mod throttle;
+
+use mutations::{is_mutation, Mutation, THROTTLING_QUOTA_EXCEEDED};
+use throttle::{set_throttle, throttle_at};
 
 const PRODUCE: i16 = ApiKey::Produce as i16;
 const FETCH: i16 = ApiKey::Fetch as i16;
@@ -45,7 +49,14 @@ pub struct RateLimitStage {
     /// The response being shown (correlation id) and the fetch delay charged for it: a
     /// response shown again with more bytes is not charged twice.
     fetch_charged: Option<(i32, u32)>,
+    /// Answers to mutations refused over their rate, by correlation id, until their
+    /// stand-in's response comes back.
+    refusals: Vec<(i32, Vec<u8>)>,
 }
+
+/// Refusals kept at most (a client that pipelines more loses the oldest: it then gets the
+/// generic error response with the same code).
+const MAX_REFUSALS: usize = 64;
 
 impl RateLimitStage {
     pub fn new(id: u32, config: Rc<Config>, store: Rc<dyn BucketStore>) -> Self {
@@ -57,6 +68,7 @@ impl RateLimitStage {
             connection_checked: false,
             counted: Vec::new(),
             fetch_charged: None,
+            refusals: Vec::new(),
         }
     }
 
@@ -197,6 +209,54 @@ impl RateLimitStage {
         }
     }
 
+    fn limits_mutations(&self) -> bool {
+        self.active().iter().any(|a| {
+            self.limit(a.limit)
+                .is_some_and(|l| l.topic_mutations.is_some())
+        })
+    }
+
+    /// A whole mutation request: over the rate, refused with THROTTLING_QUOTA_EXCEEDED where
+    /// the version has it (`Err`); otherwise charged, with the delay for the client.
+    fn mutation(
+        &mut self,
+        cx: &mut RequestCx<'_>,
+        frame: &FrameView<'_>,
+        now: u64,
+        m: &mut dyn MetricsSink,
+    ) -> Result<u32, Decision> {
+        let head = cx.head;
+        let Some(mutation) = frame
+            .slice_from(head.header_len)
+            .and_then(|body| Mutation::decode(head.api_key, head.api_version, body))
+        else {
+            // Not decodable: the broker answers it (and counts nothing).
+            return Ok(0);
+        };
+        if Mutation::rejects(head.api_key, head.api_version) {
+            // Strict, as a broker: a client in debt gets the error without the mutation.
+            let owed = self.charge("topic_mutations", |l| l.topic_mutations, 0.0, now, m);
+            if owed > 0 {
+                if let Some(answer) = mutation.refusal(head.api_version, head.correlation_id, owed)
+                {
+                    if self.refusals.len() >= MAX_REFUSALS {
+                        self.refusals.remove(0);
+                    }
+                    self.refusals.push((head.correlation_id, answer));
+                    cx.watch_response(0);
+                    return Err(Decision::Refuse(THROTTLING_QUOTA_EXCEEDED));
+                }
+            }
+        }
+        Ok(self.charge(
+            "topic_mutations",
+            |l| l.topic_mutations,
+            mutation.partitions(),
+            now,
+            m,
+        ))
+    }
+
     fn release(&mut self) {
         for key in self.counted.drain(..) {
             self.store.add(&key, -1);
@@ -261,6 +321,15 @@ impl Stage for RateLimitStage {
         if api == PRODUCE {
             delay = delay.max(self.charge("produce_bytes", |l| l.produce_bytes, size, now, m));
         }
+        if is_mutation(api) && head.header_decoded && self.limits_mutations() {
+            if !frame.collected && !frame.whole() {
+                return Decision::NeedFrame;
+            }
+            match self.mutation(cx, frame, now, m) {
+                Ok(d) => delay = delay.max(d),
+                Err(refused) => return refused,
+            }
+        }
         let fetch = api == FETCH
             && self
                 .active()
@@ -276,6 +345,14 @@ impl Stage for RateLimitStage {
         } else {
             Decision::Pass
         }
+    }
+
+    fn answer_refused(&mut self, cx: &ResponseCx<'_>) -> Option<Vec<u8>> {
+        let at = self
+            .refusals
+            .iter()
+            .position(|(corr, _)| *corr == cx.request.correlation_id)?;
+        Some(self.refusals.swap_remove(at).1)
     }
 
     fn on_response(
@@ -328,116 +405,6 @@ fn bounded_key(key: String) -> String {
         cut -= 1;
     }
     format!("{}~{hash:016x}", key.get(..cut).unwrap_or_default())
-}
-
-/// Where a response keeps `throttle_time_ms`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ThrottleAt {
-    /// The first field of the body: patched in the frame's first bytes.
-    First,
-    /// Produce: after the per-topic results, so the whole response is decoded (it is small).
-    Produce,
-}
-
-fn throttle_at(api_key: i16, version: i16) -> Option<ThrottleAt> {
-    match (api_key, version) {
-        (PRODUCE, 1..) => Some(ThrottleAt::Produce),
-        (FETCH, 1..) => Some(ThrottleAt::First),
-        _ => None,
-    }
-}
-
-/// The response with `throttle_time_ms` raised to `delay` (a larger value from the broker
-/// stays).
-fn set_throttle(
-    frame: &FrameView<'_>,
-    api_key: i16,
-    version: i16,
-    at: ThrottleAt,
-    delay: u32,
-) -> Decision {
-    let Ok(api) = ApiKey::try_from(api_key) else {
-        return Decision::Pass;
-    };
-    let header_version = api.response_header_version(version);
-    let mut head = Bytes::copy_from_slice(
-        frame
-            .bytes
-            .get(..frame.bytes.len().min(64))
-            .unwrap_or_default(),
-    );
-    let before = head.len();
-    if ResponseHeader::decode(&mut head, header_version).is_err() {
-        return if frame.last_look {
-            Decision::Pass
-        } else {
-            Decision::NeedHead(64)
-        };
-    }
-    let header_len = before - head.len();
-    let delay = i32::try_from(delay).unwrap_or(i32::MAX);
-    match at {
-        ThrottleAt::First => {
-            let Some(field) = frame
-                .bytes
-                .get(header_len..header_len + 4)
-                .and_then(|f| <[u8; 4]>::try_from(f).ok())
-            else {
-                return if frame.last_look {
-                    Decision::Pass
-                } else {
-                    Decision::NeedHead(header_len + 4)
-                };
-            };
-            let broker = i32::from_be_bytes(field);
-            if broker >= delay {
-                return Decision::Pass;
-            }
-            let mut out = Vec::with_capacity(4 + frame.bytes.len());
-            out.extend_from_slice(
-                &i32::try_from(frame.frame_len)
-                    .unwrap_or(i32::MAX)
-                    .to_be_bytes(),
-            );
-            out.extend_from_slice(frame.bytes);
-            if let Some(f) = out.get_mut(4 + header_len..8 + header_len) {
-                f.copy_from_slice(&delay.to_be_bytes());
-            }
-            if frame.collected || frame.whole() {
-                Decision::Replace(out)
-            } else {
-                Decision::ReplaceHead(out)
-            }
-        }
-        ThrottleAt::Produce => {
-            if !frame.collected && !frame.whole() {
-                return Decision::NeedFrame;
-            }
-            let Some(mut body) = frame.slice_from(header_len) else {
-                return Decision::Pass;
-            };
-            let Ok(mut r) = ProduceResponse::decode(&mut body, version) else {
-                return Decision::Pass;
-            };
-            if r.throttle_time_ms >= delay {
-                return Decision::Pass;
-            }
-            r.throttle_time_ms = delay;
-            let mut out = Vec::with_capacity(4 + frame.bytes.len());
-            out.extend_from_slice(&[0; 4]);
-            out.extend_from_slice(frame.bytes.get(..header_len).unwrap_or_default());
-            let mut buf = bytes::BytesMut::new();
-            if r.encode(&mut buf, version).is_err() {
-                return Decision::Pass;
-            }
-            out.extend_from_slice(&buf);
-            let len = i32::try_from(out.len() - 4).unwrap_or(i32::MAX);
-            if let Some(s) = out.get_mut(..4) {
-                s.copy_from_slice(&len.to_be_bytes());
-            }
-            Decision::Replace(out)
-        }
-    }
 }
 
 #[cfg(test)]
