@@ -14,7 +14,7 @@ WASM_FAULT := target/fault/wasm32-wasip1/release/kafka_filter.wasm
 STAMP := $(VENV)/.installed
 NODE_STAMP := tests/istio/node_modules/.installed
 
-.PHONY: all wasm wasm-fault deps rust-deps py-deps node-deps test unit unit-wasm e2e demo example-canary example-tenants bench lint fmt validate-config clean fuzz fuzz-smoke fuzz-seeds
+.PHONY: all wasm wasm-fault deps rust-deps py-deps node-deps test unit unit-wasm e2e demo example-canary example-tenants example-ratelimit bench lint fmt validate-config clean fuzz fuzz-smoke fuzz-seeds
 
 all: wasm
 
@@ -91,6 +91,10 @@ example-canary: wasm py-deps
 
 example-tenants: wasm py-deps
 	$(VPY) examples/tenants.py
+
+# A producer held to its rate limit beside one that is not.
+example-ratelimit: wasm py-deps
+	$(VPY) examples/ratelimit.py
 
 # The load generator (bench/, a workspace member), the do-nothing wasm filter (bench/wasm-floor), the filter core's cost harness built with
 # symbols for callgrind, and valgrind itself (installed only if missing).

@@ -67,10 +67,11 @@ def run(name: str, rules: dict, body: Body, client: str) -> int:
                   admin_port=admin_port)
     check = Checks()
     try:
-        plural = "s" if len(rules["rules"]) > 1 else ""
-        step(f"tansu on 127.0.0.1:{broker_port}, Envoy on 127.0.0.1:{listener_port} with the rule{plural}:")
-        for r in rules["rules"]:
-            print("    " + json.dumps(r))
+        entries = [(kind, e) for kind in ("rules", "limits") for e in rules.get(kind, [])]
+        what = " and ".join(sorted({k for k, _ in entries}))
+        step(f"tansu on 127.0.0.1:{broker_port}, Envoy on 127.0.0.1:{listener_port} with the {what}:")
+        for _, e in entries:
+            print("    " + json.dumps(e))
         broker.start()
         envoy.start()
         body(client, broker, envoy, check)
