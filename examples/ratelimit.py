@@ -62,14 +62,14 @@ def scenario(client: str, broker: Broker, envoy: Envoy, check: Checks) -> None:
         print(f"  {c:<14}{len(m.delivered) * 16 // 1024:>9} MiB{rates[c]:>8.2f} MiB/s{len(m.errors):>6}")
     print()
     for k in ("produce_bytes", "throttled", "throttle_ms"):
-        print(f"  kafka.limit.bulk.{k} = {stats.get(f'kafka.limit.bulk.{k}', 0):,.0f}")
+        print(f"  kafka.limit.bulk.limit_{k} = {stats.get(f'kafka.limit.bulk.limit_{k}', 0):,.0f}")
     print()
     check(not errors, f"both producers finished ({errors[:1]})")
     check(0.8 <= rates["bulk-loader"] <= 1.2, f"bulk-loader was held to about 1 MiB/s ({rates['bulk-loader']:.2f})")
     check(rates["checkout"] > 2 * rates["bulk-loader"], "checkout was not held")
     check(all(not m.errors and len(m.delivered) == m.sent for m in meters.values()),
           "no producer saw an error or lost a message")
-    check(stats.get("kafka.limit.bulk.throttled", 0) > 0, "the filter counted the throttling")
+    check(stats.get("kafka.limit.bulk.limit_throttled", 0) > 0, "the filter counted the throttling")
 
 
 if __name__ == "__main__":

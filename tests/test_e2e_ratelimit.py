@@ -72,15 +72,22 @@ def test_a_limited_producer_is_held_to_its_rate_without_errors_and_others_are_no
     free_rate = free.rate(*windows["free"])
     stats = stack.envoy.settled_kafka_stats()
     print(f"{client}: limited {slow_rate:.2f} MiB/s, unlimited {free_rate / MIB:.2f} MiB/s "
-          f"(alone {alone_rate / MIB:.2f}), throttled {stats.get('kafka.limit.slow-producers.throttled')}")
+          f"(alone {alone_rate / MIB:.2f}), throttled {stats.get('kafka.limit.slow-producers.limit_throttled')}")
     assert not slow.errors and not free.errors, (slow.errors[:3], free.errors[:3])
     # Nothing lost: every message sent was delivered.
     assert len(slow.delivered) == slow.sent and len(free.delivered) == free.sent
     assert 0.8 <= slow_rate <= 1.2, f"limited producer at {slow_rate:.2f} MiB/s"
     # The unlimited client keeps most of its rate alone (it offers 5 MiB/s; the machine is shared).
     assert free_rate >= 0.7 * min(alone_rate, OFFER), (free_rate, alone_rate)
-    assert stats.get("kafka.limit.slow-producers.throttled", 0) > 0
+    assert stats.get("kafka.limit.slow-producers.limit_throttled", 0) > 0
     assert stats.get("kafka.connections_closed_by_policy", 0) == 0
+    # In Prometheus: per limit, and per key (the client id) under the same limit label.
+    prom = stack.envoy.prometheus()
+    per_limit = prom.find("kafka_limit_throttled", kafka_limit="slow-producers")
+    per_key = prom.find("kafka_limit_key_throttled", kafka_limit="slow-producers", kafka_limit_key="slow-1")
+    assert per_limit and per_limit[0][1] == stats["kafka.limit.slow-producers.limit_throttled"], per_limit
+    assert per_key and per_key[0][1] == per_limit[0][1], per_key
+    assert not prom.find("kafka_limit_key_throttled", kafka_limit_key="free-1")
 
 
 def test_one_limit_holds_for_the_sum_of_connections_on_every_worker(make_stack):
@@ -167,8 +174,8 @@ def test_a_consumer_limited_in_fetch_bytes_reads_a_backlog_at_its_rate(make_stac
     rate = sum(n for _, n in window) / (window[-1][0] - (first + WARMUP)) / MIB
     stats = stack.envoy.settled_kafka_stats()
     print(f"fetch-limited consumer: {rate:.2f} MiB/s for a {limit / MIB} MiB/s limit, "
-          f"throttled {stats.get('kafka.limit.readers.throttled')}")
-    assert stats.get("kafka.limit.readers.throttled", 0) > 0
+          f"throttled {stats.get('kafka.limit.readers.limit_throttled')}")
+    assert stats.get("kafka.limit.readers.limit_throttled", 0) > 0
     assert 0.8 * limit / MIB <= rate <= 1.2 * limit / MIB, f"{rate:.2f} MiB/s"
 
 
@@ -220,8 +227,8 @@ def test_connections_over_the_limit_are_closed_and_others_still_connect(make_sta
     assert ok <= 5 + 5 * elapsed + 1, (ok, elapsed)
     assert ok >= 5
     stats = stack.envoy.settled_kafka_stats()
-    assert stats.get("kafka.limit.conns.connections_refused", 0) >= 1
-    assert stats.get("kafka.limit.storm.connections_refused", 0) == 30 - ok
+    assert stats.get("kafka.limit.conns.limit_connections_refused", 0) >= 1
+    assert stats.get("kafka.limit.storm.limit_connections_refused", 0) == 30 - ok
     for r in held[1:] + [other, again]:
         r.close()
 
@@ -235,11 +242,11 @@ def test_dry_run_changes_nothing_and_counts(make_stack):
     rate = meter.rate(start, end) / MIB
     stats = stack.envoy.settled_kafka_stats()
     print(f"dry run: {rate:.2f} MiB/s past a 0.25 MiB/s dry-run limit, "
-          f"would have throttled {stats.get('kafka.limit.dry.would_throttle')}")
+          f"would have throttled {stats.get('kafka.limit.dry.limit_would_throttle')}")
     assert not meter.errors and len(meter.delivered) == meter.sent
     assert rate > 1.0, "a dry-run limit does not hold the client"
-    assert stats.get("kafka.limit.dry.would_throttle", 0) > 0
-    assert stats.get("kafka.limit.dry.throttled", 0) == 0
+    assert stats.get("kafka.limit.dry.limit_would_throttle", 0) > 0
+    assert stats.get("kafka.limit.dry.limit_throttled", 0) == 0
 
 
 MUTATIONS = {"limits": [{"name": "admin", "match": {"client_id": {"prefix": "admin-"}},
@@ -291,8 +298,8 @@ def test_topic_mutations_over_their_rate(make_stack, client):
     results = create(stack.bootstrap, names)
     elapsed = time.monotonic() - started
     stats = stack.envoy.settled_kafka_stats()
-    print(f"{client}: {results} in {elapsed:.1f} s; {stats.get('kafka.limit.admin.throttled')} throttled")
-    assert stats.get("kafka.limit.admin.throttled", 0) > 0
+    print(f"{client}: {results} in {elapsed:.1f} s; {stats.get('kafka.limit.admin.limit_throttled')} throttled")
+    assert stats.get("kafka.limit.admin.limit_throttled", 0) > 0
     with BrokerView(stack.broker.port) as view:
         on_broker = {n for n in names if metadata_partitions(view, n)}
     if client == "rdkafka":

@@ -95,9 +95,9 @@ fn a_produce_over_the_rate_is_forwarded_then_the_client_is_held_and_told() {
             delay as i32,
             "chunk {chunk}"
         );
-        assert_eq!(m.named("limit.slow.throttled"), 1);
-        assert_eq!(m.named("limit.slow.throttle_ms"), i64::from(delay));
-        assert!(m.named("limit.slow.produce_bytes") > 3000);
+        assert_eq!(m.named("limit.slow.limit_throttled"), 1);
+        assert_eq!(m.named("limit.slow.limit_throttle_ms"), i64::from(delay));
+        assert!(m.named("limit.slow.limit_produce_bytes") > 3000);
     }
     // Another client id is not limited, and a larger broker value stays.
     let mut c = conn(&cfg, &store, 2);
@@ -172,7 +172,7 @@ fn fetch_bytes_are_charged_on_the_response_and_set_in_it() {
             }
         }
         assert!(held > 0, "chunk {chunk}");
-        assert_eq!(m.named("limit.reader.throttled"), held);
+        assert_eq!(m.named("limit.reader.limit_throttled"), held);
     }
 }
 
@@ -191,8 +191,8 @@ fn dry_run_changes_no_byte_and_counts() {
         let resp = produce_response(corr, "orders", 0);
         assert_eq!(drive(&mut c, &resp, 11, false, &mut m).unwrap(), resp);
     }
-    assert_eq!(m.named("limit.dry.would_throttle"), 5);
-    assert_eq!(m.named("limit.dry.throttled"), 0);
+    assert_eq!(m.named("limit.dry.limit_would_throttle"), 5);
+    assert_eq!(m.named("limit.dry.limit_throttled"), 0);
 }
 
 #[test]
@@ -210,7 +210,7 @@ fn connections_over_the_limit_close_and_give_their_slot_back() {
     }
     let mut third = conn(&cfg, &store, 3);
     assert!(drive(&mut third, &produce(1, "app-1", 10), 64, true, &mut m).is_none());
-    assert_eq!(m.named("limit.conns.connections_refused"), 1);
+    assert_eq!(m.named("limit.conns.limit_connections_refused"), 1);
     // Another identity still connects.
     let mut other = conn(&cfg, &store, 4);
     assert!(drive(&mut other, &produce(1, "app-2", 10), 64, true, &mut m).is_some());
@@ -244,7 +244,7 @@ fn a_client_inventing_ids_shares_one_overflow_bucket_past_max_keys() {
     // the seven others share one and are held more and more.
     assert_eq!(&delays[..3], &[0, 0, 0]);
     assert!(delays[9] > delays[5], "{delays:?}");
-    assert_eq!(m.named("limit.per-id.keys_overflow"), 7);
+    assert_eq!(m.named("limit.per-id.limit_keys_overflow"), 7);
 }
 
 #[test]

@@ -58,6 +58,10 @@ pub enum MetricKey {
 pub const STATS_TAGS: &[(&str, &str)] = &[
     ("kafka_api", r"^wasmcustom\.kafka\.(api\.([^.]+)\.)"),
     ("kafka_limit", r"^wasmcustom\.kafka\.(limit\.([^.]+)\.)"),
+    (
+        "kafka_limit_key",
+        r"^wasmcustom\.kafka\.limit\.[^.]+\.(key\.([^.]+)\.)",
+    ),
 ];
 
 /// Slots per per-API family: every API key the crate knows plus `unknown`.

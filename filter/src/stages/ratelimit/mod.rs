@@ -35,6 +35,34 @@ struct Active {
     limit: usize,
     /// `<limit>/<key>`, or `<limit>/~other` past the limit's `max_keys`.
     bucket: String,
+    /// The key as a metric label (`other` past `max_keys`), for limits with a key.
+    label: Option<String>,
+}
+
+/// A limit's counter: `kafka.limit.<name>.limit_<what>` (Prometheus: `kafka_limit_<what>` with
+/// the label `kafka_limit`).
+fn limit_metric(limit: &str, what: &str) -> String {
+    format!("limit.{limit}.limit_{what}")
+}
+
+/// A key's counter: `kafka.limit.<name>.key.<key>.limit_key_<what>` (labels `kafka_limit` and
+/// `kafka_limit_key`).
+fn key_metric(limit: &str, label: &str, what: &str) -> String {
+    format!("limit.{limit}.key.{label}.limit_key_{what}")
+}
+
+/// A key as a metric label: what stats tags and Prometheus accept, and short.
+fn label_of(key: &str) -> String {
+    key.chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 pub struct RateLimitStage {
@@ -103,13 +131,19 @@ impl RateLimitStage {
                     .unwrap_or_else(|| "-".into()),
             };
             let key = bounded_key(key);
-            let bucket = if l.key == KeyBy::Shared || self.store.admit(&l.name, &key, l.max_keys) {
-                format!("{}/{key}", l.name)
+            let (bucket, label) = if l.key == KeyBy::Shared {
+                (format!("{}/{key}", l.name), None)
+            } else if self.store.admit(&l.name, &key, l.max_keys) {
+                (format!("{}/{key}", l.name), Some(label_of(&key)))
             } else {
-                m.add_named(&format!("limit.{}.keys_overflow", l.name), 1);
-                format!("{}/~other", l.name)
+                m.add_named(&limit_metric(&l.name, "keys_overflow"), 1);
+                (format!("{}/~other", l.name), Some("other".to_string()))
             };
-            active.push(Active { limit: i, bucket });
+            active.push(Active {
+                limit: i,
+                bucket,
+                label,
+            });
         }
         self.selected = Some((client_id.map(str::to_string), active));
     }
@@ -137,7 +171,7 @@ impl RateLimitStage {
                 continue;
             };
             let Some(rate) = rate_of(l) else { continue };
-            m.add_named(&format!("limit.{}.{kind}", l.name), amount as i64);
+            m.add_named(&limit_metric(&l.name, kind), amount as i64);
             let charged = self
                 .store
                 .charge(&format!("{}/{kind}", a.bucket), &rate, amount, now_ns);
@@ -146,14 +180,16 @@ impl RateLimitStage {
             }
             match l.mode {
                 Mode::Throttle => {
-                    m.add_named(&format!("limit.{}.throttled", l.name), 1);
-                    m.add_named(
-                        &format!("limit.{}.throttle_ms", l.name),
-                        i64::from(charged.delay_ms),
-                    );
+                    let ms = i64::from(charged.delay_ms);
+                    m.add_named(&limit_metric(&l.name, "throttled"), 1);
+                    m.add_named(&limit_metric(&l.name, "throttle_ms"), ms);
+                    if let Some(label) = &a.label {
+                        m.add_named(&key_metric(&l.name, label, "throttled"), 1);
+                        m.add_named(&key_metric(&l.name, label, "throttle_ms"), ms);
+                    }
                     delay = delay.max(charged.delay_ms);
                 }
-                Mode::DryRun => m.add_named(&format!("limit.{}.would_throttle", l.name), 1),
+                Mode::DryRun => m.add_named(&limit_metric(&l.name, "would_throttle"), 1),
             }
         }
         delay
@@ -194,7 +230,7 @@ impl RateLimitStage {
     fn refuse_connection(&self, l: &Limit, what: &str, m: &mut dyn MetricsSink) -> bool {
         match l.mode {
             Mode::Throttle => {
-                m.add_named(&format!("limit.{}.connections_refused", l.name), 1);
+                m.add_named(&limit_metric(&l.name, "connections_refused"), 1);
                 log::info!(
                     "connection {}: over `{what}` of limit `{}`; closing it",
                     self.id,
@@ -203,7 +239,7 @@ impl RateLimitStage {
                 true
             }
             Mode::DryRun => {
-                m.add_named(&format!("limit.{}.would_refuse_connection", l.name), 1);
+                m.add_named(&limit_metric(&l.name, "would_refuse_connection"), 1);
                 false
             }
         }
