@@ -85,13 +85,17 @@ PARTITIONS = 4
 # The "all features" row: every feature that exists, active on the benchmarked traffic. Today that
 # is topic name conversion: a rule for every client maps the benchmarked topic to another physical
 # topic, so every Produce, Fetch, Metadata (and their responses) is held, decoded, rewritten and
-# re-encoded. Rate limits and per-client metrics join this dict when they exist.
+# re-encoded. A limit that never trips accounts every request; per-client metrics join this dict when they exist.
 PHYSICAL_TOPIC = "bench-physical"
 ALL_FEATURES_CONFIG: dict[str, Any] = {
     "max_frame_bytes": 104857600,
     "on_frame_error": "close",
     "max_inflight_requests": 10000,
     "rules": [{"name": "bench", "topics": {"map": {TOPIC: PHYSICAL_TOPIC}}, "groups": "unchanged"}],
+    # A limit on every request that never trips: the accounting's cost (buckets per client id in
+    # Envoy's shared data, charged on every Produce, Fetch and request).
+    "limits": [{"name": "bench", "key": "client_id", "produce_bytes_per_second": 1e15,
+                "fetch_bytes_per_second": 1e15, "requests_per_second": 1e12}],
 }
 ALL_FEATURES_LABEL = "filter, all features (topic conversion on every request)"
 # The same document with no rule in it; while ALL_FEATURES_CONFIG equals it, the report uses the
