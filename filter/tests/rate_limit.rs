@@ -95,6 +95,7 @@ fn a_produce_over_the_rate_is_forwarded_then_the_client_is_held_and_told() {
             delay as i32,
             "chunk {chunk}"
         );
+        c.flush(&mut m);
         assert_eq!(m.named("limit.slow.limit_throttled"), 1);
         assert_eq!(m.named("limit.slow.limit_throttle_ms"), i64::from(delay));
         assert!(m.named("limit.slow.limit_produce_bytes") > 3000);

@@ -341,6 +341,7 @@ impl KafkaConnection {
 
     /// Report byte counts not yet reported. Hosts call this when the connection ends.
     pub fn flush(&mut self, m: &mut dyn MetricsSink) {
+        self.state.pipeline.flush(m);
         if self.unreported_request_bytes > 0 {
             m.add(
                 MetricKey::RequestBytes,

@@ -12,4 +12,4 @@ pub mod store;
 
 pub use bucket::{BucketState, Charged, Rate};
 pub use config::{parse_limits, KeyBy, Limit, LimitError, Mode, RawLimit};
-pub use store::{BucketStore, LocalStore};
+pub use store::{apply, BucketStore, Buckets, Charge, Kind, LocalStore, KINDS};

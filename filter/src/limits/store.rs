@@ -5,11 +5,58 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 
-use super::bucket::{BucketState, Charged, Rate};
+use super::bucket::{BucketState, Rate};
+
+/// What a limit counts; each key of a limit keeps one bucket per kind, in one entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Requests = 0,
+    ProduceBytes = 1,
+    FetchBytes = 2,
+    TopicMutations = 3,
+    Connections = 4,
+}
+
+pub const KINDS: usize = 5;
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Requests => "requests",
+            Kind::ProduceBytes => "produce_bytes",
+            Kind::FetchBytes => "fetch_bytes",
+            Kind::TopicMutations => "topic_mutations",
+            Kind::Connections => "connections",
+        }
+    }
+}
+
+/// One charge to one of an entry's buckets; `delay_ms` is filled in.
+#[derive(Debug, Clone, Copy)]
+pub struct Charge {
+    pub kind: Kind,
+    pub rate: Rate,
+    pub amount: f64,
+    pub delay_ms: u32,
+}
+
+/// An entry's buckets, one per [`Kind`] (`None` until first charged).
+pub type Buckets = [Option<BucketState>; KINDS];
+
+/// Apply `charges` to `buckets` at `now_ns`.
+pub fn apply(buckets: &mut Buckets, charges: &mut [Charge], now_ns: u64) {
+    for c in charges {
+        if let Some(slot) = buckets.get_mut(c.kind as usize) {
+            let state = slot.get_or_insert_with(|| BucketState::new(&c.rate, now_ns));
+            c.delay_ms = state.charge(&c.rate, c.amount, now_ns).delay_ms;
+        }
+    }
+}
 
 pub trait BucketStore {
-    /// Charge `amount` to bucket `key` (full when first seen) at `now_ns`.
-    fn charge(&self, key: &str, rate: &Rate, amount: f64, now_ns: u64) -> Charged;
+    /// Apply `charges` to the buckets of entry `key` (full when first seen) at `now_ns`: one
+    /// read and one write of the entry, whatever the number of charges.
+    fn charge(&self, key: &str, charges: &mut [Charge], now_ns: u64);
 
     /// Whether `key` may have buckets of its own under `scope` (a limit): true if it already
     /// has, or if fewer than `max` keys have. Keys past the cap share an overflow bucket.
@@ -22,21 +69,19 @@ pub trait BucketStore {
 /// Buckets in this VM's memory.
 #[derive(Debug, Default)]
 pub struct LocalStore {
-    buckets: RefCell<HashMap<String, BucketState>>,
+    buckets: RefCell<HashMap<String, Buckets>>,
     keys: RefCell<HashMap<String, HashSet<String>>>,
     counters: RefCell<HashMap<String, i64>>,
 }
 
 impl BucketStore for LocalStore {
-    fn charge(&self, key: &str, rate: &Rate, amount: f64, now_ns: u64) -> Charged {
+    fn charge(&self, key: &str, charges: &mut [Charge], now_ns: u64) {
         let mut buckets = self.buckets.borrow_mut();
-        let state = match buckets.get_mut(key) {
-            Some(s) => s,
-            None => buckets
-                .entry(key.to_string())
-                .or_insert_with(|| BucketState::new(rate, now_ns)),
+        let entry = match buckets.get_mut(key) {
+            Some(e) => e,
+            None => buckets.entry(key.to_string()).or_default(),
         };
-        state.charge(rate, amount, now_ns)
+        apply(entry, charges, now_ns);
     }
 
     fn admit(&self, scope: &str, key: &str, max: u32) -> bool {
@@ -77,14 +122,29 @@ mod tests {
     }
 
     #[test]
-    fn buckets_are_per_key() {
+    fn buckets_are_per_key_and_kind() {
         let s = LocalStore::default();
-        let r = Rate {
+        let rate = Rate {
             per_second: 10.0,
             burst: 10.0,
         };
-        assert_eq!(s.charge("a", &r, 20.0, 0).delay_ms, 1000);
-        assert_eq!(s.charge("b", &r, 10.0, 0).delay_ms, 0);
-        assert_eq!(s.charge("a", &r, 0.0, 0).delay_ms, 1000);
+        let charge = |kind, amount| Charge {
+            kind,
+            rate,
+            amount,
+            delay_ms: 0,
+        };
+        let mut c = [
+            charge(Kind::Requests, 20.0),
+            charge(Kind::ProduceBytes, 5.0),
+        ];
+        s.charge("a", &mut c, 0);
+        assert_eq!((c[0].delay_ms, c[1].delay_ms), (1000, 0));
+        let mut c = [charge(Kind::Requests, 10.0)];
+        s.charge("b", &mut c, 0);
+        assert_eq!(c[0].delay_ms, 0);
+        let mut c = [charge(Kind::Requests, 0.0), charge(Kind::ProduceBytes, 5.0)];
+        s.charge("a", &mut c, 0);
+        assert_eq!((c[0].delay_ms, c[1].delay_ms), (1000, 0));
     }
 }

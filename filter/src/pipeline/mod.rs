@@ -150,6 +150,13 @@ impl Pipeline {
         }
     }
 
+    /// Let every stage report what it keeps counted.
+    pub fn flush(&mut self, m: &mut dyn MetricsSink) {
+        for s in &mut self.stages {
+            s.flush(m);
+        }
+    }
+
     pub fn finished(&mut self, record: &RequestRecord<'_>, m: &mut dyn MetricsSink) {
         // The per-API counters are always there: called directly, not through the list.
         ApiMetrics.on_finished(record, m);

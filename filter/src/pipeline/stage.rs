@@ -124,6 +124,10 @@ pub trait Stage {
         m: &mut dyn MetricsSink,
     ) -> Decision;
 
+    /// Report what the stage keeps counted between requests (the host calls this from time to
+    /// time and when the connection ends).
+    fn flush(&mut self, _m: &mut dyn MetricsSink) {}
+
     /// The response to a request that was refused (the broker answered a stand-in): the stage
     /// that refused it and watched it may give the whole response frame the client gets
     /// (size field included); `None` leaves the generic error response.

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::Status;
 
-use crate::limits::{BucketState, BucketStore, Charged, Rate};
+use crate::limits::{apply, BucketState, BucketStore, Buckets, Charge, KINDS};
 
 const PREFIX: &str = "kafka-filter.limits.";
 /// Compare-and-swap attempts before an update is given up (counted, logged at debug): other
@@ -45,6 +45,39 @@ fn update<T>(key: &str, mut f: impl FnMut(Option<&[u8]>) -> (Vec<u8>, T)) -> Opt
     None
 }
 
+/// An entry: a byte of which buckets are present, then each bucket's 16 bytes.
+fn decode(v: Option<&[u8]>) -> Buckets {
+    let mut out: Buckets = [None; KINDS];
+    let Some((&present, rest)) = v.and_then(|b| b.split_first()) else {
+        return out;
+    };
+    for (i, (slot, bytes)) in out.iter_mut().zip(rest.chunks_exact(16)).enumerate() {
+        if present & (1 << i) != 0 {
+            *slot = BucketState::from_bytes(bytes);
+        }
+    }
+    out
+}
+
+fn encode(buckets: &Buckets) -> Vec<u8> {
+    let mut out = vec![0u8; 1 + 16 * KINDS];
+    let mut present = 0u8;
+    for (i, (slot, bytes)) in buckets
+        .iter()
+        .zip(out.get_mut(1..).unwrap_or_default().chunks_exact_mut(16))
+        .enumerate()
+    {
+        if let Some(state) = slot {
+            present |= 1 << i;
+            bytes.copy_from_slice(&state.to_bytes());
+        }
+    }
+    if let Some(first) = out.first_mut() {
+        *first = present;
+    }
+    out
+}
+
 fn read_i64(v: Option<&[u8]>) -> i64 {
     v.and_then(|b| b.get(..8))
         .and_then(|b| b.try_into().ok())
@@ -53,18 +86,20 @@ fn read_i64(v: Option<&[u8]>) -> i64 {
 }
 
 impl BucketStore for SharedDataStore {
-    fn charge(&self, key: &str, rate: &Rate, amount: f64, now_ns: u64) -> Charged {
+    fn charge(&self, key: &str, charges: &mut [Charge], now_ns: u64) {
         let key = format!("{PREFIX}bucket.{key}");
-        update(&key, |v| {
-            let mut state = v
-                .and_then(BucketState::from_bytes)
-                .unwrap_or_else(|| BucketState::new(rate, now_ns));
-            let charged = state.charge(rate, amount, now_ns);
-            (state.to_bytes().to_vec(), charged)
-        })
-        // The shared map could not be updated: let the request through unthrottled rather
-        // than guess (a lost charge; it is logged).
-        .unwrap_or(Charged { delay_ms: 0 })
+        let applied = update(&key, |v| {
+            let mut buckets = decode(v);
+            let mut attempt = charges.to_vec();
+            apply(&mut buckets, &mut attempt, now_ns);
+            (encode(&buckets), attempt)
+        });
+        match applied {
+            Some(done) => charges.copy_from_slice(&done),
+            // The shared map could not be updated: the request goes unthrottled rather than
+            // guessed at (a lost charge; it is logged).
+            None => charges.iter_mut().for_each(|c| c.delay_ms = 0),
+        }
     }
 
     fn admit(&self, scope: &str, key: &str, max: u32) -> bool {

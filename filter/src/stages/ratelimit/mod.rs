@@ -11,7 +11,7 @@ use std::rc::Rc;
 use kafka_protocol::messages::ApiKey;
 
 use crate::config::Config;
-use crate::limits::{BucketStore, KeyBy, Limit, Mode, Rate};
+use crate::limits::{BucketStore, Charge, KeyBy, Kind, Limit, Mode, Rate, KINDS};
 use crate::metrics::MetricsSink;
 use crate::pipeline::{Decision, FrameView, Identity, RequestCx, ResponseCx, Stage};
 
@@ -29,15 +29,51 @@ const FETCH: i16 = ApiKey::Fetch as i16;
 const NOTE_FETCH_BYTES: u32 = 1 << 31;
 const NOTE_DELAY_MASK: u32 = (1 << 24) - 1;
 
-/// A limit that applies to this connection, with its bucket key.
-#[derive(Debug, Clone)]
+/// A limit that applies to this connection, with its bucket key and metric names.
+#[derive(Debug)]
 struct Active {
     limit: usize,
     /// `<limit>/<key>`, or `<limit>/~other` past the limit's `max_keys`.
     bucket: String,
-    /// The key as a metric label (`other` past `max_keys`), for limits with a key.
-    label: Option<String>,
+    names: Names,
+    /// Amounts accounted and not yet reported, per [`Kind`].
+    pending: [f64; KINDS],
 }
+
+/// The counters of one active limit, named once per connection and key.
+#[derive(Debug)]
+struct Names {
+    accounted: [String; KINDS],
+    throttled: String,
+    throttle_ms: String,
+    would_throttle: String,
+    /// Per key, for limits with a key (`other` past `max_keys`).
+    key_throttled: Option<String>,
+    key_throttle_ms: Option<String>,
+}
+
+impl Names {
+    fn new(limit: &str, label: Option<&str>) -> Self {
+        let kinds = [
+            Kind::Requests,
+            Kind::ProduceBytes,
+            Kind::FetchBytes,
+            Kind::TopicMutations,
+            Kind::Connections,
+        ];
+        Self {
+            accounted: kinds.map(|k| limit_metric(limit, k.name())),
+            throttled: limit_metric(limit, "throttled"),
+            throttle_ms: limit_metric(limit, "throttle_ms"),
+            would_throttle: limit_metric(limit, "would_throttle"),
+            key_throttled: label.map(|l| key_metric(limit, l, "throttled")),
+            key_throttle_ms: label.map(|l| key_metric(limit, l, "throttle_ms")),
+        }
+    }
+}
+
+/// How often accounted amounts are reported while a connection lives (and when it closes).
+const REPORT_EVERY_NS: u64 = 1_000_000_000;
 
 /// A limit's counter: `kafka.limit.<name>.limit_<what>` (Prometheus: `kafka_limit_<what>` with
 /// the label `kafka_limit`).
@@ -80,6 +116,24 @@ pub struct RateLimitStage {
     /// Answers to mutations refused over their rate, by correlation id, until their
     /// stand-in's response comes back.
     refusals: Vec<(i32, Vec<u8>)>,
+    /// When accounted amounts were last reported.
+    reported_ns: u64,
+}
+
+/// A limit's rate for one kind (requests need the API too: see `on_request`).
+fn rate_of(l: &Limit, kind: Kind) -> Option<Rate> {
+    match kind {
+        Kind::Requests => l.requests,
+        Kind::ProduceBytes => l.produce_bytes,
+        Kind::FetchBytes => l.fetch_bytes,
+        Kind::TopicMutations => l.topic_mutations,
+        Kind::Connections => l.connections,
+    }
+}
+
+/// An active limit's entry key, for connection counters.
+struct Bucket {
+    bucket: String,
 }
 
 /// Refusals kept at most (a client that pipelines more loses the oldest: it then gets the
@@ -97,6 +151,7 @@ impl RateLimitStage {
             counted: Vec::new(),
             fetch_charged: None,
             refusals: Vec::new(),
+            reported_ns: 0,
         }
     }
 
@@ -142,10 +197,26 @@ impl RateLimitStage {
             active.push(Active {
                 limit: i,
                 bucket,
-                label,
+                names: Names::new(&l.name, label.as_deref()),
+                pending: [0.0; KINDS],
             });
         }
+        self.report(m);
         self.selected = Some((client_id.map(str::to_string), active));
+    }
+
+    /// Report the accounted amounts not yet reported.
+    fn report(&mut self, m: &mut dyn MetricsSink) {
+        if let Some((_, active)) = &mut self.selected {
+            for a in active {
+                for (name, pending) in a.names.accounted.iter().zip(a.pending.iter_mut()) {
+                    if *pending > 0.0 {
+                        m.add_named(name, *pending as i64);
+                        *pending = 0.0;
+                    }
+                }
+            }
+        }
     }
 
     fn active(&self) -> &[Active] {
@@ -155,42 +226,66 @@ impl RateLimitStage {
             .unwrap_or_default()
     }
 
-    /// Charge `amount` of one kind to every active limit that has a rate for it; the longest
-    /// delay of the limits that throttle.
+    /// Charge every active limit the amounts of the kinds it has a rate for (`rate_of`), one
+    /// store update per limit; the longest delay of the limits that throttle.
     fn charge(
-        &self,
-        kind: &str,
-        rate_of: impl Fn(&Limit) -> Option<Rate>,
-        amount: f64,
+        &mut self,
+        what: &[(Kind, f64)],
+        rate_of: impl Fn(&Limit, Kind) -> Option<Rate>,
         now_ns: u64,
         m: &mut dyn MetricsSink,
     ) -> u32 {
         let mut delay = 0;
-        for a in self.active() {
-            let Some(l) = self.limit(a.limit) else {
+        let Some((_, active)) = &mut self.selected else {
+            return 0;
+        };
+        for a in active.iter_mut() {
+            let Some(l) = self.config.limits.get(a.limit) else {
                 continue;
             };
-            let Some(rate) = rate_of(l) else { continue };
-            m.add_named(&limit_metric(&l.name, kind), amount as i64);
-            let charged = self
-                .store
-                .charge(&format!("{}/{kind}", a.bucket), &rate, amount, now_ns);
-            if charged.delay_ms == 0 {
+            let mut charges: Vec<Charge> = what
+                .iter()
+                .filter_map(|&(kind, amount)| {
+                    rate_of(l, kind).map(|rate| Charge {
+                        kind,
+                        rate,
+                        amount,
+                        delay_ms: 0,
+                    })
+                })
+                .collect();
+            if charges.is_empty() {
+                continue;
+            }
+            self.store.charge(&a.bucket, &mut charges, now_ns);
+            let mut limit_delay = 0;
+            for c in &charges {
+                if let Some(p) = a.pending.get_mut(c.kind as usize) {
+                    *p += c.amount;
+                }
+                limit_delay = limit_delay.max(c.delay_ms);
+            }
+            if limit_delay == 0 {
                 continue;
             }
             match l.mode {
                 Mode::Throttle => {
-                    let ms = i64::from(charged.delay_ms);
-                    m.add_named(&limit_metric(&l.name, "throttled"), 1);
-                    m.add_named(&limit_metric(&l.name, "throttle_ms"), ms);
-                    if let Some(label) = &a.label {
-                        m.add_named(&key_metric(&l.name, label, "throttled"), 1);
-                        m.add_named(&key_metric(&l.name, label, "throttle_ms"), ms);
+                    let ms = i64::from(limit_delay);
+                    m.add_named(&a.names.throttled, 1);
+                    m.add_named(&a.names.throttle_ms, ms);
+                    if let (Some(t), Some(tm)) = (&a.names.key_throttled, &a.names.key_throttle_ms)
+                    {
+                        m.add_named(t, 1);
+                        m.add_named(tm, ms);
                     }
-                    delay = delay.max(charged.delay_ms);
+                    delay = delay.max(limit_delay);
                 }
-                Mode::DryRun => m.add_named(&limit_metric(&l.name, "would_throttle"), 1),
+                Mode::DryRun => m.add_named(&a.names.would_throttle, 1),
             }
+        }
+        if now_ns.saturating_sub(self.reported_ns) >= REPORT_EVERY_NS {
+            self.reported_ns = now_ns;
+            self.report(m);
         }
         delay
     }
@@ -199,13 +294,25 @@ impl RateLimitStage {
     fn admit_connection(&mut self, now_ns: u64, m: &mut dyn MetricsSink) -> bool {
         self.connection_checked = true;
         let mut refused = false;
-        for a in self.active().to_vec() {
-            let Some(l) = self.limit(a.limit).cloned() else {
+        let targets: Vec<(usize, String)> = self
+            .active()
+            .iter()
+            .map(|a| (a.limit, a.bucket.clone()))
+            .collect();
+        for (limit, bucket) in targets {
+            let Some(l) = self.limit(limit).cloned() else {
                 continue;
             };
+            let a = Bucket { bucket };
             if let Some(rate) = l.connections {
-                let key = format!("{}/connections_rate", a.bucket);
-                if self.store.charge(&key, &rate, 1.0, now_ns).delay_ms > 0 {
+                let mut c = [Charge {
+                    kind: Kind::Connections,
+                    rate,
+                    amount: 1.0,
+                    delay_ms: 0,
+                }];
+                self.store.charge(&a.bucket, &mut c, now_ns);
+                if c[0].delay_ms > 0 {
                     refused |= self.refuse_connection(&l, "connections_per_second", m);
                 }
             }
@@ -271,7 +378,7 @@ impl RateLimitStage {
         };
         if Mutation::rejects(head.api_key, head.api_version) {
             // Strict, as a broker: a client in debt gets the error without the mutation.
-            let owed = self.charge("topic_mutations", |l| l.topic_mutations, 0.0, now, m);
+            let owed = self.charge(&[(Kind::TopicMutations, 0.0)], rate_of, now, m);
             if owed > 0 {
                 if let Some(answer) = mutation.refusal(head.api_version, head.correlation_id, owed)
                 {
@@ -285,9 +392,8 @@ impl RateLimitStage {
             }
         }
         Ok(self.charge(
-            "topic_mutations",
-            |l| l.topic_mutations,
-            mutation.partitions(),
+            &[(Kind::TopicMutations, mutation.partitions())],
+            rate_of,
             now,
             m,
         ))
@@ -341,22 +447,25 @@ impl Stage for RateLimitStage {
         }
         let size = (frame.frame_len as f64) + 4.0;
         let api = head.api_key;
+        let both = [(Kind::Requests, 1.0), (Kind::ProduceBytes, size)];
+        let what = if api == PRODUCE {
+            &both[..]
+        } else {
+            &both[..1]
+        };
         let mut delay = self.charge(
-            "requests",
-            |l| {
-                l.requests.filter(|_| {
+            what,
+            |l, kind| match kind {
+                Kind::Requests => l.requests.filter(|_| {
                     l.request_apis
                         .as_ref()
                         .is_none_or(|apis| apis.contains(&api))
-                })
+                }),
+                other => rate_of(l, other),
             },
-            1.0,
             now,
             m,
         );
-        if api == PRODUCE {
-            delay = delay.max(self.charge("produce_bytes", |l| l.produce_bytes, size, now, m));
-        }
         if is_mutation(api) && head.header_decoded && self.limits_mutations() {
             if !frame.collected && !frame.whole() {
                 return Decision::NeedFrame;
@@ -383,6 +492,10 @@ impl Stage for RateLimitStage {
         }
     }
 
+    fn flush(&mut self, m: &mut dyn MetricsSink) {
+        self.report(m);
+    }
+
     fn answer_refused(&mut self, cx: &ResponseCx<'_>) -> Option<Vec<u8>> {
         let at = self
             .refusals
@@ -404,7 +517,7 @@ impl Stage for RateLimitStage {
                 Some((corr, d)) if corr == req.correlation_id => d,
                 _ => {
                     let size = (frame.frame_len as f64) + 4.0;
-                    let d = self.charge("fetch_bytes", |l| l.fetch_bytes, size, cx.now_ns, m);
+                    let d = self.charge(&[(Kind::FetchBytes, size)], rate_of, cx.now_ns, m);
                     self.fetch_charged = Some((req.correlation_id, d));
                     d
                 }
