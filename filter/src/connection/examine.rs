@@ -145,7 +145,7 @@ impl ConnState {
         let frame = view(h);
         let action = match self
             .pipeline
-            .run_response(&mut p, &self.identity, &frame, now.get(), m)
+            .run_response(&mut p, &self.identity, &frame, m)
         {
             Flow::Head(n) => {
                 self.response = Some(p);
@@ -188,7 +188,8 @@ impl ConnState {
             m.add(MetricKey::RequestsUnanswered, len_i64(matched.skipped));
         }
         let r = matched.request;
-        let latency_us = now.get().saturating_sub(r.sent_at_ns) / 1_000;
+        let now_ns = now.get();
+        let latency_us = now_ns.saturating_sub(r.sent_at_ns) / 1_000;
         self.pipeline.finished(
             &RequestRecord {
                 api_key: r.api_key,
@@ -204,7 +205,7 @@ impl ConnState {
             m,
         );
         if r.plan.is_active() {
-            Ok(ResponseProgress::new(r))
+            Ok(ResponseProgress::new(r, now_ns))
         } else {
             Err(Step::Done)
         }

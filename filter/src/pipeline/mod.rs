@@ -63,6 +63,8 @@ pub struct ResponseProgress {
     upper: usize,
     /// How long the client is to be held once the response is on its way.
     pub delay_ms: u32,
+    /// The host's clock when the response was matched to its request.
+    now_ns: u64,
 }
 
 /// Where a frame stands after the stages looked at it.
@@ -206,9 +208,9 @@ impl Pipeline {
         p: &mut ResponseProgress,
         identity: &Identity,
         frame: &FrameView<'_>,
-        now_ns: u64,
         m: &mut dyn MetricsSink,
     ) -> Flow {
+        let now_ns = p.now_ns;
         if let Some(code) = p.request.plan.refused {
             return Flow::Done(self.answer_refused(p, identity, now_ns, code));
         }
@@ -384,11 +386,12 @@ fn decision_name(d: &Decision) -> &'static str {
 }
 
 impl ResponseProgress {
-    pub fn new(request: Inflight) -> Self {
+    pub fn new(request: Inflight, now_ns: u64) -> Self {
         Self {
             request,
             upper: MAX_STAGES,
             delay_ms: 0,
+            now_ns,
         }
     }
 }

@@ -255,7 +255,7 @@ impl RewriteStage {
         let scan = produce_head::scan(body, version);
         match &scan {
             produce_head::Scan::Need(n) if !frame.last_look => {
-                return Decision::NeedHead(header_len.saturating_add(*n))
+                return Decision::NeedHead(head_ask(header_len.saturating_add(*n), frame))
             }
             produce_head::Scan::Names { topic_count, .. } if *topic_count <= 1 => {}
             // Several topics (names between records), or not what it should be: the full
@@ -394,7 +394,7 @@ impl RewriteStage {
         let scan = response_head::scan(prefix, layout);
         if let response_head::Scan::Need(n) = scan {
             if !frame.last_look {
-                return Decision::NeedHead(n);
+                return Decision::NeedHead(head_ask(n, frame));
             }
         }
         let Some(rule) = self.rule(rule) else {
@@ -487,6 +487,16 @@ impl RewriteStage {
         Decision::Refuse(UNKNOWN_SERVER_ERROR)
     }
 }
+
+/// How much of a frame's head to ask for when `n` bytes are needed: at least
+/// [`MIN_HEAD_ASK`] (within the frame), so that a head's fields are read in one or two looks,
+/// not one look per field.
+fn head_ask(n: usize, frame: &FrameView<'_>) -> usize {
+    n.max(MIN_HEAD_ASK.min(frame.frame_len))
+}
+
+/// Enough for a request or response header, one topic name and the first partition's fields.
+const MIN_HEAD_ASK: usize = 256;
 
 /// A placeholder size field, then `header`: what a rewritten message is encoded after.
 fn frame_start(header: &[u8]) -> Vec<u8> {
