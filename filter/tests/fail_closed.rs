@@ -357,3 +357,47 @@ fn header_tagged_fields_split_across_chunks_still_decode_and_the_rule_applies() 
         );
     }
 }
+
+/// Found by fuzzing: a client under no rule, then the same connection's next request under a
+/// rule, still undecided (its head is waiting for more bytes), when a response with an unknown
+/// correlation id arrives.
+#[test]
+fn an_unmatched_response_closes_once_a_request_under_a_rule_has_been_seen() {
+    let hex = |s: &str| -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    };
+    let client = hex(concat!(
+        "000000670003000c0000000700087465612d6d612d7808030000000e0000000000000000006a0000393939",
+        "3939390000000bf8003c0000890100000d0000000500004500000000000019ff00000400001a000000040000",
+        "20000000040000100000000500000000090000240000000000330000000000090000000300087465616d2d",
+        "612d7800ffffffff0003076576656e74730300000000fffffffffffffffffffffffe000002002d19000200",
+        "32006d2d612d2d782b000000050000000000020a7465616d2d622e670000590131312d612d00a4bcbcbcbc",
+        "bcbcbcbcbc46bcbcbcbcbcbcbcbcbcbcbcbcbcbcbcbcbcbcbcbcbc000001ff6d2d7f7f7f7f7f7f7f7f7f7f",
+        "7f7fadadadadadadadadadadadadadadadadadadadadadadadadadadadadadadadadadadadadadadadadadad",
+        "adadadadadadadadadadadadadadadadadadadadadadadadadadadadadadadadadadadadadadadadad7800",
+        "17636f6e66ff6c75656e742d6b61666b612d70bcbcff79746800000016000e000400000001ffff00026600",
+        "000000026d000100"
+    ));
+    let broker = hex(concat!(
+        "000000290000000700000000000000020000000020000000000000000000002000077465616d2d612e0000",
+        "00000000007f322e31362e300003011b00000001000025004b00616d2d612d780000000000000000000000",
+        "000000ffffffffffff7f7f7f7f7f7f7f7f7f7f7f7f7f7f7f7f7f7f7f7f7f7f7f7f7f7f7f7f7f7f7f7f7f7f",
+        "050000000004020a74653000000a00ced1302ed500238400000000ff000000ced1302ed5007465616d2d61",
+        "ffffff2d"
+    ));
+    let cfg = config(TENANTS);
+    let mut conn = KafkaConnection::new(1, cfg);
+    let mut m = RecordingSink::default();
+    assert!(drive(&mut conn, &client, 13, true, &mut m).is_some());
+    let back = drive(&mut conn, &broker, 5, false, &mut m);
+    // The matched Metadata response passes; the unknown one must never reach the client.
+    assert!(
+        back.is_none(),
+        "the connection must close, got {:?}",
+        back.map(|b| b.len())
+    );
+    assert_eq!(m.get(MetricKey::ResponsesUnmatched), 1);
+}

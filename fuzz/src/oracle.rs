@@ -193,6 +193,12 @@ pub fn check(m: &Model, c: &Conn) {
     if std::env::var_os("KAFKA_FUZZ_VERBOSE").is_some() {
         eprintln!("{}", describe(c));
     }
+    if std::env::var_os("KAFKA_FUZZ_DUMP").is_some() {
+        // Whole streams in hex, to replay a finding in a unit test.
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        eprintln!("client sent: {}", hex(&c.orig_req));
+        eprintln!("broker sent: {}", hex(&c.orig_resp));
+    }
     check_requests(m, c);
     check_responses(m, c);
 }

@@ -223,6 +223,16 @@ impl FrameReader {
     }
 
     /// True between frames (no partial frame pending).
+    /// A frame has begun whose head has not been shown to the examiner yet (its size field or
+    /// its first bytes are still arriving).
+    pub fn awaiting_head(&self) -> bool {
+        match self.state {
+            State::Size => !self.size_buf.is_empty(),
+            State::Head { .. } => true,
+            _ => false,
+        }
+    }
+
     pub fn at_boundary(&self) -> bool {
         matches!(self.state, State::Size) && self.size_buf.is_empty()
     }

@@ -41,6 +41,8 @@ pub(super) struct ConnState {
     held_response: Reservation,
     /// The connection must close (fail closed, or a stage said so).
     pub must_close: bool,
+    /// A request frame has begun whose header has not been read (set per response chunk).
+    pub request_unread: bool,
     /// The longest hold a stage asked for since the host last took it.
     pub delay_ms: u32,
     pub malformed: i64,
@@ -66,6 +68,7 @@ impl ConnState {
             held_request: Reservation::default(),
             held_response: Reservation::default(),
             must_close: false,
+            request_unread: false,
             delay_ms: 0,
             malformed: 0,
             undecodable_logged: false,
@@ -215,7 +218,8 @@ impl ConnState {
     /// client must not see, and dropping it would leave the client waiting, so the connection
     /// closes; otherwise it passes.
     fn unmatched(&mut self, what: &str) -> Step {
-        if !self.pipeline.guarded() {
+        let unread = self.request_unread && self.request.is_none() && self.pipeline.may_guard();
+        if !self.pipeline.guarded() && !unread {
             return Step::Done;
         }
         log::warn!(

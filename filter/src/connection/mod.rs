@@ -208,7 +208,12 @@ impl KafkaConnection {
     {
         match self.admit(Direction::Response, src.len(), m) {
             Some(verdict) => verdict,
-            None => self.parse(Direction::Response, src, now_ns, m),
+            None => {
+                // A request whose header has not been read yet may be under a rule, whatever
+                // the connection's earlier requests were (found by fuzzing).
+                self.state.request_unread = self.requests.awaiting_head();
+                self.parse(Direction::Response, src, now_ns, m)
+            }
         }
     }
 

@@ -142,6 +142,11 @@ impl Pipeline {
         self.stages.iter().any(|s| s.guards())
     }
 
+    /// Whether a stage has rules that some connection could be under.
+    pub fn may_guard(&self) -> bool {
+        self.stages.iter().any(|s| s.may_guard())
+    }
+
     pub fn needs_peer(&self) -> bool {
         self.stages.iter().any(|s| s.needs_peer())
     }

@@ -107,6 +107,12 @@ pub trait Stage {
     /// known yet): the connection then fails closed instead of forwarding bytes it cannot frame.
     fn guards(&self) -> bool;
 
+    /// Whether some connection could be under this stage's rules (a request not read yet
+    /// may be, whatever [`Self::guards`] says of the requests read so far).
+    fn may_guard(&self) -> bool {
+        self.guards()
+    }
+
     /// Whether the stage matches on the peer's mTLS identity or address.
     fn needs_peer(&self) -> bool {
         false

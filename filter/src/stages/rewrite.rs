@@ -87,6 +87,10 @@ impl Stage for RewriteStage {
         self.under_rule || self.cached.is_none()
     }
 
+    fn may_guard(&self) -> bool {
+        !self.config.rules.is_empty()
+    }
+
     fn needs_peer(&self) -> bool {
         self.config.rules.iter().any(|r| r.matcher.needs_peer())
     }
