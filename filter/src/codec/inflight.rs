@@ -5,6 +5,7 @@
 //! the match is almost always the oldest entry; requests that never get an answer (a Produce with
 //! acks=0 that was not recognised as such) are dropped when a later response overtakes them.
 
+use crate::api::ApiLabel;
 use std::collections::VecDeque;
 
 use crate::pipeline::Plan;
@@ -13,6 +14,8 @@ use crate::pipeline::Plan;
 pub struct Inflight {
     pub correlation_id: i32,
     pub api_key: i16,
+    /// The API, as classified when the request was read (metrics label it by this).
+    pub api: ApiLabel,
     pub api_version: i16,
     pub sent_at_ns: u64,
     /// The request frame's size, size field included.
@@ -84,6 +87,7 @@ mod tests {
         Inflight {
             correlation_id: id,
             api_key: 0,
+            api: None,
             api_version: 9,
             sent_at_ns: id as u64,
             request_bytes: 20,

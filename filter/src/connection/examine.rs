@@ -193,20 +193,9 @@ impl ConnState {
         let r = matched.request;
         let now_ns = now.get();
         let latency_us = now_ns.saturating_sub(r.sent_at_ns) / 1_000;
-        self.pipeline.finished(
-            &RequestRecord {
-                api_key: r.api_key,
-                api_version: r.api_version,
-                correlation_id: r.correlation_id,
-                identity: &self.identity,
-                request_bytes: r.request_bytes as usize,
-                response_bytes: Some(h.frame_len.saturating_add(4)),
-                latency_us: Some(latency_us),
-                refused_with: r.plan.refused,
-                outcome: r.plan.outcome,
-            },
-            m,
-        );
+        let response_bytes = Some(h.frame_len.saturating_add(4));
+        let record = RequestRecord::of(&r, &self.identity, response_bytes, Some(latency_us));
+        self.pipeline.finished(&record, m);
         if r.plan.is_active() {
             Ok(ResponseProgress::new(r, now_ns))
         } else {
@@ -343,26 +332,15 @@ impl ConnState {
         let entry = Inflight {
             correlation_id: head.correlation_id,
             api_key: head.api_key,
+            api: head.api,
             api_version: head.api_version,
             sent_at_ns: now.get(),
             request_bytes: u32::try_from(frame_len.saturating_add(4)).unwrap_or(u32::MAX),
             plan: p.plan,
         };
         if !head.expects_response {
-            self.pipeline.finished(
-                &RequestRecord {
-                    api_key: entry.api_key,
-                    api_version: entry.api_version,
-                    correlation_id: entry.correlation_id,
-                    identity: &self.identity,
-                    request_bytes: entry.request_bytes as usize,
-                    response_bytes: None,
-                    latency_us: None,
-                    refused_with: entry.plan.refused,
-                    outcome: entry.plan.outcome,
-                },
-                m,
-            );
+            let record = RequestRecord::of(&entry, &self.identity, None, None);
+            self.pipeline.finished(&record, m);
             return;
         }
         if let Some(evicted) = self.inflight.push(entry) {

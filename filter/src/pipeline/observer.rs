@@ -2,7 +2,8 @@
 
 use super::identity::Identity;
 use super::plan::Outcome;
-use crate::api::classify;
+use crate::api::ApiLabel;
+use crate::codec::inflight::Inflight;
 use crate::metrics::{MetricKey, MetricsSink};
 
 /// One request, when its response has been matched to it (or when it was sent, for requests
@@ -10,6 +11,8 @@ use crate::metrics::{MetricKey, MetricsSink};
 #[derive(Debug)]
 pub struct RequestRecord<'a> {
     pub api_key: i16,
+    /// The API as metrics label it (`None`: a key the filter does not know).
+    pub api: ApiLabel,
     pub api_version: i16,
     pub correlation_id: i32,
     pub identity: &'a Identity,
@@ -23,6 +26,30 @@ pub struct RequestRecord<'a> {
     pub outcome: Outcome,
 }
 
+impl<'a> RequestRecord<'a> {
+    /// The record of `request`, answered by a response of `response_bytes` after
+    /// `latency_us` (both `None` for a request the broker does not answer).
+    pub fn of(
+        request: &Inflight,
+        identity: &'a Identity,
+        response_bytes: Option<usize>,
+        latency_us: Option<u64>,
+    ) -> Self {
+        Self {
+            api_key: request.api_key,
+            api: request.api,
+            api_version: request.api_version,
+            correlation_id: request.correlation_id,
+            identity,
+            request_bytes: request.request_bytes as usize,
+            response_bytes,
+            latency_us,
+            refused_with: request.plan.refused,
+            outcome: request.plan.outcome,
+        }
+    }
+}
+
 pub trait Observer {
     fn on_finished(&mut self, record: &RequestRecord<'_>, m: &mut dyn MetricsSink);
 }
@@ -34,9 +61,8 @@ pub struct ApiMetrics;
 impl Observer for ApiMetrics {
     fn on_finished(&mut self, r: &RequestRecord<'_>, m: &mut dyn MetricsSink) {
         if let Some(us) = r.latency_us {
-            let label = classify(r.api_key);
-            m.add(MetricKey::Responses(label), 1);
-            m.record(MetricKey::ResponseLatencyUs(label), us);
+            m.add(MetricKey::Responses(r.api), 1);
+            m.record(MetricKey::ResponseLatencyUs(r.api), us);
         }
     }
 }
