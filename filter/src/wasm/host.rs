@@ -39,7 +39,13 @@ impl HostBuffer {
         let start = self.base.saturating_add(start);
         match hostcalls::get_buffer(self.buffer, start, len) {
             Ok(Some(bytes)) if bytes.len() == len => {
-                out.extend_from_slice(&bytes);
+                // The host already allocated these bytes in the VM: an empty buffer without
+                // room for them (a fresh prefetch window) takes them as they are, no copy.
+                if out.is_empty() && out.capacity() < len {
+                    *out = bytes;
+                } else {
+                    out.extend_from_slice(&bytes);
+                }
                 true
             }
             Ok(None) if len == 0 => true,

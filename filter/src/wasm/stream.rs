@@ -1,3 +1,4 @@
+use std::cell::Cell;
 use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
@@ -26,6 +27,25 @@ pub struct KafkaStream {
     muted_until_ns: u64,
     /// Bytes at the start of Envoy's downstream buffer already examined, kept there by a pause.
     seen_in_envoy: usize,
+    /// Whether this stream paused since it last read with no pause (its entry in `mutes` may
+    /// be there): most streams never pause and never touch the shared table.
+    ever_paused: bool,
+}
+
+/// The host clock for one callback: read at most once, and only if something asks (each read
+/// is a host call; most chunks of a large frame need no time at all).
+#[derive(Default)]
+struct CallbackClock(Cell<Option<u64>>);
+
+impl CallbackClock {
+    fn get(&self) -> u64 {
+        if let Some(t) = self.0.get() {
+            return t;
+        }
+        let t = now_ns();
+        self.0.set(Some(t));
+        t
+    }
 }
 
 /// What the VM's connections share.
@@ -47,6 +67,7 @@ impl KafkaStream {
             peer_read: false,
             muted_until_ns: 0,
             seen_in_envoy: 0,
+            ever_paused: false,
         }
     }
 
@@ -89,9 +110,9 @@ impl KafkaStream {
     }
 
     /// A stage asked to hold the client: from now, requests wait in Envoy's buffer.
-    fn note_delay(&mut self, now: u64) {
+    fn note_delay(&mut self, clock: &CallbackClock) {
         if let Some(ms) = self.conn.take_delay_ms() {
-            let until = now.saturating_add(u64::from(ms) * 1_000_000);
+            let until = clock.get().saturating_add(u64::from(ms) * 1_000_000);
             self.muted_until_ns = self.muted_until_ns.max(until);
         }
     }
@@ -126,7 +147,9 @@ impl KafkaStream {
     }
 
     fn finish(&mut self) {
-        self.mutes.borrow_mut().forget(self.id);
+        if self.ever_paused {
+            self.mutes.borrow_mut().forget(self.id);
+        }
         if self.active {
             self.active = false;
             let mut m = self.metrics.borrow_mut();
@@ -161,42 +184,50 @@ impl StreamContext for KafkaStream {
         if !self.peer_read {
             self.read_peer();
         }
-        if !self.mutes.borrow().is_paused(self.id) {
+        if self.ever_paused && !self.mutes.borrow().is_paused(self.id) {
             // Not paused (any more): Envoy passed on whatever it held for us.
             self.seen_in_envoy = 0;
         }
-        let now = now_ns();
-        let muted = now < self.muted_until_ns;
+        let clock = CallbackClock::default();
+        let muted = self.muted_until_ns != 0 && clock.get() < self.muted_until_ns;
+        if !muted {
+            self.muted_until_ns = 0;
+        }
         let base = self.seen_in_envoy.min(data_size);
         let len = data_size - base;
         let mut src = HostBuffer::from(BufferType::DownstreamData, base, len);
         let verdict = {
             let mut m = self.metrics.borrow_mut();
-            self.conn.on_request_data(&mut src, || now, &mut *m)
+            self.conn.on_request_data(&mut src, || clock.get(), &mut *m)
         };
         let (action, buffered) = self.apply(BufferType::DownstreamData, verdict, base, len);
-        self.note_delay(now);
+        self.note_delay(&clock);
         if muted && action == Action::Continue {
             // Held by a rate limit: the bytes (examined) wait in Envoy's buffer until the
             // root's tick resumes the connection.
             self.seen_in_envoy = buffered;
             self.mutes.borrow_mut().pause(self.id, self.muted_until_ns);
+            self.ever_paused = true;
             return Action::Pause;
         }
         self.seen_in_envoy = 0;
-        self.mutes.borrow_mut().forget(self.id);
+        if self.ever_paused {
+            self.mutes.borrow_mut().forget(self.id);
+            self.ever_paused = false;
+        }
         action
     }
 
     fn on_upstream_data(&mut self, data_size: usize, _end_of_stream: bool) -> Action {
         let mut src = HostBuffer::new(BufferType::UpstreamData, data_size);
-        let now = now_ns();
+        let clock = CallbackClock::default();
         let verdict = {
             let mut m = self.metrics.borrow_mut();
-            self.conn.on_response_data(&mut src, || now, &mut *m)
+            self.conn
+                .on_response_data(&mut src, || clock.get(), &mut *m)
         };
         let (action, _) = self.apply(BufferType::UpstreamData, verdict, 0, data_size);
-        self.note_delay(now);
+        self.note_delay(&clock);
         action
     }
 
