@@ -13,8 +13,12 @@ WASM := target/wasm32-wasip1/release/kafka_filter.wasm
 WASM_FAULT := target/fault/wasm32-wasip1/release/kafka_filter.wasm
 STAMP := $(VENV)/.installed
 NODE_STAMP := tests/istio/node_modules/.installed
+# A real Prometheus for the metrics tests: Debian's package, unpacked into the repository (no root,
+# nothing installed system-wide). Pinned: the tests run this exact server.
+PROM_DEB := prometheus=2.42.0+ds-5+b6
+PROM := .deps/prometheus/usr/bin/prometheus
 
-.PHONY: all wasm wasm-fault deps rust-deps py-deps node-deps test unit unit-wasm e2e demo example-canary example-tenants example-ratelimit bench lint fmt validate-config clean fuzz fuzz-smoke fuzz-seeds
+.PHONY: all wasm wasm-fault deps rust-deps py-deps node-deps prom-deps test unit unit-wasm e2e demo example-canary example-tenants example-ratelimit bench lint fmt validate-config clean fuzz fuzz-smoke fuzz-seeds
 
 all: wasm
 
@@ -36,7 +40,15 @@ $(NODE_STAMP): tests/istio/package.json tests/istio/package-lock.json
 
 node-deps: $(NODE_STAMP)
 
-deps: rust-deps py-deps node-deps
+$(PROM):
+	mkdir -p .deps/download
+	cd .deps/download && { apt-get download $(PROM_DEB) || { apt-get update -qq && apt-get download $(PROM_DEB); }; }
+	dpkg -x .deps/download/prometheus_*.deb .deps/prometheus
+	@test -x $(PROM)
+
+prom-deps: $(PROM)
+
+deps: rust-deps py-deps node-deps prom-deps
 
 wasm: rust-deps
 	cargo build --release --target wasm32-wasip1 -p kafka-filter
@@ -60,7 +72,7 @@ unit-wasm: rust-deps py-deps
 validate-config: wasm py-deps
 	$(VPY) tests/validate_configs.py
 
-e2e: wasm wasm-fault py-deps node-deps
+e2e: wasm wasm-fault py-deps node-deps prom-deps
 	$(VPY) -m pytest -v tests
 
 test: lint unit unit-wasm validate-config fuzz-smoke e2e

@@ -102,3 +102,48 @@ def test_bad_plugin_config_in_a_wasmplugin_is_refused_by_the_filter(tmp_path):
     ok, message = envoy_accepts(config, tmp_path)
     assert not ok
     assert "on_frame_error" in message, message
+
+
+# ------------------------------------------------------------------------------------------
+# The sidecar's stats configuration (istio/stats/): the filter's Prometheus labels.
+
+STATS_DIR = ISTIO_DIR / "stats"
+
+
+def stats_override() -> dict:
+    (doc,) = documents(STATS_DIR / "kafka-filter-stats.yaml")
+    assert doc["kind"] == "ConfigMap", doc["kind"]
+    return json.loads(doc["data"]["custom_bootstrap.json"])
+
+
+def test_sidecar_stats_tags_equal_the_shipped_bootstrap():
+    with open(ENVOY_CONFIG_DIR / "envoy.yaml") as f:
+        shipped = yaml.safe_load(f)["stats_config"]
+    override = stats_override()["stats_config"]
+    assert override["stats_tags"] == shipped["stats_tags"]
+    assert override["histogram_bucket_settings"] == shipped["histogram_bucket_settings"]
+
+
+def test_sidecar_stats_override_is_accepted_by_envoy(tmp_path):
+    """The override merged into a bootstrap (as Istio merges it) passes a real Envoy's validation:
+    every tag regex compiles and extracts as Envoy requires."""
+    with open(ENVOY_CONFIG_DIR / "envoy.yaml") as f:
+        shipped = yaml.safe_load(f)
+    shipped["stats_config"] = stats_override()["stats_config"]
+    cfg = rewrite_config(shipped, wasm_path=require_wasm())
+    ok, message = run_validate(cfg, tmp_path / "envoy-istio-stats.yaml", envoy_bin())
+    assert ok, message
+    broken = copy.deepcopy(shipped)
+    broken["stats_config"]["stats_tags"][0]["regex"] = "^wasmcustom\\.kafka\\.(api\\.([^.]+)"
+    ok, message = run_validate(rewrite_config(broken, wasm_path=require_wasm()),
+                               tmp_path / "envoy-istio-stats-broken.yaml", envoy_bin())
+    assert not ok, "a broken tag regex must be refused"
+
+
+def test_broker_pod_annotations_point_at_the_stats_override():
+    (patch,) = documents(STATS_DIR / "broker-pod-annotations.yaml")
+    annotations = patch["spec"]["template"]["metadata"]["annotations"]
+    (doc,) = documents(STATS_DIR / "kafka-filter-stats.yaml")
+    assert annotations["sidecar.istio.io/bootstrapOverride"] == doc["metadata"]["name"]
+    proxy_config = yaml.safe_load(annotations["proxy.istio.io/config"])
+    assert "wasmcustom.kafka" in proxy_config["proxyStatsMatcher"]["inclusionPrefixes"]

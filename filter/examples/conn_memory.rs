@@ -57,6 +57,10 @@ impl MetricsSink for Responses {
     fn record(&mut self, _key: MetricKey, _value: u64) {}
 
     fn add_named(&mut self, _: &str, _: i64) {}
+
+    fn gauge_named(&mut self, _: &str, _: i64) {}
+
+    fn record_named(&mut self, _: &str, _: u64) {}
 }
 
 const VERSION: i16 = 3;

@@ -57,6 +57,14 @@ impl MetricsSink for FlatSink {
         self.1 += 1;
     }
 
+    fn gauge_named(&mut self, _: &str, _: i64) {
+        self.1 += 1;
+    }
+
+    fn record_named(&mut self, _: &str, _: u64) {
+        self.1 += 1;
+    }
+
     fn record(&mut self, key: MetricKey, value: u64) {
         self.1 += 1;
         if let Some(v) = self.0.get_mut(key.index()) {

@@ -5,6 +5,7 @@
 use serde::Deserialize;
 
 use crate::limits::{parse_limits, Limit, LimitError, RawLimit};
+use crate::observers::{ClientMetricsConfig, DEFAULT_MAX_CLIENTS};
 use crate::topics::rules::{parse_rules, RawRule, Rule, RuleError};
 
 /// Kafka's own default for `socket.request.max.bytes`.
@@ -17,6 +18,8 @@ pub const DEFAULT_MAX_HELD_FRAME_BYTES: usize = 16 * 1024 * 1024;
 pub const DEFAULT_MAX_HELD_BYTES: usize = 64 * 1024 * 1024;
 const MIN_FRAME_BYTES: u64 = 1024;
 const MAX_INFLIGHT_LIMIT: u64 = 1_000_000;
+/// Distinct clients with series of their own, at most: each costs Envoy a few KiB of stats.
+const MAX_MAX_CLIENTS: u64 = 100_000;
 
 /// What to do with a connection whose byte stream can no longer be framed as Kafka (a size field
 /// above `max_frame_bytes`, or negative).
@@ -42,6 +45,8 @@ pub struct Config {
     pub rules: Vec<Rule>,
     /// Rate limits; every one that matches a connection applies.
     pub limits: Vec<Limit>,
+    /// Per-client metrics; `None`: not kept.
+    pub client_metrics: Option<ClientMetricsConfig>,
 }
 
 impl Default for Config {
@@ -54,6 +59,7 @@ impl Default for Config {
             max_held_bytes: DEFAULT_MAX_HELD_BYTES,
             rules: Vec::new(),
             limits: Vec::new(),
+            client_metrics: None,
         }
     }
 }
@@ -70,6 +76,14 @@ struct RawConfig {
     rules: Vec<RawRule>,
     #[serde(default)]
     limits: Vec<RawLimit>,
+    client_metrics: Option<RawClientMetrics>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClientMetrics {
+    max_clients: Option<i64>,
+    latency_histograms: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -159,6 +173,19 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         max_held_bytes,
         rules,
         limits,
+        client_metrics: match raw.client_metrics {
+            None => None,
+            Some(c) => Some(ClientMetricsConfig {
+                max_clients: in_range(
+                    "client_metrics.max_clients",
+                    c.max_clients,
+                    0,
+                    MAX_MAX_CLIENTS,
+                )?
+                .map_or(DEFAULT_MAX_CLIENTS, |n| n as u32),
+                latency: c.latency_histograms.unwrap_or(true),
+            }),
+        },
     })
 }
 

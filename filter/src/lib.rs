@@ -24,6 +24,7 @@ pub mod connection;
 pub mod limits;
 pub mod matching;
 pub mod metrics;
+pub mod observers;
 pub mod pipeline;
 pub mod stages;
 pub mod topics;

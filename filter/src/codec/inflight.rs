@@ -24,11 +24,12 @@ pub struct Inflight {
     pub plan: Plan,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Matched {
     pub request: Inflight,
-    /// Older requests that were passed over (they will never be answered).
-    pub skipped: usize,
+    /// Older requests that were passed over (they will never be answered); empty, and not
+    /// allocated, in the common case.
+    pub skipped: Vec<Inflight>,
 }
 
 #[derive(Debug)]
@@ -70,12 +71,14 @@ impl InflightTable {
             .entries
             .iter()
             .position(|e| e.correlation_id == correlation_id)?;
-        self.entries.drain(..at);
+        let skipped = self.entries.drain(..at).collect();
         let request = self.entries.pop_front()?;
-        Some(Matched {
-            request,
-            skipped: at,
-        })
+        Some(Matched { request, skipped })
+    }
+
+    /// Every request still waiting for an answer, oldest first (the connection has ended).
+    pub fn drain(&mut self) -> impl Iterator<Item = Inflight> + '_ {
+        self.entries.drain(..)
     }
 }
 
@@ -101,9 +104,16 @@ mod tests {
         for id in 1..=4 {
             assert!(t.push(req(id)).is_none());
         }
-        assert_eq!(t.take(1).unwrap().skipped, 0);
+        assert!(t.take(1).unwrap().skipped.is_empty());
         let m = t.take(3).unwrap();
-        assert_eq!((m.request.correlation_id, m.skipped), (3, 1));
+        assert_eq!(m.request.correlation_id, 3);
+        assert_eq!(
+            m.skipped
+                .iter()
+                .map(|s| s.correlation_id)
+                .collect::<Vec<_>>(),
+            [2]
+        );
         assert_eq!(t.take(99), None);
         assert_eq!(t.len(), 1);
     }

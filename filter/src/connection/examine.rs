@@ -187,8 +187,14 @@ impl ConnState {
             m.add(MetricKey::ResponsesUnmatched, 1);
             return Err(self.unmatched("a response answers no request in flight"));
         };
-        if matched.skipped > 0 {
-            m.add(MetricKey::RequestsUnanswered, len_i64(matched.skipped));
+        if !matched.skipped.is_empty() {
+            m.add(
+                MetricKey::RequestsUnanswered,
+                len_i64(matched.skipped.len()),
+            );
+            for s in &matched.skipped {
+                self.unanswered(s, m);
+            }
         }
         let r = matched.request;
         let now_ns = now.get();
@@ -201,6 +207,22 @@ impl ConnState {
         } else {
             Err(Step::Done)
         }
+    }
+
+    /// Observers see every request once: one the broker will not answer (passed over, evicted,
+    /// or still waiting when the connection ends) without a response.
+    fn unanswered(&mut self, request: &Inflight, m: &mut dyn MetricsSink) {
+        let record = RequestRecord::of(request, &self.identity, None, None);
+        self.pipeline.finished(&record, m);
+    }
+
+    /// The connection has ended: observers hear of the requests left unanswered, then end.
+    pub fn end(&mut self, m: &mut dyn MetricsSink) {
+        let left: Vec<Inflight> = self.inflight.drain().collect();
+        for r in &left {
+            self.unanswered(r, m);
+        }
+        self.pipeline.end(m);
     }
 
     /// A response the filter cannot tie to a request: under a rule it could carry names the
@@ -345,6 +367,7 @@ impl ConnState {
         }
         if let Some(evicted) = self.inflight.push(entry) {
             m.add(MetricKey::InflightOverflow, 1);
+            self.unanswered(&evicted, m);
             if evicted.plan.is_active() {
                 // Its response could no longer be handled as planned.
                 log::warn!(

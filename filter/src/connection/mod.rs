@@ -344,7 +344,14 @@ impl KafkaConnection {
         }
     }
 
-    /// Report byte counts not yet reported. Hosts call this when the connection ends.
+    /// The connection has ended (hosts call this once): report everything not yet reported,
+    /// and let observers give back what the connection held up.
+    pub fn end(&mut self, m: &mut dyn MetricsSink) {
+        self.state.end(m);
+        self.flush(m);
+    }
+
+    /// Report byte counts not yet reported.
     pub fn flush(&mut self, m: &mut dyn MetricsSink) {
         self.state.pipeline.flush(m);
         if self.unreported_request_bytes > 0 {

@@ -5,10 +5,12 @@
 //! matching regexes so docs, configs and tests use one source.
 
 mod batch;
+mod labels;
 mod names;
 mod recording;
 
 pub use batch::CounterBatch;
+pub use labels::{metric_label, software_version_label};
 pub use names::{MetricKey, MetricKind, STATS_TAGS};
 pub use recording::RecordingSink;
 
@@ -21,6 +23,10 @@ pub trait MetricsSink {
     /// Add `delta` to a counter whose name is made at run time (labels from the configuration,
     /// such as a limit's name), under `kafka.`: the host defines it on first use.
     fn add_named(&mut self, name: &str, delta: i64);
+    /// Add `delta` to a gauge whose name is made at run time, as [`Self::add_named`].
+    fn gauge_named(&mut self, name: &str, delta: i64);
+    /// Record one sample of a histogram whose name is made at run time.
+    fn record_named(&mut self, name: &str, value: u64);
 }
 
 /// A size or count as a counter delta (saturating: a delta never wraps negative).

@@ -56,11 +56,32 @@ pub enum MetricKey {
 
 /// `(tag_name, regex)` pairs for Envoy `stats_config.stats_tags`.
 pub const STATS_TAGS: &[(&str, &str)] = &[
-    ("kafka_api", r"^wasmcustom\.kafka\.(api\.([^.]+)\.)"),
+    // Per-API series, and per client and API (`kafka.client.<id>.principal.<p>.api.<api>.`).
+    (
+        "kafka_api",
+        r"^wasmcustom\.kafka\.(?:client\.[^.]+\.principal\.[^.]+\.)?(api\.([^.]+)\.)",
+    ),
     ("kafka_limit", r"^wasmcustom\.kafka\.(limit\.([^.]+)\.)"),
     (
         "kafka_limit_key",
         r"^wasmcustom\.kafka\.limit\.[^.]+\.(key\.([^.]+)\.)",
+    ),
+    (
+        "kafka_client_id",
+        r"^wasmcustom\.kafka\.(client\.([^.]+)\.)principal\.",
+    ),
+    (
+        "kafka_principal",
+        r"^wasmcustom\.kafka\.client\.[^.]+\.(principal\.([^.]+)\.)",
+    ),
+    (
+        "kafka_client_software",
+        r"^wasmcustom\.kafka\.client\.[^.]+\.principal\.[^.]+\.(software\.([^.]+)\.)version\.",
+    ),
+    // The version keeps its dots: it is the last label, read up to the metric's own name.
+    (
+        "kafka_client_software_version",
+        r"^wasmcustom\.kafka\.client\.[^.]+\.principal\.[^.]+\.software\.[^.]+\.(version\.(.+)\.)client_connections$",
     ),
 ];
 

@@ -8,6 +8,7 @@ pub struct RecordingSink {
     pub values: HashMap<MetricKey, i64>,
     pub samples: HashMap<MetricKey, Vec<u64>>,
     pub named: HashMap<String, i64>,
+    pub named_samples: HashMap<String, Vec<u64>>,
 }
 
 impl RecordingSink {
@@ -31,5 +32,16 @@ impl MetricsSink for RecordingSink {
 
     fn add_named(&mut self, name: &str, delta: i64) {
         *self.named.entry(name.to_string()).or_insert(0) += delta;
+    }
+
+    fn gauge_named(&mut self, name: &str, delta: i64) {
+        *self.named.entry(name.to_string()).or_insert(0) += delta;
+    }
+
+    fn record_named(&mut self, name: &str, value: u64) {
+        self.named_samples
+            .entry(name.to_string())
+            .or_default()
+            .push(value);
     }
 }

@@ -22,6 +22,7 @@ use crate::codec::RequestHead;
 use crate::config::Config;
 use crate::limits::BucketStore;
 use crate::metrics::MetricsSink;
+use crate::observers::ClientMetrics;
 use crate::stages::ratelimit::RateLimitStage;
 use crate::stages::rewrite::RewriteStage;
 
@@ -103,12 +104,20 @@ impl Pipeline {
         let mut stages: Vec<Box<dyn Stage>> = Vec::new();
         // Limits account requests as the client named them, before any rewrite.
         if !config.limits.is_empty() {
-            stages.push(Box::new(RateLimitStage::new(id, Rc::clone(config), limits)));
+            stages.push(Box::new(RateLimitStage::new(
+                id,
+                Rc::clone(config),
+                Rc::clone(&limits),
+            )));
         }
         if !config.rules.is_empty() {
             stages.push(Box::new(RewriteStage::new(id, Rc::clone(config))));
         }
-        Self::new(id, stages, Vec::new())
+        let mut observers: Vec<Box<dyn Observer>> = Vec::new();
+        if let Some(c) = config.client_metrics {
+            observers.push(Box::new(ClientMetrics::new(c, limits)));
+        }
+        Self::new(id, stages, observers)
     }
 
     /// At most [`MAX_STAGES`] stages; more are left out (with an error log). `observers` come
@@ -157,11 +166,25 @@ impl Pipeline {
         }
     }
 
-    /// Let every stage report what it keeps counted.
+    /// Let every stage and observer report what it keeps counted.
     pub fn flush(&mut self, m: &mut dyn MetricsSink) {
         for s in &mut self.stages {
             s.flush(m);
         }
+        for o in &mut self.observers {
+            o.flush(m);
+        }
+    }
+
+    /// The connection has ended: everything is reported, once.
+    pub fn end(&mut self, m: &mut dyn MetricsSink) {
+        for s in &mut self.stages {
+            s.flush(m);
+        }
+        for o in &mut self.observers {
+            o.end(m);
+        }
+        self.observers.clear();
     }
 
     pub fn finished(&mut self, record: &RequestRecord<'_>, m: &mut dyn MetricsSink) {

@@ -52,6 +52,14 @@ impl<'a> RequestRecord<'a> {
 
 pub trait Observer {
     fn on_finished(&mut self, record: &RequestRecord<'_>, m: &mut dyn MetricsSink);
+
+    /// Report what is kept counted (about once a second, and when the connection ends).
+    fn flush(&mut self, _m: &mut dyn MetricsSink) {}
+
+    /// The connection has ended: report everything, give back what it held up (gauges).
+    fn end(&mut self, m: &mut dyn MetricsSink) {
+        self.flush(m);
+    }
 }
 
 /// The per-API response counters and latency histograms.

@@ -115,6 +115,24 @@ impl Default for HostMetrics {
 pub type SharedMetrics = Rc<RefCell<HostMetrics>>;
 
 impl HostMetrics {
+    /// The id of `kafka.<name>`, defined as `kind` on first use (a name is used with one kind).
+    fn named_id(&mut self, kind: MetricType, name: &str) -> Option<u32> {
+        if let Some(id) = self.named.get(name) {
+            return *id;
+        }
+        let full = format!("kafka.{name}");
+        let id = match hostcalls::define_metric(kind, &full) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                // Remembered as failed: logged once, never retried on the hot path.
+                log::error!("defining metric {full} failed: {e:?}");
+                None
+            }
+        };
+        self.named.insert(name.to_string(), id);
+        id
+    }
+
     /// Report the held counters to Envoy.
     pub fn flush(&mut self) {
         let ids = &mut self.ids;
@@ -171,23 +189,20 @@ impl MetricsSink for HostMetrics {
     }
 
     fn add_named(&mut self, name: &str, delta: i64) {
-        let id = match self.named.get(name) {
-            Some(id) => *id,
-            None => {
-                let full = format!("kafka.{name}");
-                let id = match hostcalls::define_metric(MetricType::Counter, &full) {
-                    Ok(id) => Some(id),
-                    Err(e) => {
-                        log::error!("defining metric {full} failed: {e:?}");
-                        None
-                    }
-                };
-                self.named.insert(name.to_string(), id);
-                id
-            }
-        };
-        if let Some(id) = id {
+        if let Some(id) = self.named_id(MetricType::Counter, name) {
             let _ = hostcalls::increment_metric(id, delta);
+        }
+    }
+
+    fn gauge_named(&mut self, name: &str, delta: i64) {
+        if let Some(id) = self.named_id(MetricType::Gauge, name) {
+            let _ = hostcalls::increment_metric(id, delta);
+        }
+    }
+
+    fn record_named(&mut self, name: &str, value: u64) {
+        if let Some(id) = self.named_id(MetricType::Histogram, name) {
+            let _ = hostcalls::record_metric(id, value);
         }
     }
 

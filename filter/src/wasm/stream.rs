@@ -153,7 +153,7 @@ impl KafkaStream {
         if self.active {
             self.active = false;
             let mut m = self.metrics.borrow_mut();
-            self.conn.flush(&mut *m);
+            self.conn.end(&mut *m);
             // Held counters first: a reader who sees no active connection sees all their counts.
             m.flush();
             m.add(MetricKey::ConnectionsActive, -1);

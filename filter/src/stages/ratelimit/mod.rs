@@ -12,7 +12,7 @@ use kafka_protocol::messages::ApiKey;
 
 use crate::config::Config;
 use crate::limits::{BucketStore, Charge, KeyBy, Kind, Limit, Mode, Rate, KINDS};
-use crate::metrics::MetricsSink;
+use crate::metrics::{metric_label, MetricsSink};
 use crate::pipeline::{Decision, FrameView, Identity, RequestCx, ResponseCx, Stage};
 
 mod mutations;
@@ -85,20 +85,6 @@ fn limit_metric(limit: &str, what: &str) -> String {
 /// `kafka_limit_key`).
 fn key_metric(limit: &str, label: &str, what: &str) -> String {
     format!("limit.{limit}.key.{label}.limit_key_{what}")
-}
-
-/// A key as a metric label: what stats tags and Prometheus accept, and short.
-fn label_of(key: &str) -> String {
-    key.chars()
-        .take(64)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 pub struct RateLimitStage {
@@ -189,7 +175,7 @@ impl RateLimitStage {
             let (bucket, label) = if l.key == KeyBy::Shared {
                 (format!("{}/{key}", l.name), None)
             } else if self.store.admit(&l.name, &key, l.max_keys) {
-                (format!("{}/{key}", l.name), Some(label_of(&key)))
+                (format!("{}/{key}", l.name), Some(metric_label(&key)))
             } else {
                 m.add_named(&limit_metric(&l.name, "keys_overflow"), 1);
                 (format!("{}/~other", l.name), Some("other".to_string()))

@@ -1,0 +1,6 @@
+//! Observers of finished requests (see `pipeline::Observer`): they count and report, and never
+//! change a byte.
+
+mod clients;
+
+pub use clients::{ClientMetrics, ClientMetricsConfig, DEFAULT_MAX_CLIENTS};

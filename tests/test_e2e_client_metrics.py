@@ -1,0 +1,162 @@
+"""Per-client metrics (`client_metrics`), end to end: real Envoy 1.40 + the built filter + a real
+tansu broker + librdkafka and kafka-python, and a real Prometheus scraping Envoy.
+
+- Each client's per-API request counters, under its own client id, equal what that client itself
+  sent (counted from librdkafka's protocol log and at kafka-python's protocol layer), and its
+  byte counters are non-zero and add up with the other series to the filter's totals.
+- PromQL against the real Prometheus returns the labelled series: client id, principal, API,
+  client software name and version, and the per-client latency histogram.
+- A client inventing 10,000 client ids leaves the number of client series at the cap plus
+  `other`, every request still counted, and Envoy's memory bounded.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import struct
+import threading
+
+from confluent_kafka import Producer
+
+from clients import (
+    KafkaPythonCounter,
+    RdkafkaCounter,
+    kafka_python_produce,
+    message_plan,
+    rdkafka_common,
+    rdkafka_create_topic,
+    rdkafka_produce,
+)
+from harness import recv_exactly, request_frame
+from prometheus import PrometheusServer
+
+MAX_CLIENTS = 20
+CONFIG = {"client_metrics": {"max_clients": MAX_CLIENTS}}
+
+_CLIENT_SERIES = re.compile(
+    r"^kafka\.client\.(?P<client>[^.]+)\.principal\.(?P<principal>[^.]+)\.api\.(?P<api>[^.]+)\.client_(?P<what>requests|responses)$")
+
+
+def per_client(stats: dict[str, float], what: str = "requests") -> dict[str, dict[str, int]]:
+    """client id -> {api: count} from the filter's /stats names."""
+    out: dict[str, dict[str, int]] = {}
+    for name, v in stats.items():
+        m = _CLIENT_SERIES.match(name)
+        if m and m["what"] == what and v:
+            out.setdefault(m["client"], {})[m["api"]] = int(v)
+    return out
+
+
+def test_per_client_counters_equal_what_each_client_sent_and_promql_sees_the_labels(make_stack, tmp_path):
+    stack = make_stack("filter", CONFIG)
+    topic = "client-metrics"
+    seed = 7007
+    plan = message_plan(seed, 600, 2, 2)
+    rdkafka_create_topic(stack.bootstrap, topic, 2, extra={"client.id": "admin-tool"})
+
+    with PrometheusServer(tmp_path, targets=[stack.envoy.admin_port]) as prom:
+        prom.wait_for_scrape()
+        with RdkafkaCounter(tmp_path / "rdkafka.log") as counter:
+            rdkafka_produce(stack.bootstrap, topic, seed, plan,
+                            extra={"client.id": "orders-app", **counter.conf(stats=False)})
+            rd_sent, _ = counter.snapshot()
+        with KafkaPythonCounter() as kp:
+            kafka_python_produce(stack.bootstrap, topic, seed + 1, plan, extra={"client_id": "billing-app"})
+            kp_sent, _ = kp.snapshot()
+
+        stats = stack.envoy.settled_kafka_stats()
+        requests = per_client(stats)
+        print("per client:", requests)
+        assert requests.get("orders-app") == rd_sent, (requests.get("orders-app"), rd_sent)
+        assert requests.get("billing-app") == kp_sent, (requests.get("billing-app"), kp_sent)
+        assert requests.get("admin-tool", {}).get("CreateTopics") == 1
+        # Every request of every client is in exactly one client series.
+        total = {api: int(v) for name, v in stats.items()
+                 if (m := re.match(r"^kafka\.api\.([^.]+)\.requests$", name)) for api in [m[1]]}
+        summed: dict[str, int] = {}
+        for by_api in requests.values():
+            for api, n in by_api.items():
+                summed[api] = summed.get(api, 0) + n
+        assert summed == {a: n for a, n in total.items() if n}, (summed, total)
+        for client in ("orders-app", "billing-app"):
+            assert stats.get(f"kafka.client.{client}.principal.none.client_request_bytes", 0) > 600 * 2
+            assert stats.get(f"kafka.client.{client}.principal.none.client_response_bytes", 0) > 0
+
+        # The same numbers through Prometheus, with labels from the stats tags.
+        for client, sent in (("orders-app", rd_sent), ("billing-app", kp_sent)):
+            q = f'sum by (kafka_api) (kafka_client_requests{{kafka_client_id="{client}", kafka_principal="none"}})'
+            got = prom.wait_for(q, lambda r, sent=sent: {lb["kafka_api"]: int(v) for lb, v in r} == sent)
+            print(client, {lb["kafka_api"]: int(v) for lb, v in got})
+        # Histograms reach the admin endpoint when Envoy merges its workers' (every 5 s).
+        produces = {"orders-app": rd_sent["Produce"], "billing-app": kp_sent["Produce"]}
+        prom.wait_for('sum by (kafka_client_id) (kafka_client_response_latency_us_count{kafka_api="Produce"})',
+                      lambda r: {lb.get("kafka_client_id"): int(v) for lb, v in r} == produces)
+        latency = prom.query('histogram_quantile(0.99, sum by (le, kafka_client_id) '
+                             '(kafka_client_response_latency_us_bucket{kafka_api="Produce"}))')
+        print("p99 Produce latency (us):", latency)
+        assert len(latency) == 2 and all(0 < v < 30e6 for _, v in latency), latency
+
+        # Client software, while a client is connected: librdkafka names itself (KIP-511).
+        live = Producer({**rdkafka_common(stack.bootstrap), "client.id": "live-app"})
+        try:
+            live.list_topics(timeout=10)
+            series = prom.wait_for('kafka_client_connections{kafka_client_id="live-app"} > 0',
+                                   lambda r: bool(r) and all(lb.get("kafka_client_software") not in
+                                                             (None, "unknown") for lb, _ in r))
+            print("live-app software:", [(lb["kafka_client_software"], lb["kafka_client_software_version"])
+                                         for lb, _ in series])
+            for lb, _ in series:
+                assert "rdkafka" in lb["kafka_client_software_version"] or "kafka" in lb["kafka_client_software"], lb
+            # The README's query for "which client ids run librdkafka N.x", for the 2.x of the tests.
+            found = prom.query('count by (kafka_client_id) (kafka_client_connections'
+                               '{kafka_client_software_version=~".*rdkafka-2\\\\..*"} > 0)')
+            assert [lb["kafka_client_id"] for lb, _ in found] == ["live-app"], found
+        finally:
+            live.flush(5)
+            del live
+        # Closed: the gauge returns to zero.
+        prom.wait_for('sum(kafka_client_connections{kafka_client_id="live-app"})',
+                      lambda r: bool(r) and r[0][1] == 0)
+        # kafka-python names itself too (ApiVersions v3+ when the broker offers it).
+        kp_soft = prom.query('kafka_client_connections{kafka_client_id="billing-app"}')
+        print("billing-app software:", [lb for lb, _ in kp_soft])
+        assert kp_soft, "no connection series for billing-app"
+
+
+def api_versions_v0(correlation_id: int, client_id: str) -> bytes:
+    return request_frame(18, 0, correlation_id, client_id, b"")
+
+
+def test_a_client_inventing_ids_leaves_the_series_at_the_cap(make_stack):
+    stack = make_stack("filter", CONFIG)
+    before = stack.envoy.stats().get("server.memory_allocated")
+    ids = 10_000
+    errors: list[BaseException] = []
+
+    def worker(start: int) -> None:
+        try:
+            for i in range(start, ids, 8):
+                with socket.create_connection(("127.0.0.1", stack.envoy.listener_port), timeout=10) as s:
+                    s.sendall(api_versions_v0(i, f"invented-{i}"))
+                    size = struct.unpack(">i", recv_exactly(s, 4))[0]
+                    recv_exactly(s, size)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert not errors, errors[:3]
+    stats = stack.envoy.settled_kafka_stats()
+    clients = per_client(stats)
+    assert len(clients) == MAX_CLIENTS + 1, sorted(clients)
+    assert "other" in clients
+    assert sum(c.get("ApiVersions", 0) for c in clients.values()) == ids
+    assert clients["other"]["ApiVersions"] == ids - MAX_CLIENTS
+    after = stack.envoy.stats().get("server.memory_allocated")
+    print(f"memory allocated: {before / 2**20:.1f} MiB before, {after / 2**20:.1f} MiB after {ids} client ids")
+    # Bounded: series for 20 clients, not 10,000 (each would cost Envoy several KiB).
+    assert after - before < 16 * 2**20, (before, after)
