@@ -13,6 +13,7 @@
 
 use bytes::Bytes;
 
+pub use super::edits::{Edit, Edits};
 use super::source::ByteSource;
 
 /// What the examiner wants after looking at a frame's first bytes.
@@ -34,72 +35,13 @@ pub enum Step {
     /// Forward these bytes instead of the whole frame, dropping the rest of it as it streams
     /// through, without holding it (holding readers only).
     Discard(Vec<u8>),
-}
-
-/// How the forwarded chunk differs from the chunk that came in, in chunk order.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Edits {
-    pub ops: Vec<Edit>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Edit {
-    /// Leave out bytes `from..to` of the chunk.
-    Drop { from: usize, to: usize },
-    /// Forward `bytes` at this position of the chunk.
-    Insert { at: usize, bytes: Vec<u8> },
-}
-
-impl Edits {
-    pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
-    }
-
-    pub fn clear(&mut self) {
-        self.ops.clear();
-    }
-
-    fn drop_range(&mut self, from: usize, to: usize) {
-        if to > from {
-            self.ops.push(Edit::Drop { from, to });
-        }
-    }
-
-    fn insert(&mut self, at: usize, bytes: Vec<u8>) {
-        if !bytes.is_empty() {
-            self.ops.push(Edit::Insert { at, bytes });
-        }
-    }
-
-    /// The forwarded form of the chunk's first `prefix_len` bytes, where `prefix_len` is the
-    /// end of the last edit; the rest of the chunk is forwarded as it is. `None` if there are no
-    /// edits, or if the source could not provide the kept bytes. Inserted bytes are moved, not
-    /// copied, when nothing comes before them (a replaced frame at the start of a chunk).
-    pub fn apply<S: ByteSource + ?Sized>(&mut self, src: &mut S) -> Option<(usize, Vec<u8>)> {
-        if self.ops.is_empty() {
-            return None;
-        }
-        let mut out = Vec::new();
-        let mut cursor = 0usize;
-        for op in &mut self.ops {
-            let (keep_to, next) = match op {
-                Edit::Drop { from, to } => (*from, *to),
-                Edit::Insert { at, .. } => (*at, *at),
-            };
-            if keep_to > cursor && !src.copy_into(cursor, keep_to - cursor, &mut out) {
-                return None;
-            }
-            if let Edit::Insert { bytes, .. } = op {
-                if out.is_empty() {
-                    out = std::mem::take(bytes);
-                } else {
-                    out.extend_from_slice(bytes);
-                }
-            }
-            cursor = cursor.max(next);
-        }
-        Some((cursor, out))
-    }
+    /// Decided: the frame passes unchanged, never held; show the examiner its bytes
+    /// `at..at + len` (offsets after the size field, cut at the frame's end) as they stream
+    /// past, in [`FrameHead::peek`]. Ranges must come in frame order: one that starts before
+    /// bytes already shown ends the peeking. A range at or past the frame's end shows its end
+    /// (no bytes, at the frame's length), once, last. How a frame's records are counted without
+    /// reading them: a few bytes of each partition and batch header, the rest skipped.
+    Peek { at: usize, len: usize },
 }
 
 /// A frame the examiner is shown.
@@ -114,6 +56,17 @@ pub struct FrameHead<'a> {
     /// The collected frame as shared bytes (when `collected`): a decoder can keep slices of it
     /// instead of copying it again.
     pub shared: Option<&'a Bytes>,
+    /// The bytes a [`Step::Peek`] asked for (empty `prefix` then, unless they lie in it).
+    pub peek: Option<Peeked<'a>>,
+}
+
+/// Bytes of a frame shown after a [`Step::Peek`].
+#[derive(Debug, Clone, Copy)]
+pub struct Peeked<'a> {
+    /// Their offset after the frame's size field.
+    pub at: usize,
+    /// As many as asked for, fewer only where the frame ends first.
+    pub bytes: &'a [u8],
 }
 
 impl FrameHead<'_> {
@@ -147,6 +100,16 @@ enum State {
     Collect { frame_len: usize },
     /// Leaving out the rest of a discarded frame.
     Drop { remaining: usize },
+    /// Passing a decided frame while collecting bytes `at..at + len` into `head`, which holds
+    /// the frame's bytes from offset `held_from` on; `pos` is the frame offset of the next byte
+    /// of the stream.
+    Peek {
+        frame_len: usize,
+        pos: usize,
+        held_from: usize,
+        at: usize,
+        len: usize,
+    },
     /// A framing error happened; the stream is no longer interpreted.
     Failed(FrameError),
 }
@@ -349,6 +312,35 @@ impl FrameReader {
                         self.examine_head(frame_len, true, examine, edits, pos);
                     }
                 }
+                State::Peek {
+                    frame_len,
+                    pos: at_frame,
+                    held_from,
+                    at,
+                    len,
+                } => {
+                    let (at_frame, held_from) = if at_frame < at {
+                        // Not wanted: passed without a look.
+                        let n = (at - at_frame).min(avail);
+                        pos += n;
+                        (at_frame + n, at_frame + n)
+                    } else {
+                        let n = (at + len - at_frame).min(avail);
+                        if !src.copy_into(pos, n, &mut self.head) {
+                            return self.fail(FrameError::HostRead);
+                        }
+                        pos += n;
+                        (at_frame + n, held_from)
+                    };
+                    self.state = State::Peek {
+                        frame_len,
+                        pos: at_frame,
+                        held_from,
+                        at,
+                        len,
+                    };
+                    self.settle_peek(examine);
+                }
             }
         }
         match &self.state {
@@ -379,7 +371,9 @@ impl FrameReader {
         match self.state {
             State::Size => !self.size_buf.is_empty(),
             State::Head { .. } | State::Collect { .. } => true,
-            State::Skip { .. } | State::Drop { .. } | State::Failed(_) => false,
+            State::Skip { .. } | State::Drop { .. } | State::Peek { .. } | State::Failed(_) => {
+                false
+            }
         }
     }
 
@@ -464,6 +458,7 @@ impl FrameReader {
             prefix: shared.as_deref().unwrap_or(&self.head),
             collected,
             shared: shared.as_ref(),
+            peek: None,
         };
         let have = head.prefix.len();
         let last_look = head.last_look();
@@ -526,6 +521,21 @@ impl FrameReader {
                 // Already whole: show it again as collected.
                 return self.examine_head(frame_len, true, examine, edits, pos);
             }
+            Step::Peek { at, len } => {
+                // Decided and unchanged, as `Done`; the head shown so far stays for peeks
+                // that fall in it.
+                self.release_carried(edits);
+                self.size_buf.clear();
+                self.state = State::Peek {
+                    frame_len,
+                    pos: have,
+                    held_from: 0,
+                    at: 0,
+                    len: 0,
+                };
+                self.want_peek(at, len);
+                return self.settle_peek(examine);
+            }
             _ if finished => State::Size,
             _ => State::Skip {
                 remaining: frame_len - have,
@@ -535,6 +545,102 @@ impl FrameReader {
         self.release_carried(edits);
         self.size_buf.clear();
         self.release_head();
+    }
+
+    /// Ask for frame bytes `at..at + len` next (see [`Step::Peek`]); a range out of order or
+    /// past the frame ends the peeking.
+    fn want_peek(&mut self, want_at: usize, want_len: usize) {
+        let State::Peek {
+            frame_len,
+            pos,
+            held_from,
+            ..
+        } = self.state
+        else {
+            return;
+        };
+        if want_at < held_from || (want_len == 0 && want_at < frame_len) {
+            self.head.clear();
+            self.state = Self::pass_rest(frame_len, pos);
+            return;
+        }
+        let want_at = want_at.min(frame_len);
+        let len = want_len.min(frame_len - want_at).min(MAX_HEAD_BYTES);
+        // Keep only what the wanted range needs of the bytes held.
+        let keep_from = want_at.min(pos);
+        self.head
+            .drain(..(keep_from - held_from).min(self.head.len()));
+        self.state = State::Peek {
+            frame_len,
+            pos,
+            held_from: keep_from,
+            at: want_at,
+            len,
+        };
+    }
+
+    /// Show the examiner every wanted range the bytes held already cover.
+    fn settle_peek<F>(&mut self, examine: &mut F)
+    where
+        F: FnMut(&FrameHead<'_>) -> Step,
+    {
+        while let State::Peek {
+            frame_len,
+            pos,
+            held_from,
+            at,
+            len,
+        } = self.state
+        {
+            if pos < at + len {
+                return;
+            }
+            let from = at - held_from;
+            let step = match self.head.get(from..from + len) {
+                Some(bytes) => examine(&FrameHead {
+                    frame_len,
+                    prefix: &[],
+                    collected: false,
+                    shared: None,
+                    peek: Some(Peeked { at, bytes }),
+                }),
+                None => Step::Done,
+            };
+            // Bytes before the end of the range shown are never shown again: every range
+            // moves forward, so this loop ends.
+            self.head.drain(..(from + len).min(self.head.len()));
+            let shown_end = at + len;
+            // The frame's end (a range of no bytes at its length) is shown once, last.
+            let end_shown = len == 0;
+            match step {
+                Step::Peek { at, len } if !end_shown => {
+                    self.state = State::Peek {
+                        frame_len,
+                        pos,
+                        held_from: shown_end,
+                        at: shown_end,
+                        len: 0,
+                    };
+                    self.want_peek(at, len);
+                }
+                _ => {
+                    self.head.clear();
+                    self.state = Self::pass_rest(frame_len, pos);
+                }
+            }
+        }
+        self.release_head();
+    }
+
+    /// Skip what is left of a frame after offset `pos`.
+    fn pass_rest(frame_len: usize, pos: usize) -> State {
+        if pos >= frame_len {
+            State::Size
+        } else {
+            State::Skip {
+                remaining: frame_len - pos,
+            }
+        }
     }
 
     fn release_head(&mut self) {
@@ -573,6 +679,120 @@ mod tests {
             pos = end;
         }
         (seen, result)
+    }
+
+    /// What one frame's examiner was shown: (offset, bytes) per range.
+    type Shown = Vec<(usize, Vec<u8>)>;
+
+    /// Feeds `stream` in chunks to a reader whose examiner peeks at `ranges` of every frame
+    /// (then asks for the frame's end); returns per frame what it was shown, and the forwarded
+    /// stream.
+    fn peek_run(
+        stream: &[u8],
+        chunks: &[usize],
+        want: usize,
+        ranges: &[(usize, usize)],
+        hold: bool,
+    ) -> (Vec<Shown>, Vec<u8>) {
+        let mut reader = FrameReader::new(want, 1 << 20);
+        reader.set_hold(hold);
+        let mut seen: Vec<Shown> = Vec::new();
+        let mut forwarded = Vec::new();
+        let mut pos = 0;
+        for &c in chunks.iter().cycle() {
+            if pos >= stream.len() {
+                break;
+            }
+            let end = (pos + c.max(1)).min(stream.len());
+            let mut chunk = &stream[pos..end];
+            let mut edits = Edits::default();
+            reader
+                .feed_editing(
+                    &mut chunk,
+                    |h| {
+                        let next = match h.peek {
+                            None => {
+                                seen.push(Vec::new());
+                                0
+                            }
+                            Some(p) => {
+                                let shown = seen.last_mut().unwrap();
+                                shown.push((p.at, p.bytes.to_vec()));
+                                if p.bytes.is_empty() && p.at == h.frame_len {
+                                    return Step::Done;
+                                }
+                                shown.len()
+                            }
+                        };
+                        match ranges.get(next) {
+                            Some(&(at, len)) => Step::Peek { at, len },
+                            None => Step::Peek {
+                                at: h.frame_len,
+                                len: 0,
+                            },
+                        }
+                    },
+                    &mut edits,
+                )
+                .unwrap();
+            let mut src = &stream[pos..end];
+            match edits.apply(&mut src) {
+                Some((prefix, bytes)) => {
+                    forwarded.extend_from_slice(&bytes);
+                    forwarded.extend_from_slice(&stream[pos + prefix..end]);
+                }
+                None => forwarded.extend_from_slice(&stream[pos..end]),
+            }
+            pos = end;
+        }
+        (seen, forwarded)
+    }
+
+    #[test]
+    fn peeks_show_the_asked_ranges_whatever_the_chunking() {
+        let bodies: Vec<Vec<u8>> = [0usize, 3, 40, 300, 5000]
+            .iter()
+            .map(|&n| (0..n).map(|i| (i * 7 + n) as u8).collect())
+            .collect();
+        let stream: Vec<u8> = bodies.iter().flat_map(|b| frame(b)).collect();
+        // In the head, across the head's end, far past it, one cut at the frame's end.
+        let ranges = [(2, 3), (10, 30), (250, 8), (4990, 50)];
+        for want in [1, 8, 64] {
+            for chunks in [&[1][..], &[2, 5], &[7], &[64, 3], &[1000], &[stream.len()]] {
+                for hold in [false, true] {
+                    let (seen, forwarded) = peek_run(&stream, chunks, want, &ranges, hold);
+                    assert_eq!(forwarded, stream, "forwarded unchanged");
+                    assert_eq!(seen.len(), bodies.len());
+                    for (body, shown) in bodies.iter().zip(&seen) {
+                        let n = body.len();
+                        let mut expect: Vec<(usize, Vec<u8>)> = ranges
+                            .iter()
+                            .take_while(|(at, _)| *at <= n)
+                            .map(|&(at, len)| (at, body[at..(at + len).min(n)].to_vec()))
+                            .filter(|(at, b)| !b.is_empty() || *at == n)
+                            .collect();
+                        if expect.last().map(|(at, b)| (*at, b.len())) != Some((n, 0)) {
+                            expect.push((n, Vec::new()));
+                        }
+                        assert_eq!(shown, &expect, "body {n}, want {want}, chunks {chunks:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_range_out_of_order_ends_the_peeking_and_framing_goes_on() {
+        let a: Vec<u8> = (0..100u8).collect();
+        let stream: Vec<u8> = [frame(&a), frame(&a)].concat();
+        for chunks in [&[1][..], &[9], &[stream.len()]] {
+            let (seen, forwarded) = peek_run(&stream, chunks, 4, &[(50, 4), (10, 4)], false);
+            assert_eq!(forwarded, stream);
+            assert_eq!(seen.len(), 2);
+            for shown in &seen {
+                assert_eq!(shown, &vec![(50, a[50..54].to_vec())]);
+            }
+        }
     }
 
     #[test]
