@@ -7,6 +7,7 @@ pub mod produce;
 pub mod request;
 pub mod response;
 pub mod source;
+pub mod walk;
 
 pub use frame::{Edit, Edits, FrameError, FrameReader, Step};
 pub use inflight::{Inflight, InflightTable, Matched};
