@@ -20,11 +20,16 @@ import threading
 from confluent_kafka import Producer
 
 from clients import (
+    ConsumeChecker,
     KafkaPythonCounter,
     RdkafkaCounter,
+    kafka_python_consume,
+    kafka_python_create_topic,
     kafka_python_produce,
     message_plan,
+    message_value,
     rdkafka_common,
+    rdkafka_consume_group,
     rdkafka_create_topic,
     rdkafka_produce,
 )
@@ -122,6 +127,73 @@ def test_per_client_counters_equal_what_each_client_sent_and_promql_sees_the_lab
         kp_soft = prom.query('kafka_client_connections{kafka_client_id="billing-app"}')
         print("billing-app software:", [lb for lb, _ in kp_soft])
         assert kp_soft, "no connection series for billing-app"
+
+
+_TOPIC_SERIES = re.compile(
+    r"^kafka\.client\.(?P<client>[^.]+)\.principal\.[^.]+\.topic\.(?P<topic>.+)\.client_topic_(?P<what>[a-z_]+)$")
+
+
+def per_client_topic(stats: dict[str, float]) -> dict[tuple[str, str], dict[str, int]]:
+    """(client id, topic) -> {produced_bytes, produced_records, fetched_bytes, fetched_records}."""
+    out: dict[tuple[str, str], dict[str, int]] = {}
+    for name, v in stats.items():
+        m = _TOPIC_SERIES.match(name)
+        if m:
+            out.setdefault((m["client"], m["topic"]), {})[m["what"]] = int(v)
+    return out
+
+
+def test_per_topic_records_equal_what_each_client_produced_and_consumed(make_stack, tmp_path):
+    """librdkafka produces to `orders.v1` and a librdkafka group consumes it; kafka-python does the
+    same with `billing`. Records are counted from batch headers in the Produce requests and Fetch
+    responses passing the filter, never from the records themselves."""
+    stack = make_stack("filter", CONFIG)
+    plans = {"orders.v1": (8101, message_plan(8101, 500, 3, 2)), "billing": (8102, message_plan(8102, 400, 2, 2))}
+    rdkafka_create_topic(stack.bootstrap, "orders.v1", 2)
+    kafka_python_create_topic(stack.bootstrap, "billing", 2)
+
+    seed, plan = plans["orders.v1"]
+    rdkafka_produce(stack.bootstrap, "orders.v1", seed, plan, extra={"client.id": "orders-app"})
+    checker = ConsumeChecker(seed, plan)
+    rdkafka_consume_group(stack.bootstrap, "orders.v1", "orders-group", checker,
+                          extra={"client.id": "orders-reader"})
+    checker.verify()
+
+    seed, plan = plans["billing"]
+    kafka_python_produce(stack.bootstrap, "billing", seed, plan, extra={"client_id": "billing-app"})
+    checker = ConsumeChecker(seed, plan)
+    kafka_python_consume(stack.bootstrap, "billing", 2, checker, group="billing-group",
+                         extra={"client_id": "billing-reader"})
+    checker.verify()
+
+    stats = stack.envoy.settled_kafka_stats()
+    topics = per_client_topic(stats)
+    print("per client and topic:", topics)
+    for producer, reader, topic in (("orders-app", "orders-reader", "orders.v1"),
+                                    ("billing-app", "billing-reader", "billing")):
+        seed, plan = plans[topic]
+        values = sum(len(message_value(seed, pm.seq, pm.size)) for pm in plan)
+        produced = topics[(producer, topic)]
+        assert produced["produced_records"] == len(plan), (producer, produced)
+        # The record sets carry the values, plus keys, headers and batch overhead.
+        assert values < produced["produced_bytes"] < values * 2 + 100_000, (producer, produced, values)
+        fetched = topics[(reader, topic)]
+        # Every record the consumer was handed passed in a Fetch response; a batch fetched again
+        # (never here: the partitions are read once from the start) would count twice.
+        assert fetched["fetched_records"] == len(plan), (reader, fetched)
+        assert fetched["fetched_bytes"] >= produced["produced_bytes"] - 200 * 4, (fetched, produced)
+        # Nobody else produced to or fetched from it.
+        others = {k: v for k, v in topics.items() if k[1] == topic and k[0] not in (producer, reader)}
+        assert not others, others
+
+    with PrometheusServer(tmp_path, targets=[stack.envoy.admin_port]) as prom:
+        prom.wait_for_scrape()
+        got = prom.wait_for('sum by (kafka_client_id, kafka_topic) (kafka_client_topic_produced_records)',
+                            lambda r: {(lb["kafka_client_id"], lb["kafka_topic"]): int(v) for lb, v in r}
+                            == {("orders-app", "orders.v1"): 500, ("billing-app", "billing"): 400})
+        print("PromQL produced records:", got)
+        prom.wait_for('sum by (kafka_client_id) (kafka_client_topic_fetched_records{kafka_topic="orders.v1"})',
+                      lambda r: [(lb["kafka_client_id"], int(v)) for lb, v in r] == [("orders-reader", 500)])
 
 
 def api_versions_v0(correlation_id: int, client_id: str) -> bytes:

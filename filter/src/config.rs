@@ -5,7 +5,7 @@
 use serde::Deserialize;
 
 use crate::limits::{parse_limits, Limit, LimitError, RawLimit};
-use crate::observers::{ClientMetricsConfig, DEFAULT_MAX_CLIENTS};
+use crate::observers::{ClientMetricsConfig, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_TOPICS};
 use crate::topics::rules::{parse_rules, RawRule, Rule, RuleError};
 
 /// Kafka's own default for `socket.request.max.bytes`.
@@ -84,6 +84,7 @@ struct RawConfig {
 struct RawClientMetrics {
     max_clients: Option<i64>,
     latency_histograms: Option<bool>,
+    max_topics: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -184,6 +185,13 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
                 )?
                 .map_or(DEFAULT_MAX_CLIENTS, |n| n as u32),
                 latency: c.latency_histograms.unwrap_or(true),
+                max_topics: in_range(
+                    "client_metrics.max_topics",
+                    c.max_topics,
+                    0,
+                    MAX_MAX_CLIENTS,
+                )?
+                .map_or(DEFAULT_MAX_TOPICS, |n| n as u32),
             }),
         },
     })

@@ -11,15 +11,19 @@ mod common;
 
 use std::rc::Rc;
 
-use common::{drive, request_from as request, response};
+use common::{drive, record_set, request_from as request, response};
 use kafka_filter::config::{self, Config};
 use kafka_filter::connection::KafkaConnection;
 use kafka_filter::limits::{BucketStore, LocalStore};
 use kafka_filter::metrics::RecordingSink;
 use kafka_filter::pipeline::held::HeldBudget;
 use kafka_filter::pipeline::Peer;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FetchRequest, FetchResponse, MetadataRequest,
+    MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -265,4 +269,204 @@ fn requests_never_answered_are_counted_when_the_connection_ends() {
     let p = "client.app.principal.none.api.Metadata.";
     assert_eq!(m.named(&format!("{p}client_requests")), 4);
     assert_eq!(m.named(&format!("{p}client_responses")), 2);
+}
+
+fn produce(corr: i32, client: &str, topics: &[(&str, &[usize])], acks: i16) -> Vec<u8> {
+    let data = topics
+        .iter()
+        .map(|(name, batches)| {
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(name.to_string())))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(record_set(batches, 0)))])
+        })
+        .collect();
+    let body = ProduceRequest::default()
+        .with_acks(acks)
+        .with_topic_data(data);
+    request(ApiKey::Produce, 9, corr, client, &body)
+}
+
+fn produce_response(corr: i32) -> Vec<u8> {
+    response(ApiKey::Produce, 9, corr, &ProduceResponse::default())
+}
+
+fn fetch(corr: i32, client: &str) -> Vec<u8> {
+    request(ApiKey::Fetch, 12, corr, client, &FetchRequest::default())
+}
+
+fn fetch_response(corr: i32, topics: &[(&str, &[usize])]) -> Vec<u8> {
+    let responses = topics
+        .iter()
+        .map(|(name, batches)| {
+            FetchableTopicResponse::default()
+                .with_topic(TopicName(StrBytes::from_string(name.to_string())))
+                .with_partitions(vec![PartitionData::default()
+                    .with_partition_index(0)
+                    .with_high_watermark(100)
+                    .with_records(Some(record_set(batches, 10)))])
+        })
+        .collect();
+    let body = FetchResponse::default().with_responses(responses);
+    response(ApiKey::Fetch, 12, corr, &body)
+}
+
+fn record_set_len(batches: &[usize]) -> i64 {
+    record_set(batches, 0).len() as i64
+}
+
+#[test]
+fn produced_and_fetched_bytes_and_records_per_client_and_topic() {
+    let cfg = config(ON);
+    let store = Rc::new(LocalStore::default());
+    let mut m = RecordingSink::default();
+    let mut c = conn(&cfg, &store, 1);
+    let produced: &[(&str, &[usize])] = &[("orders.v1", &[3, 2]), ("audit", &[1])];
+    exchange(
+        &mut c,
+        &produce(1, "app", produced, -1),
+        &produce_response(1),
+        &mut m,
+    );
+    // acks=0: no response; counted when the request has passed.
+    let req = produce(2, "app", &[("orders.v1", &[4])], 0);
+    assert_eq!(drive(&mut c, &req, 5, true, &mut m).unwrap(), req);
+    let fetched: &[(&str, &[usize])] = &[("orders.v1", &[7]), ("audit", &[1, 1, 1])];
+    exchange(
+        &mut c,
+        &fetch(3, "app"),
+        &fetch_response(3, fetched),
+        &mut m,
+    );
+    c.end(&mut m);
+    let t = |topic: &str, what: &str| {
+        m.named(&format!(
+            "client.app.principal.none.topic.{topic}.client_topic_{what}"
+        ))
+    };
+    assert_eq!(t("orders.v1", "produced_records"), 9);
+    assert_eq!(
+        t("orders.v1", "produced_bytes"),
+        record_set_len(&[3, 2]) + record_set_len(&[4])
+    );
+    assert_eq!(t("audit", "produced_records"), 1);
+    assert_eq!(t("audit", "produced_bytes"), record_set_len(&[1]));
+    assert_eq!(t("orders.v1", "fetched_records"), 7);
+    assert_eq!(t("audit", "fetched_records"), 3);
+    assert_eq!(t("audit", "fetched_bytes"), record_set_len(&[1, 1, 1]));
+    // Every request still counted once.
+    let p = "client.app.principal.none.api.";
+    assert_eq!(m.named(&format!("{p}Produce.client_requests")), 2);
+    assert_eq!(m.named(&format!("{p}Fetch.client_responses")), 1);
+}
+
+#[test]
+fn topics_past_the_cap_are_counted_under_other() {
+    let cfg = config(r#"{"client_metrics": {"max_topics": 2}}"#);
+    let store = Rc::new(LocalStore::default());
+    let mut m = RecordingSink::default();
+    let mut c = conn(&cfg, &store, 1);
+    let names: Vec<String> = (0..6).map(|i| format!("t{i}")).collect();
+    let topics: Vec<(&str, &[usize])> = names.iter().map(|n| (n.as_str(), &[1][..])).collect();
+    exchange(
+        &mut c,
+        &produce(1, "app", &topics, 1),
+        &produce_response(1),
+        &mut m,
+    );
+    c.end(&mut m);
+    let records: Vec<(&String, &i64)> = m
+        .named
+        .iter()
+        .filter(|(k, _)| k.ends_with("client_topic_produced_records"))
+        .collect();
+    assert_eq!(records.len(), 3, "{records:?}");
+    assert_eq!(
+        m.named("client.app.principal.none.topic.other.client_topic_produced_records"),
+        4
+    );
+}
+
+#[test]
+fn no_topic_series_when_max_topics_is_zero() {
+    let cfg = config(r#"{"client_metrics": {"max_topics": 0}}"#);
+    let store = Rc::new(LocalStore::default());
+    let mut m = RecordingSink::default();
+    let mut c = conn(&cfg, &store, 1);
+    exchange(
+        &mut c,
+        &produce(1, "app", &[("a", &[1])], 1),
+        &produce_response(1),
+        &mut m,
+    );
+    c.end(&mut m);
+    assert!(
+        m.named.keys().all(|k| !k.contains(".topic.")),
+        "{:?}",
+        m.named
+    );
+}
+
+fn fetch_response_by_id(corr: i32, id: [u8; 16], batches: &[usize]) -> Vec<u8> {
+    let topic = FetchableTopicResponse::default()
+        .with_topic_id(uuid::Uuid::from_bytes(id))
+        .with_partitions(vec![PartitionData::default()
+            .with_partition_index(0)
+            .with_records(Some(record_set(batches, 0)))]);
+    let body = FetchResponse::default().with_responses(vec![topic]);
+    response(ApiKey::Fetch, 13, corr, &body)
+}
+
+#[test]
+fn topics_fetched_by_id_are_named_from_metadata_responses() {
+    let cfg = config(ON);
+    let store = Rc::new(LocalStore::default());
+    let mut m = RecordingSink::default();
+    let id = [7u8; 16];
+    let fetch13 = |corr| request(ApiKey::Fetch, 13, corr, "app", &FetchRequest::default());
+    // Before any Metadata response: the id is the label.
+    let mut c = conn(&cfg, &store, 1);
+    exchange(
+        &mut c,
+        &fetch13(1),
+        &fetch_response_by_id(1, id, &[2]),
+        &mut m,
+    );
+    c.end(&mut m);
+    let hex = "07".repeat(16);
+    let t = |m: &RecordingSink, topic: &str| {
+        m.named(&format!(
+            "client.app.principal.none.topic.{topic}.client_topic_fetched_records"
+        ))
+    };
+    assert_eq!(t(&m, &format!("id-{hex}")), 2);
+    // A Metadata v12 response on another connection (another worker shares the store) names it.
+    let metadata = MetadataResponse::default().with_topics(vec![MetadataResponseTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_static_str("payments.v2"))))
+        .with_topic_id(uuid::Uuid::from_bytes(id))]);
+    // Shown whole at once (the common case: one read holds it).
+    let mut other = conn(&cfg, &store, 2);
+    let req = request(ApiKey::Metadata, 12, 1, "tool", &MetadataRequest::default());
+    let resp = response(ApiKey::Metadata, 12, 1, &metadata);
+    assert_eq!(drive(&mut other, &req, 1 << 20, true, &mut m).unwrap(), req);
+    assert_eq!(
+        drive(&mut other, &resp, 1 << 20, false, &mut m).unwrap(),
+        resp
+    );
+    other.end(&mut m);
+    assert_eq!(
+        m.named("client.tool.principal.none.api.Metadata.client_responses"),
+        1
+    );
+    let mut c = conn(&cfg, &store, 3);
+    exchange(
+        &mut c,
+        &fetch13(1),
+        &fetch_response_by_id(1, id, &[3]),
+        &mut m,
+    );
+    c.end(&mut m);
+    assert_eq!(t(&m, "payments.v2"), 3);
+    assert_eq!(t(&m, &format!("id-{hex}")), 2);
 }

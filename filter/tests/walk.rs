@@ -8,8 +8,10 @@
     clippy::indexing_slicing
 )]
 
-use bytes::{Bytes, BytesMut};
-use indexmap::IndexMap;
+mod common;
+
+use bytes::BytesMut;
+use common::record_set;
 use kafka_filter::codec::walk::{FetchWalker, ProduceWalker, TopicRef, Want};
 use kafka_filter::codec::{FrameReader, Step};
 use kafka_protocol::messages::fetch_response::{
@@ -21,42 +23,6 @@ use kafka_protocol::messages::{
     TransactionalId,
 };
 use kafka_protocol::protocol::{Encodable, HeaderVersion, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
-
-/// A record set of batches with these record counts, offsets from `base`.
-fn record_set(batches: &[usize], base: i64) -> Bytes {
-    let mut buf = BytesMut::new();
-    let mut offset = base;
-    for &n in batches {
-        let records: Vec<Record> = (0..n)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: offset + i as i64,
-                // offset - sequence constant: the encoder keeps the records in one batch.
-                sequence: (offset + i as i64) as i32,
-                timestamp: 1_700_000_000_000,
-                key: None,
-                value: Some(Bytes::from(vec![b'v'; 10 + i])),
-                headers: IndexMap::new(),
-            })
-            .collect();
-        offset += n as i64;
-        let options = RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        };
-        RecordBatchEncoder::encode(&mut buf, records.iter(), &options).unwrap();
-    }
-    buf.freeze()
-}
 
 /// Per partition of a Fetch response: (high watermark, last stable offset, next offset).
 type Offsets = (i64, i64, i64);
@@ -164,7 +130,8 @@ fn fetch_frame(version: i16) -> (Vec<u8>, usize, Expect, Vec<Offsets>) {
         .with_correlation_id(7)
         .encode(&mut buf, FetchResponse::header_version(version))
         .unwrap();
-    let body_at = buf.len();
+    // The walker starts after the correlation id: the header's tagged fields are its.
+    let body_at = 4;
     FetchResponse::default()
         .with_throttle_time_ms(5)
         .with_session_id(if version >= 7 { 3 } else { 0 })

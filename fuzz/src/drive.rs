@@ -176,6 +176,6 @@ impl Conn {
 
     /// The connection ends (the host reports the byte counters).
     pub fn finish(&mut self) {
-        self.conn.flush(&mut self.sink);
+        self.conn.end(&mut self.sink);
     }
 }

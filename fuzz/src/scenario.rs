@@ -27,12 +27,17 @@ use crate::names::{self, Treatment};
 use crate::oracle::{self, Model};
 
 /// Configurations of the no-rule targets.
-const NO_RULE_CONFIGS: [&str; 4] = [
+const NO_RULE_CONFIGS: [&str; 5] = [
     "{}",
     r#"{"max_frame_bytes": 1024, "on_frame_error": "pass_through"}"#,
     r#"{"max_frame_bytes": 1024}"#,
     r#"{"max_inflight_requests": 1}"#,
+    // Per-client metrics walk Produce requests and Fetch responses (codec/walk): still byte
+    // for byte.
+    r#"{"client_metrics": {"max_clients": 4, "max_topics": 4}}"#,
 ];
+/// The configuration above that walks frames.
+const WALKING: usize = 4;
 
 thread_local! {
     static NO_RULE: Vec<Rc<Config>> = NO_RULE_CONFIGS.iter().map(|c| config(c)).collect();
@@ -89,7 +94,9 @@ pub fn response_stream(data: &[u8]) {
     let chunking = Chunking(c.u8());
     let req_len = usize::from(c.u16());
     let requests = c.bytes(req_len);
-    let cfg = NO_RULE.with(|v| v[0].clone());
+    // Half the inputs (by the requests' length) walk the responses.
+    let which = if req_len % 2 == 0 { 0 } else { WALKING };
+    let cfg = NO_RULE.with(|v| v[which].clone());
     let mut conn = Conn::new(cfg);
     conn.feed(Dir::Request, requests, Chunking::WHOLE);
     conn.feed(Dir::Response, c.rest(), chunking);

@@ -8,9 +8,10 @@
 use crate::api::ApiLabel;
 use std::collections::VecDeque;
 
+use super::walk::Walked;
 use crate::pipeline::Plan;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inflight {
     pub correlation_id: i32,
     pub api_key: i16,
@@ -22,6 +23,8 @@ pub struct Inflight {
     pub request_bytes: u32,
     /// What the pipeline decided for the request and its response.
     pub plan: Plan,
+    /// The request's topics and records, when observers asked for them (Produce).
+    pub walked: Option<Box<Walked>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +79,14 @@ impl InflightTable {
         Some(Matched { request, skipped })
     }
 
+    /// The request waiting with this correlation id (the newest first: the one just sent).
+    pub fn find_mut(&mut self, correlation_id: i32) -> Option<&mut Inflight> {
+        self.entries
+            .iter_mut()
+            .rev()
+            .find(|e| e.correlation_id == correlation_id)
+    }
+
     /// Every request still waiting for an answer, oldest first (the connection has ended).
     pub fn drain(&mut self) -> impl Iterator<Item = Inflight> + '_ {
         self.entries.drain(..)
@@ -95,6 +106,7 @@ mod tests {
             sent_at_ns: id as u64,
             request_bytes: 20,
             plan: Plan::default(),
+            walked: None,
         }
     }
 

@@ -3,6 +3,7 @@
 
 use std::rc::Rc;
 
+use super::walking::{RequestWalk, ResponseWalk};
 use super::LazyNow;
 use crate::codec::frame::FrameHead;
 use crate::codec::inflight::Inflight;
@@ -47,7 +48,12 @@ pub(super) struct ConnState {
     pub delay_ms: u32,
     pub malformed: i64,
     pub undecodable_logged: bool,
-    held_logged: bool,
+    pub(super) held_logged: bool,
+    /// The Produce request and the Fetch response being walked for observers, if any.
+    pub(super) walking_request: Option<RequestWalk>,
+    pub(super) walking_response: Option<ResponseWalk>,
+    /// Shared by the VMs of every worker: limits' buckets, admitted keys, topic ids' names.
+    pub(super) store: Rc<dyn BucketStore>,
 }
 
 impl ConnState {
@@ -61,7 +67,8 @@ impl ConnState {
             id,
             inflight: InflightTable::new(config.max_inflight_requests),
             identity: Identity::default(),
-            pipeline: Pipeline::for_config(id, &config, limits),
+            pipeline: Pipeline::for_config(id, &config, Rc::clone(&limits)),
+            store: limits,
             request: None,
             response: None,
             budget,
@@ -73,6 +80,8 @@ impl ConnState {
             malformed: 0,
             undecodable_logged: false,
             held_logged: false,
+            walking_request: None,
+            walking_response: None,
             config,
         }
     }
@@ -84,6 +93,11 @@ impl ConnState {
         now: &mut LazyNow<F>,
         m: &mut dyn MetricsSink,
     ) -> Step {
+        if let Some(peek) = h.peek {
+            return self.request_peeked(peek, m);
+        }
+        // A new frame: a walk the reader stopped early is over.
+        self.end_request_walk(m);
         let mut p = match self.request.take() {
             Some(p) => p,
             None => match parse_request(h.prefix, h.last_look()) {
@@ -127,8 +141,21 @@ impl ConnState {
         };
         self.held_request.release(&self.budget);
         self.delay_ms = self.delay_ms.max(p.delay_ms);
-        self.finish_request(p, h.frame_len, now, m);
-        self.step(action)
+        let walker = match action {
+            Action::Forward => self.produce_walker(&p.head, h.frame_len),
+            _ => None,
+        };
+        match walker {
+            Some(walker) => {
+                let id = p.head.correlation_id;
+                let unanswered = self.finish_request(p, h.frame_len, now, m, true);
+                self.start_request_walk(walker, id, unanswered, m)
+            }
+            None => {
+                self.finish_request(p, h.frame_len, now, m, false);
+                self.step(action)
+            }
+        }
     }
 
     /// A response frame's first bytes (or all of it).
@@ -138,6 +165,13 @@ impl ConnState {
         now: &mut LazyNow<F>,
         m: &mut dyn MetricsSink,
     ) -> Step {
+        if let Some(peek) = h.peek {
+            return self.response_peeked(peek, m);
+        }
+        if self.reading_metadata() {
+            return self.metadata_read(h.prefix, h.last_look(), m);
+        }
+        self.end_response_walk(m);
         let mut p = match self.response.take() {
             Some(p) => p,
             None => match self.match_response(h, now, m) {
@@ -199,13 +233,22 @@ impl ConnState {
         let r = matched.request;
         let now_ns = now.get();
         let latency_us = now_ns.saturating_sub(r.sent_at_ns) / 1_000;
-        let response_bytes = Some(h.frame_len.saturating_add(4));
-        let record = RequestRecord::of(&r, &self.identity, response_bytes, Some(latency_us));
-        self.pipeline.finished(&record, m);
+        let response_bytes = h.frame_len.saturating_add(4);
         if r.plan.is_active() {
-            Ok(ResponseProgress::new(r, now_ns))
-        } else {
-            Err(Step::Done)
+            // A stage may change the response: it is not walked.
+            let record =
+                RequestRecord::of(&r, &self.identity, Some(response_bytes), Some(latency_us));
+            self.pipeline.finished(&record, m);
+            return Ok(ResponseProgress::new(r, now_ns));
+        }
+        match self.start_response_walk(r, latency_us, h, m) {
+            Ok(step) => Err(step),
+            Err(r) => {
+                let record =
+                    RequestRecord::of(&r, &self.identity, Some(response_bytes), Some(latency_us));
+                self.pipeline.finished(&record, m);
+                Err(Step::Done)
+            }
         }
     }
 
@@ -218,6 +261,8 @@ impl ConnState {
 
     /// The connection has ended: observers hear of the requests left unanswered, then end.
     pub fn end(&mut self, m: &mut dyn MetricsSink) {
+        self.end_request_walk(m);
+        self.end_response_walk(m);
         let left: Vec<Inflight> = self.inflight.drain().collect();
         for r in &left {
             self.unanswered(r, m);
@@ -342,14 +387,16 @@ impl ConnState {
     }
 
     /// The request is decided: remember it until its response, or tell observers now if the
-    /// broker will not answer it.
+    /// broker will not answer it; when it is to be `walked`, such a request is given back
+    /// instead (its record waits for the walk).
     fn finish_request<F: FnOnce() -> u64>(
         &mut self,
         p: RequestProgress,
         frame_len: usize,
         now: &mut LazyNow<F>,
         m: &mut dyn MetricsSink,
-    ) {
+        walked: bool,
+    ) -> Option<Inflight> {
         let head = &p.head;
         let entry = Inflight {
             correlation_id: head.correlation_id,
@@ -359,11 +406,15 @@ impl ConnState {
             sent_at_ns: now.get(),
             request_bytes: u32::try_from(frame_len.saturating_add(4)).unwrap_or(u32::MAX),
             plan: p.plan,
+            walked: None,
         };
         if !head.expects_response {
+            if walked {
+                return Some(entry);
+            }
             let record = RequestRecord::of(&entry, &self.identity, None, None);
             self.pipeline.finished(&record, m);
-            return;
+            return None;
         }
         if let Some(evicted) = self.inflight.push(entry) {
             m.add(MetricKey::InflightOverflow, 1);
@@ -377,6 +428,7 @@ impl ConnState {
                 self.must_close = true;
             }
         }
+        None
     }
 
     fn step(&mut self, action: Action) -> Step {

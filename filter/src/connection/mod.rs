@@ -7,6 +7,9 @@
 //! is rewritten: the chunk is forwarded exactly as it came.
 
 mod examine;
+mod walking;
+
+pub use walking::topic_id_key;
 
 use std::rc::Rc;
 

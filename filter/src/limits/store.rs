@@ -64,6 +64,12 @@ pub trait BucketStore {
 
     /// Add `delta` to the counter `key` and return its new value (concurrent connections).
     fn add(&self, key: &str, delta: i64) -> i64;
+
+    /// Keep `value` under `key` for every worker (a topic id's name); first writer wins.
+    fn remember(&self, key: &str, value: &str);
+
+    /// What [`Self::remember`] kept under `key`.
+    fn recall(&self, key: &str) -> Option<String>;
 }
 
 /// Buckets in this VM's memory.
@@ -72,6 +78,7 @@ pub struct LocalStore {
     buckets: RefCell<HashMap<String, Buckets>>,
     keys: RefCell<HashMap<String, HashSet<String>>>,
     counters: RefCell<HashMap<String, i64>>,
+    names: RefCell<HashMap<String, String>>,
 }
 
 impl BucketStore for LocalStore {
@@ -102,6 +109,17 @@ impl BucketStore for LocalStore {
         let v = counters.entry(key.to_string()).or_insert(0);
         *v = v.saturating_add(delta);
         *v
+    }
+
+    fn remember(&self, key: &str, value: &str) {
+        let mut names = self.names.borrow_mut();
+        if !names.contains_key(key) {
+            names.insert(key.to_string(), value.to_string());
+        }
+    }
+
+    fn recall(&self, key: &str) -> Option<String> {
+        self.names.borrow().get(key).cloned()
     }
 }
 

@@ -16,10 +16,20 @@ pub fn software_version_label(value: &str) -> String {
     label_keeping(value, |c| c == '.')
 }
 
+/// A topic name as a label: Kafka's legal characters `[A-Za-z0-9._-]` kept (dots too: the
+/// topic is the last labelled segment of its series' names), at most 249 (Kafka's longest).
+pub fn topic_label(value: &str) -> String {
+    label_keeping_up_to(value, 249, |c| c == '.')
+}
+
 fn label_keeping(value: &str, also: impl Fn(char) -> bool) -> String {
+    label_keeping_up_to(value, MAX_LABEL_CHARS, also)
+}
+
+fn label_keeping_up_to(value: &str, max: usize, also: impl Fn(char) -> bool) -> String {
     let label: String = value
         .chars()
-        .take(MAX_LABEL_CHARS)
+        .take(max)
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '_' || also(c) {
                 c

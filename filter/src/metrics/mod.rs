@@ -10,7 +10,7 @@ mod names;
 mod recording;
 
 pub use batch::CounterBatch;
-pub use labels::{metric_label, software_version_label};
+pub use labels::{metric_label, software_version_label, topic_label};
 pub use names::{MetricKey, MetricKind, STATS_TAGS};
 pub use recording::RecordingSink;
 

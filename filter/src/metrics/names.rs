@@ -78,6 +78,11 @@ pub const STATS_TAGS: &[(&str, &str)] = &[
         "kafka_client_software",
         r"^wasmcustom\.kafka\.client\.[^.]+\.principal\.[^.]+\.(software\.([^.]+)\.)version\.",
     ),
+    // A topic keeps its dots (Kafka allows them): it is the last label, read up to the name.
+    (
+        "kafka_topic",
+        r"^wasmcustom\.kafka\.client\.[^.]+\.principal\.[^.]+\.(topic\.(.+)\.)client_topic_[a-z_]+$",
+    ),
     // The version keeps its dots: it is the last label, read up to the metric's own name.
     (
         "kafka_client_software_version",

@@ -10,6 +10,7 @@
 
 use std::rc::Rc;
 
+use super::client_topics::TopicCounters;
 use crate::api::{label_name, ApiLabel};
 use crate::limits::BucketStore;
 use crate::metrics::{len_i64, MetricsSink};
@@ -23,9 +24,13 @@ pub struct ClientMetricsConfig {
     pub max_clients: u32,
     /// Whether to keep a latency histogram per client and API (one host call per response).
     pub latency: bool,
+    /// Distinct topics with per-client series of their own, per Envoy process; 0: no
+    /// per-topic series (Produce requests and Fetch responses are then not walked).
+    pub max_topics: u32,
 }
 
 pub const DEFAULT_MAX_CLIENTS: u32 = 100;
+pub const DEFAULT_MAX_TOPICS: u32 = 1000;
 /// The admission scope in the shared store: `~` cannot start a limit's name.
 const SCOPE: &str = "~clients";
 /// Label of everything past the cap, and of a missing client id or principal.
@@ -75,11 +80,13 @@ pub struct ClientMetrics {
     apis: Vec<ApiCounts>,
     request_bytes: usize,
     response_bytes: usize,
+    topics: TopicCounters,
 }
 
 impl ClientMetrics {
     pub fn new(config: ClientMetricsConfig, store: Rc<dyn BucketStore>) -> Self {
         Self {
+            topics: TopicCounters::new(Rc::clone(&store), config.max_topics),
             config,
             store,
             series: None,
@@ -148,6 +155,9 @@ impl Observer for ClientMetrics {
                 s
             }
         };
+        if r.produced.is_some() || r.fetched.is_some() {
+            self.topics.count(r.produced, r.fetched, &series.prefix);
+        }
         self.request_bytes += r.request_bytes;
         self.response_bytes += r.response_bytes.unwrap_or(0);
         if !self.apis.iter().any(|c| c.api == r.api) {
@@ -166,8 +176,13 @@ impl Observer for ClientMetrics {
         self.series = Some(series);
     }
 
+    fn wants_topics(&self) -> bool {
+        self.config.max_topics > 0
+    }
+
     fn flush(&mut self, m: &mut dyn MetricsSink) {
         let Some(series) = &self.series else { return };
+        self.topics.flush(m);
         for c in &mut self.apis {
             if c.requests > 0 {
                 m.add_named(&c.requests_name, std::mem::take(&mut c.requests));

@@ -141,6 +141,11 @@ impl Pipeline {
         }
     }
 
+    /// Whether an observer counts per topic (see [`Observer::wants_topics`]).
+    pub fn wants_topics(&self) -> bool {
+        self.observers.iter().any(|o| o.wants_topics())
+    }
+
     /// Whether any stage may change frames: they must then be held until decided.
     pub fn holds(&self) -> bool {
         !self.stages.is_empty()

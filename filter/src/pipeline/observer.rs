@@ -4,6 +4,7 @@ use super::identity::Identity;
 use super::plan::Outcome;
 use crate::api::ApiLabel;
 use crate::codec::inflight::Inflight;
+use crate::codec::walk::Walked;
 use crate::metrics::{MetricKey, MetricsSink};
 
 /// One request, when its response has been matched to it (or when it was sent, for requests
@@ -24,13 +25,17 @@ pub struct RequestRecord<'a> {
     /// The error code the client gets from the filter (a refused request), if any.
     pub refused_with: Option<i16>,
     pub outcome: Outcome,
+    /// A Produce request's topics and records, when observers count per topic.
+    pub produced: Option<&'a Walked>,
+    /// A Fetch response's topics and records, when observers count per topic.
+    pub fetched: Option<&'a Walked>,
 }
 
 impl<'a> RequestRecord<'a> {
     /// The record of `request`, answered by a response of `response_bytes` after
     /// `latency_us` (both `None` for a request the broker does not answer).
     pub fn of(
-        request: &Inflight,
+        request: &'a Inflight,
         identity: &'a Identity,
         response_bytes: Option<usize>,
         latency_us: Option<u64>,
@@ -46,12 +51,27 @@ impl<'a> RequestRecord<'a> {
             latency_us,
             refused_with: request.plan.refused,
             outcome: request.plan.outcome,
+            produced: request.walked.as_deref(),
+            fetched: None,
+        }
+    }
+
+    pub fn with_fetched(self, fetched: &'a Walked) -> Self {
+        Self {
+            fetched: Some(fetched),
+            ..self
         }
     }
 }
 
 pub trait Observer {
     fn on_finished(&mut self, record: &RequestRecord<'_>, m: &mut dyn MetricsSink);
+
+    /// Whether it counts per topic: Produce requests and Fetch responses are then walked
+    /// (`RequestRecord::produced`, `fetched`), at the cost of a few host reads per frame.
+    fn wants_topics(&self) -> bool {
+        false
+    }
 
     /// Report what is kept counted (about once a second, and when the connection ends).
     fn flush(&mut self, _m: &mut dyn MetricsSink) {}

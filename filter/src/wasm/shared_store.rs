@@ -134,6 +134,23 @@ impl BucketStore for SharedDataStore {
         admitted
     }
 
+    fn remember(&self, key: &str, value: &str) {
+        let key = format!("{PREFIX}name.{key}");
+        if !matches!(hostcalls::get_shared_data(&key), Ok((Some(_), _))) {
+            if let Err(e) = hostcalls::set_shared_data(&key, Some(value.as_bytes()), None) {
+                log::debug!("shared data: writing {key} failed: {e:?}");
+            }
+        }
+    }
+
+    fn recall(&self, key: &str) -> Option<String> {
+        let key = format!("{PREFIX}name.{key}");
+        match hostcalls::get_shared_data(&key) {
+            Ok((Some(v), _)) => String::from_utf8(v).ok(),
+            _ => None,
+        }
+    }
+
     fn add(&self, key: &str, delta: i64) -> i64 {
         let key = format!("{PREFIX}count.{key}");
         update(&key, |v| {

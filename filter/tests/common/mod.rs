@@ -1,11 +1,15 @@
 //! Frames encoded with `kafka-protocol`, shared by the integration tests.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
+use indexmap::IndexMap;
 use kafka_filter::connection::{KafkaConnection, Verdict};
 use kafka_filter::metrics::RecordingSink;
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Encodable, StrBytes};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 
 /// A frame: the size field, then `body`.
 pub fn frame(body: &[u8]) -> Vec<u8> {
@@ -70,4 +74,37 @@ pub fn drive(
         }
     }
     Some(out)
+}
+
+/// A record set of batches with these record counts, offsets from `base`.
+pub fn record_set(batches: &[usize], base: i64) -> Bytes {
+    let mut buf = BytesMut::new();
+    let mut offset = base;
+    for &n in batches {
+        let records: Vec<Record> = (0..n)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: offset + i as i64,
+                // offset - sequence constant: the encoder keeps the records in one batch.
+                sequence: (offset + i as i64) as i32,
+                timestamp: 1_700_000_000_000,
+                key: None,
+                value: Some(Bytes::from(vec![b'v'; 10 + i])),
+                headers: IndexMap::new(),
+            })
+            .collect();
+        offset += n as i64;
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut buf, records.iter(), &options).unwrap();
+    }
+    buf.freeze()
 }

@@ -20,7 +20,8 @@ pub struct FetchLayout {
 }
 
 impl Walker<FetchLayout> {
-    /// `body_at`: where the body starts (the response header's length).
+    /// `body_at`: just after the correlation id (in flexible versions the response header's
+    /// tagged fields are read as the body's first field).
     pub fn fetch(version: i16, body_at: usize, frame_len: usize) -> Self {
         Walker::new(FetchLayout { version }, body_at, frame_len)
     }
@@ -38,6 +39,9 @@ impl Layout for FetchLayout {
     }
 
     fn body(&self, c: &mut Cursor<'_>) -> Result<(), Stop> {
+        if self.flexible() {
+            c.tagged_fields()?;
+        }
         if self.version >= 1 {
             let _throttle_time_ms = c.i32()?;
         }
@@ -84,5 +88,9 @@ impl Layout for FetchLayout {
 
     fn records(p: &mut FetchPartition) -> &mut PartitionRecords {
         &mut p.records
+    }
+
+    fn records_of(p: &FetchPartition) -> &PartitionRecords {
+        &p.records
     }
 }

@@ -39,6 +39,22 @@ pub enum TopicRef {
     Id([u8; 16]),
 }
 
+/// A topic's share of a frame: its record sets' bytes and records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicCount {
+    pub topic: TopicRef,
+    pub bytes: u64,
+    pub records: u64,
+}
+
+/// What a walk found, per topic in frame order (a topic named twice is listed twice).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Walked {
+    pub topics: Vec<TopicCount>,
+    /// False when the walk stopped early: the counts are those of the part walked.
+    pub complete: bool,
+}
+
 /// One partition's records in a frame.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PartitionRecords {

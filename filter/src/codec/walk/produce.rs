@@ -49,4 +49,8 @@ impl Layout for ProduceLayout {
     fn records(p: &mut PartitionRecords) -> &mut PartitionRecords {
         p
     }
+
+    fn records_of(p: &PartitionRecords) -> &PartitionRecords {
+        p
+    }
 }

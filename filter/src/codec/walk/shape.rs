@@ -1,7 +1,10 @@
 //! The shape Produce requests and Fetch responses share: some fields, then topics, each with
 //! partitions, each with some fields and a record set. A [`Layout`] says what the fields are.
 
-use super::{Batches, Cursor, Held, PartitionRecords, Stop, TopicRef, Want, MAX_PARTITIONS};
+use super::{
+    Batches, Cursor, Held, PartitionRecords, Stop, TopicCount, TopicRef, Walked, Want,
+    MAX_PARTITIONS,
+};
 
 /// What differs between the frames walked: the fields around the topics and partitions.
 pub trait Layout {
@@ -16,6 +19,7 @@ pub trait Layout {
     /// A partition's fields before its record set; the record set's length.
     fn partition(&self, c: &mut Cursor<'_>) -> Result<(Self::Partition, usize), Stop>;
     fn records(p: &mut Self::Partition) -> &mut PartitionRecords;
+    fn records_of(p: &Self::Partition) -> &PartitionRecords;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +93,22 @@ impl<L: Layout> Walker<L> {
             partitions: 0,
             held: Held::new(frame_len),
             state: Some(State::Body { at: body_at }),
+        }
+    }
+
+    /// What it found, per topic (as far as it got).
+    pub fn summary(&self) -> Walked {
+        let topics = self.topics.iter().map(|t| {
+            let parts = t.partitions.iter().map(L::records_of);
+            TopicCount {
+                topic: t.topic.clone(),
+                bytes: parts.clone().map(|p| p.bytes).sum(),
+                records: parts.map(|p| p.records).sum(),
+            }
+        });
+        Walked {
+            topics: topics.collect(),
+            complete: self.complete,
         }
     }
 

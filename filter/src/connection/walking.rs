@@ -1,0 +1,256 @@
+//! Walking frames for observers that count per topic (see `codec::walk`): a Produce request as
+//! it streams to the broker, a Fetch response as it streams back. Only frames that pass
+//! unchanged are walked (a frame a stage holds or replaces is not); the records are never read.
+
+use super::examine::ConnState;
+use crate::codec::frame::{FrameHead, Peeked};
+use crate::codec::inflight::Inflight;
+use crate::codec::walk::{FetchWalker, ProduceWalker, Want};
+use crate::codec::{RequestHead, Step};
+use bytes::Bytes;
+use kafka_protocol::messages::{MetadataResponse, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, HeaderVersion};
+
+use crate::limits::BucketStore;
+use crate::metrics::MetricsSink;
+use crate::pipeline::RequestRecord;
+
+const PRODUCE: i16 = 0;
+const FETCH: i16 = 1;
+/// Versions the walkers read (those `kafka-protocol` has schemas for, which the tests check).
+const PRODUCE_VERSIONS: std::ops::RangeInclusive<i16> = 3..=13;
+const FETCH_VERSIONS: std::ops::RangeInclusive<i16> = 4..=18;
+
+/// A Produce request being walked.
+pub(super) struct RequestWalk {
+    correlation_id: i32,
+    walker: ProduceWalker,
+    /// A request the broker will not answer (acks=0): its record waits for the walk.
+    unanswered: Option<Inflight>,
+}
+
+/// A Fetch response being walked, or a Metadata response being read: its request's record
+/// waits for the walk.
+pub(super) struct ResponseWalk {
+    request: Inflight,
+    latency_us: u64,
+    response_bytes: usize,
+    /// `None`: a Metadata response, read whole for its topic ids.
+    walker: Option<FetchWalker>,
+}
+
+const METADATA: i16 = 3;
+/// Topic ids appear in Metadata v10.
+const METADATA_TOPIC_IDS: i16 = 10;
+/// A Metadata response is read for its topic ids up to this size (a cluster of a thousand
+/// topics or so); in a larger one, topics fetched by id keep their id as label.
+const MAX_METADATA_BYTES: usize = crate::codec::frame::MAX_HEAD_BYTES;
+
+fn to_step(want: Want) -> Step {
+    match want {
+        Want::Peek { at, len } => Step::Peek { at, len },
+        Want::Done => Step::Done,
+    }
+}
+
+impl ConnState {
+    /// A walker for a request about to pass unchanged, if observers count per topic.
+    pub(super) fn produce_walker(
+        &self,
+        head: &RequestHead,
+        frame_len: usize,
+    ) -> Option<ProduceWalker> {
+        (head.api_key == PRODUCE
+            && head.header_decoded
+            && PRODUCE_VERSIONS.contains(&head.api_version)
+            && self.pipeline.wants_topics())
+        .then(|| ProduceWalker::produce(head.api_version, head.header_len, frame_len))
+    }
+
+    /// Start walking the request just finished (`entry`: kept until the walk ends when the
+    /// broker will not answer it); the frame's step.
+    pub(super) fn start_request_walk(
+        &mut self,
+        mut walker: ProduceWalker,
+        correlation_id: i32,
+        unanswered: Option<Inflight>,
+        m: &mut dyn MetricsSink,
+    ) -> Step {
+        let want = walker.start();
+        self.walking_request = Some(RequestWalk {
+            correlation_id,
+            walker,
+            unanswered,
+        });
+        if want == Want::Done {
+            self.end_request_walk(m);
+        }
+        to_step(want)
+    }
+
+    pub(super) fn request_peeked(&mut self, p: Peeked<'_>, m: &mut dyn MetricsSink) -> Step {
+        let want = match &mut self.walking_request {
+            Some(w) => w.walker.feed(p.at, p.bytes),
+            None => Want::Done,
+        };
+        if want == Want::Done {
+            self.end_request_walk(m);
+        }
+        to_step(want)
+    }
+
+    /// The request walk is over (finished, or the frame ended): what it found goes with the
+    /// request's record.
+    pub(super) fn end_request_walk(&mut self, m: &mut dyn MetricsSink) {
+        let Some(w) = self.walking_request.take() else {
+            return;
+        };
+        let walked = Some(Box::new(w.walker.summary()));
+        match w.unanswered {
+            Some(mut entry) => {
+                entry.walked = walked;
+                let record = RequestRecord::of(&entry, &self.identity, None, None);
+                self.pipeline.finished(&record, m);
+            }
+            None => {
+                if let Some(entry) = self.inflight.find_mut(w.correlation_id) {
+                    entry.walked = walked;
+                }
+            }
+        }
+    }
+
+    /// Walk a response that passes unchanged, if observers count per topic; `Err` gives the
+    /// request back when it is not walked (its record is then due now).
+    pub(super) fn start_response_walk(
+        &mut self,
+        request: Inflight,
+        latency_us: u64,
+        h: &FrameHead<'_>,
+        m: &mut dyn MetricsSink,
+    ) -> Result<Step, Inflight> {
+        let response_bytes = h.frame_len.saturating_add(4);
+        if !self.pipeline.wants_topics() {
+            return Err(request);
+        }
+        if request.api_key == METADATA
+            && request.api_version >= METADATA_TOPIC_IDS
+            && response_bytes - 4 <= MAX_METADATA_BYTES
+        {
+            self.walking_response = Some(ResponseWalk {
+                request,
+                latency_us,
+                response_bytes,
+                walker: None,
+            });
+            return Ok(self.metadata_read(h.prefix, h.last_look(), m));
+        }
+        if request.api_key != FETCH || !FETCH_VERSIONS.contains(&request.api_version) {
+            return Err(request);
+        }
+        // After the correlation id (the flexible header's tagged fields are the walker's).
+        let mut walker = FetchWalker::fetch(request.api_version, 4, response_bytes - 4);
+        let want = walker.start();
+        self.walking_response = Some(ResponseWalk {
+            request,
+            latency_us,
+            response_bytes,
+            walker: Some(walker),
+        });
+        if want == Want::Done {
+            self.end_response_walk(m);
+        }
+        Ok(to_step(want))
+    }
+
+    pub(super) fn response_peeked(&mut self, p: Peeked<'_>, m: &mut dyn MetricsSink) -> Step {
+        let want = match self
+            .walking_response
+            .as_mut()
+            .and_then(|w| w.walker.as_mut())
+        {
+            Some(w) => w.feed(p.at, p.bytes),
+            None => Want::Done,
+        };
+        if want == Want::Done {
+            self.end_response_walk(m);
+        }
+        to_step(want)
+    }
+
+    /// A Metadata response being read whole, shown again with more of it: once whole (or
+    /// as much as there will be), its topic ids are learned.
+    pub(super) fn metadata_read(
+        &mut self,
+        prefix: &[u8],
+        last_look: bool,
+        m: &mut dyn MetricsSink,
+    ) -> Step {
+        let whole = self
+            .walking_response
+            .as_ref()
+            .is_some_and(|w| prefix.len() + 4 >= w.response_bytes);
+        if !whole && !last_look {
+            let len = self
+                .walking_response
+                .as_ref()
+                .map_or(0, |w| w.response_bytes - 4);
+            return Step::Need(len);
+        }
+        if let Some(w) = &self.walking_response {
+            learn_topic_ids(prefix, w.request.api_version, &*self.store);
+        }
+        self.end_response_walk(m);
+        Step::Done
+    }
+
+    /// Whether the response being examined is a Metadata response read whole.
+    pub(super) fn reading_metadata(&self) -> bool {
+        self.walking_response
+            .as_ref()
+            .is_some_and(|w| w.walker.is_none())
+    }
+
+    pub(super) fn end_response_walk(&mut self, m: &mut dyn MetricsSink) {
+        let Some(w) = self.walking_response.take() else {
+            return;
+        };
+        let walked = w.walker.map(|w| w.summary());
+        let record = RequestRecord::of(
+            &w.request,
+            &self.identity,
+            Some(w.response_bytes),
+            Some(w.latency_us),
+        );
+        let record = match &walked {
+            Some(walked) => record.with_fetched(walked),
+            None => record,
+        };
+        self.pipeline.finished(&record, m);
+    }
+}
+
+/// The key a topic id's name is kept under in the shared store.
+pub fn topic_id_key(id: &[u8; 16]) -> String {
+    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    format!("topic-id/{hex}")
+}
+
+/// Remember the name of every topic a Metadata response (`frame`: after its size field) names
+/// with an id.
+fn learn_topic_ids(frame: &[u8], version: i16, store: &dyn BucketStore) {
+    let mut buf = Bytes::copy_from_slice(frame);
+    let decoded = ResponseHeader::decode(&mut buf, MetadataResponse::header_version(version))
+        .and_then(|_| MetadataResponse::decode(&mut buf, version));
+    let Ok(metadata) = decoded else {
+        log::debug!("a Metadata v{version} response did not decode; its topic ids are not learned");
+        return;
+    };
+    for t in &metadata.topics {
+        if let Some(name) = &t.name {
+            if !t.topic_id.is_nil() {
+                store.remember(&topic_id_key(t.topic_id.as_bytes()), name.as_str());
+            }
+        }
+    }
+}
