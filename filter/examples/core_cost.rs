@@ -9,6 +9,7 @@
 //! so their content does not matter. With `rule` (the literal word), a name conversion rule maps
 //! `bench` to `bench-physical`: every request and response is then held and rewritten.
 //!
+//! A fourth argument `clients` keeps per-client metrics (the Produce request is walked).
 //! `core_cost small <requests> [chunk_bytes] [rule]` does the same with the `small` workload of
 //! `make bench` instead: a Metadata v12 request for one topic and an ApiVersions v3 request,
 //! alternating (`requests` counts both).
@@ -221,6 +222,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         config::parse(
             br#"{"rules": [{"name": "bench", "topics": {"map": {"bench": "bench-physical"}}, "groups": "unchanged"}]}"#,
         )?
+    } else if std::env::args().nth(4).as_deref() == Some("clients") {
+        // Per-client metrics: the request is walked for its topics (one partition, one batch).
+        config::parse(br#"{"client_metrics": {}}"#)?
     } else {
         Config::default()
     };

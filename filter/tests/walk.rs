@@ -258,13 +258,15 @@ fn walking_through_the_frame_reader_under_any_chunking() {
 #[test]
 fn cut_or_corrupted_frames_end_the_walk_without_a_panic() {
     let (frame, body_at, _) = produce_frame(9);
-    // Cut anywhere: never complete (the frame claims more than it has), never a panic.
-    for cut in 0..frame.len() {
+    // Cut anywhere: never complete (the frame claims more than it has), never a panic. The
+    // walk ends with the last record set: the three empty tagged-field sections after it
+    // (partition, topic, request) are not read.
+    for cut in 0..frame.len() - 3 {
         let short = &frame[..cut];
         let mut w = ProduceWalker::produce(9, body_at.min(cut), short.len());
         let first = w.start();
         drive(short, first, |at, bytes| w.feed(at, bytes));
-        assert!(!w.complete || cut == frame.len(), "cut at {cut}");
+        assert!(!w.complete, "cut at {cut}");
     }
     // Every byte flipped in turn: whatever the walker makes of it, it finishes.
     let (fetch, fetch_at, _, _) = fetch_frame(16);

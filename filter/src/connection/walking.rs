@@ -105,7 +105,7 @@ impl ConnState {
         let Some(w) = self.walking_request.take() else {
             return;
         };
-        let walked = Some(Box::new(w.walker.summary()));
+        let walked = Some(Box::new(w.walker.into_summary()));
         match w.unanswered {
             Some(mut entry) => {
                 entry.walked = walked;
@@ -215,7 +215,7 @@ impl ConnState {
         let Some(w) = self.walking_response.take() else {
             return;
         };
-        let walked = w.walker.map(|w| w.summary());
+        let walked = w.walker.map(|w| w.into_summary());
         let record = RequestRecord::of(
             &w.request,
             &self.identity,

@@ -26,6 +26,7 @@ struct Counts {
 }
 
 struct Series {
+    label: String,
     names: [String; 4],
     counts: Counts,
 }
@@ -34,9 +35,11 @@ struct Series {
 pub struct TopicCounters {
     store: Rc<dyn BucketStore>,
     max_topics: u32,
-    /// Topic as the frame names it -> its label (admitted or `other`).
-    labels: HashMap<TopicRef, Rc<str>>,
-    series: HashMap<Rc<str>, Series>,
+    /// Topic as the frame names it -> its series (admitted, or `other`).
+    labels: HashMap<TopicRef, usize>,
+    /// At most one per admitted topic, and `other`.
+    series: Vec<Series>,
+    last: Option<(TopicRef, usize)>,
 }
 
 /// A topic's label: its name (Kafka's legal characters, dots kept); for a topic named by id
@@ -61,58 +64,82 @@ impl TopicCounters {
             store,
             max_topics,
             labels: HashMap::new(),
-            series: HashMap::new(),
+            series: Vec::new(),
+            last: None,
         }
     }
 
-    fn series(&mut self, topic: &TopicRef, prefix: &str) -> &mut Series {
-        let label = match self.labels.get(topic) {
-            Some(l) => Rc::clone(l),
-            None => {
-                let (label, known) = label_of(topic, &*self.store);
-                let label: Rc<str> = if self.store.admit(SCOPE, &label, self.max_topics) {
-                    label.into()
-                } else {
-                    OTHER.into()
-                };
-                // Bounded whatever names a client invents: past the cap they are all `other`.
-                if known && self.labels.len() < MAX_LABELS_PER_CONNECTION {
-                    self.labels.insert(topic.clone(), Rc::clone(&label));
-                }
-                label
+    /// The series of `topic`: the last one asked for is found without hashing (a connection
+    /// mostly produces to or fetches from the same topics).
+    fn series(&mut self, topic: &TopicRef, prefix: &str) -> Option<&mut Series> {
+        let at = match &self.last {
+            Some((t, at)) if t == topic => *at,
+            _ => {
+                let at = self.find(topic, prefix);
+                self.last = Some((topic.clone(), at));
+                at
             }
         };
-        self.series.entry(label).or_insert_with_key(|label| {
-            let base = format!("{prefix}topic.{label}.client_topic_");
-            Series {
-                names: [
-                    "produced_bytes",
-                    "produced_records",
-                    "fetched_bytes",
-                    "fetched_records",
-                ]
-                .map(|what| format!("{base}{what}")),
-                counts: Counts::default(),
+        self.series.get_mut(at)
+    }
+
+    fn find(&mut self, topic: &TopicRef, prefix: &str) -> usize {
+        if let Some(at) = self.labels.get(topic) {
+            return *at;
+        }
+        let (label, known) = label_of(topic, &*self.store);
+        let label = if self.store.admit(SCOPE, &label, self.max_topics) {
+            label
+        } else {
+            OTHER.to_string()
+        };
+        let at = match self.series.iter().position(|s| s.label == label) {
+            Some(at) => at,
+            None => {
+                let base = format!("{prefix}topic.{label}.client_topic_");
+                self.series.push(Series {
+                    names: [
+                        "produced_bytes",
+                        "produced_records",
+                        "fetched_bytes",
+                        "fetched_records",
+                    ]
+                    .map(|what| format!("{base}{what}")),
+                    counts: Counts::default(),
+                    label,
+                });
+                self.series.len() - 1
             }
-        })
+        };
+        // Bounded whatever names a client invents: past the cap they are all `other`.
+        if known && self.labels.len() < MAX_LABELS_PER_CONNECTION {
+            self.labels.insert(topic.clone(), at);
+        }
+        at
     }
 
     /// Count a finished request's walked frames under the client's series `prefix`.
     pub fn count(&mut self, produced: Option<&Walked>, fetched: Option<&Walked>, prefix: &str) {
         for t in produced.map_or(&[][..], |w| &w.topics) {
-            let c = &mut self.series(&t.topic, prefix).counts;
+            let Some(s) = self.series(&t.topic, prefix) else {
+                continue;
+            };
+            let c = &mut s.counts;
             c.produced_bytes = c.produced_bytes.saturating_add(t.bytes as i64);
             c.produced_records = c.produced_records.saturating_add(t.records as i64);
         }
         for t in fetched.map_or(&[][..], |w| &w.topics) {
-            let c = &mut self.series(&t.topic, prefix).counts;
+            let Some(s) = self.series(&t.topic, prefix) else {
+                continue;
+            };
+            let c = &mut s.counts;
             c.fetched_bytes = c.fetched_bytes.saturating_add(t.bytes as i64);
             c.fetched_records = c.fetched_records.saturating_add(t.records as i64);
         }
     }
 
     pub fn flush(&mut self, m: &mut dyn MetricsSink) {
-        for s in self.series.values_mut() {
+        for s in &mut self.series {
             let c = std::mem::take(&mut s.counts);
             let values = [
                 c.produced_bytes,

@@ -97,13 +97,13 @@ impl<L: Layout> Walker<L> {
     }
 
     /// What it found, per topic (as far as it got).
-    pub fn summary(&self) -> Walked {
-        let topics = self.topics.iter().map(|t| {
+    pub fn into_summary(self) -> Walked {
+        let topics = self.topics.into_iter().map(|t| {
             let parts = t.partitions.iter().map(L::records_of);
             TopicCount {
-                topic: t.topic.clone(),
                 bytes: parts.clone().map(|p| p.bytes).sum(),
                 records: parts.map(|p| p.records).sum(),
+                topic: t.topic,
             }
         });
         Walked {
@@ -230,6 +230,10 @@ impl<P> Found<'_, P> {
             }
             State::Batch { b, topics, parts } => {
                 if b.done() {
+                    if topics == 1 && parts == 1 {
+                        // The last record set: only tagged fields follow, nothing counted.
+                        return Ok(None);
+                    }
                     let at = b.end;
                     return Ok(Some(State::PartitionEnd { at, topics, parts }));
                 }
