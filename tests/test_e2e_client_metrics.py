@@ -19,10 +19,15 @@ import threading
 
 from confluent_kafka import Producer
 
+import pytest
+
 from clients import (
+    BrokerView,
     ConsumeChecker,
     KafkaPythonCounter,
+    KafkaPythonOps,
     RdkafkaCounter,
+    RdkafkaOps,
     kafka_python_consume,
     kafka_python_create_topic,
     kafka_python_produce,
@@ -33,7 +38,7 @@ from clients import (
     rdkafka_create_topic,
     rdkafka_produce,
 )
-from harness import recv_exactly, request_frame
+from harness import recv_exactly, request_frame, wait_until
 from prometheus import PrometheusServer
 
 MAX_CLIENTS = 20
@@ -232,3 +237,54 @@ def test_a_client_inventing_ids_leaves_the_series_at_the_cap(make_stack):
     print(f"memory allocated: {before / 2**20:.1f} MiB before, {after / 2**20:.1f} MiB after {ids} client ids")
     # Bounded: series for 20 clients, not 10,000 (each would cost Envoy several KiB).
     assert after - before < 16 * 2**20, (before, after)
+
+
+LAG_CONFIG = {"consumer_lag": {"max_series": 100}}
+
+
+def lag_gauges(stats: dict[str, float], group: str, topic: str) -> dict[int, int]:
+    prefix = f"kafka.group.{group}.topic.{topic}.partition."
+    return {int(name[len(prefix):].split(".")[0]): int(v) for name, v in stats.items()
+            if name.startswith(prefix) and name.endswith(".group_lag")}
+
+
+@pytest.mark.parametrize("ops", [RdkafkaOps, KafkaPythonOps], ids=lambda o: o.name)
+def test_committed_lag_agrees_with_the_broker_and_reads_zero_once_caught_up(make_stack, tmp_path, ops):
+    """Produce 300, consume and commit 200 with a group: the filter's lag per partition (log end
+    from the Fetch responses it saw, minus the commits the broker accepted) equals the broker's own
+    answer (high watermark and OffsetFetch, asked directly); after the rest, 0."""
+    stack = make_stack("filter", LAG_CONFIG)
+    topic, group = f"lagged-{ops.name}", f"lag-group-{ops.name}"
+    rdkafka_create_topic(stack.bootstrap, topic, 2)
+    seed = 9009
+    plan = message_plan(seed, 300, 1, 2)
+    rdkafka_produce(stack.bootstrap, topic, seed, plan)
+    reader = ops(stack.bootstrap, "lag-reader")
+    got, _ = reader.consume(topic, group, 200)
+    assert len(got) == 200
+
+    def broker_lag() -> dict[int, int]:
+        with BrokerView(stack.broker.port) as view:
+            ends = view.end_offsets(topic, 2)
+            committed = view.committed(group, topic, 2)
+        return {p: ends[p] - c for p, c in committed.items() if c >= 0}
+
+    expected = broker_lag()
+    print(f"{ops.name}: broker's lag {expected}")
+    assert expected and all(v >= 0 for v in expected.values()), expected
+    wait_until(lambda: lag_gauges(stack.envoy.kafka_stats(), group, topic) == expected, 20,
+               what=f"the filter's lag to read {expected}")
+
+    with PrometheusServer(tmp_path, targets=[stack.envoy.admin_port]) as prom:
+        prom.wait_for_scrape()
+        # The aggregate per group and topic, as a dashboard reads it.
+        prom.wait_for(f'sum by (kafka_group, kafka_topic) (kafka_group_lag{{kafka_group="{group}"}})',
+                      lambda r: [(lb["kafka_topic"], int(v)) for lb, v in r] == [(topic, sum(expected.values()))])
+        per_partition = prom.query(f'kafka_group_lag{{kafka_group="{group}"}}')
+        assert {int(lb["kafka_partition"]): int(v) for lb, v in per_partition} == expected
+
+    reader.consume(topic, group, 100)
+    assert set(broker_lag().values()) == {0}
+    wait_until(lambda: set(lag_gauges(stack.envoy.kafka_stats(), group, topic).values()) == {0}
+               and len(lag_gauges(stack.envoy.kafka_stats(), group, topic)) == 2, 20,
+               what="the filter's lag to read 0 on both partitions")

@@ -61,6 +61,8 @@ impl MetricsSink for Responses {
     fn gauge_named(&mut self, _: &str, _: i64) {}
 
     fn record_named(&mut self, _: &str, _: u64) {}
+
+    fn set_gauge_named(&mut self, _: &str, _: u64) {}
 }
 
 const VERSION: i16 = 3;

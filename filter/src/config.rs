@@ -5,7 +5,9 @@
 use serde::Deserialize;
 
 use crate::limits::{parse_limits, Limit, LimitError, RawLimit};
-use crate::observers::{ClientMetricsConfig, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_TOPICS};
+use crate::observers::{
+    ClientMetricsConfig, LagConfig, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_LAG_SERIES, DEFAULT_MAX_TOPICS,
+};
 use crate::topics::rules::{parse_rules, RawRule, Rule, RuleError};
 
 /// Kafka's own default for `socket.request.max.bytes`.
@@ -47,6 +49,8 @@ pub struct Config {
     pub limits: Vec<Limit>,
     /// Per-client metrics; `None`: not kept.
     pub client_metrics: Option<ClientMetricsConfig>,
+    /// Committed consumer lag; `None`: not followed.
+    pub consumer_lag: Option<LagConfig>,
 }
 
 impl Default for Config {
@@ -60,6 +64,7 @@ impl Default for Config {
             rules: Vec::new(),
             limits: Vec::new(),
             client_metrics: None,
+            consumer_lag: None,
         }
     }
 }
@@ -77,6 +82,13 @@ struct RawConfig {
     #[serde(default)]
     limits: Vec<RawLimit>,
     client_metrics: Option<RawClientMetrics>,
+    consumer_lag: Option<RawLag>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLag {
+    max_series: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -192,6 +204,13 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
                     MAX_MAX_CLIENTS,
                 )?
                 .map_or(DEFAULT_MAX_TOPICS, |n| n as u32),
+            }),
+        },
+        consumer_lag: match raw.consumer_lag {
+            None => None,
+            Some(l) => Some(LagConfig {
+                max_series: in_range("consumer_lag.max_series", l.max_series, 1, MAX_MAX_CLIENTS)?
+                    .map_or(DEFAULT_MAX_LAG_SERIES, |n| n as u32),
             }),
         },
     })

@@ -8,7 +8,7 @@
 use crate::api::ApiLabel;
 use std::collections::VecDeque;
 
-use super::walk::Walked;
+use crate::pipeline::facts::Facts;
 use crate::pipeline::Plan;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,8 +23,8 @@ pub struct Inflight {
     pub request_bytes: u32,
     /// What the pipeline decided for the request and its response.
     pub plan: Plan,
-    /// The request's topics and records, when observers asked for them (Produce).
-    pub walked: Option<Box<Walked>>,
+    /// What was read of the request for observers (its topics and records, its commits).
+    pub facts: Option<Box<Facts>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,7 +106,7 @@ mod tests {
             sent_at_ns: id as u64,
             request_bytes: 20,
             plan: Plan::default(),
-            walked: None,
+            facts: None,
         }
     }
 

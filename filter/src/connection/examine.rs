@@ -118,6 +118,12 @@ impl ConnState {
                 return need;
             }
         }
+        if !p.facts_read {
+            if let Some(need) = self.read_commit_request(&mut p, h) {
+                self.request = Some(p);
+                return need;
+            }
+        }
         let frame = view(h);
         let flow = if self.pipeline.holds() {
             self.pipeline
@@ -168,8 +174,8 @@ impl ConnState {
         if let Some(peek) = h.peek {
             return self.response_peeked(peek, m);
         }
-        if self.reading_metadata() {
-            return self.metadata_read(h.prefix, h.last_look(), m);
+        if self.reading_whole() {
+            return self.whole_read(h.prefix, h.last_look(), m);
         }
         self.end_response_walk(m);
         let mut p = match self.response.take() {
@@ -406,7 +412,7 @@ impl ConnState {
             sent_at_ns: now.get(),
             request_bytes: u32::try_from(frame_len.saturating_add(4)).unwrap_or(u32::MAX),
             plan: p.plan,
-            walked: None,
+            facts: p.facts,
         };
         if !head.expects_response {
             if walked {

@@ -8,8 +8,9 @@
 
 mod examine;
 mod walking;
+mod whole_reads;
 
-pub use walking::topic_id_key;
+pub use whole_reads::topic_id_key;
 
 use std::rc::Rc;
 

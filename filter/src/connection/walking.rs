@@ -7,12 +7,8 @@ use crate::codec::frame::{FrameHead, Peeked};
 use crate::codec::inflight::Inflight;
 use crate::codec::walk::{FetchWalker, ProduceWalker, Want};
 use crate::codec::{RequestHead, Step};
-use bytes::Bytes;
-use kafka_protocol::messages::{MetadataResponse, ResponseHeader};
-use kafka_protocol::protocol::{Decodable, HeaderVersion};
-
-use crate::limits::BucketStore;
 use crate::metrics::MetricsSink;
+use crate::pipeline::facts::Facts;
 use crate::pipeline::RequestRecord;
 
 const PRODUCE: i16 = 0;
@@ -29,22 +25,14 @@ pub(super) struct RequestWalk {
     unanswered: Option<Inflight>,
 }
 
-/// A Fetch response being walked, or a Metadata response being read: its request's record
-/// waits for the walk.
+/// A Fetch response being walked, or a response being read whole (`walker` is `None`; see
+/// `whole_reads`): its request's record waits for it.
 pub(super) struct ResponseWalk {
-    request: Inflight,
-    latency_us: u64,
-    response_bytes: usize,
-    /// `None`: a Metadata response, read whole for its topic ids.
-    walker: Option<FetchWalker>,
+    pub(super) request: Inflight,
+    pub(super) latency_us: u64,
+    pub(super) response_bytes: usize,
+    pub(super) walker: Option<FetchWalker>,
 }
-
-const METADATA: i16 = 3;
-/// Topic ids appear in Metadata v10.
-const METADATA_TOPIC_IDS: i16 = 10;
-/// A Metadata response is read for its topic ids up to this size (a cluster of a thousand
-/// topics or so); in a larger one, topics fetched by id keep their id as label.
-const MAX_METADATA_BYTES: usize = crate::codec::frame::MAX_HEAD_BYTES;
 
 fn to_step(want: Want) -> Step {
     match want {
@@ -105,16 +93,19 @@ impl ConnState {
         let Some(w) = self.walking_request.take() else {
             return;
         };
-        let walked = Some(Box::new(w.walker.into_summary()));
+        let walked = Some(Box::new(Facts {
+            produced: Some(w.walker.into_summary()),
+            commits: None,
+        }));
         match w.unanswered {
             Some(mut entry) => {
-                entry.walked = walked;
+                entry.facts = walked;
                 let record = RequestRecord::of(&entry, &self.identity, None, None);
                 self.pipeline.finished(&record, m);
             }
             None => {
                 if let Some(entry) = self.inflight.find_mut(w.correlation_id) {
-                    entry.walked = walked;
+                    entry.facts = walked;
                 }
             }
         }
@@ -130,22 +121,14 @@ impl ConnState {
         m: &mut dyn MetricsSink,
     ) -> Result<Step, Inflight> {
         let response_bytes = h.frame_len.saturating_add(4);
-        if !self.pipeline.wants_topics() {
-            return Err(request);
-        }
-        if request.api_key == METADATA
-            && request.api_version >= METADATA_TOPIC_IDS
-            && response_bytes - 4 <= MAX_METADATA_BYTES
+        let request = match self.start_whole_read(request, latency_us, h, m) {
+            Ok(step) => return Ok(step),
+            Err(request) => request,
+        };
+        if request.api_key != FETCH
+            || !FETCH_VERSIONS.contains(&request.api_version)
+            || !self.pipeline.wants_topics()
         {
-            self.walking_response = Some(ResponseWalk {
-                request,
-                latency_us,
-                response_bytes,
-                walker: None,
-            });
-            return Ok(self.metadata_read(h.prefix, h.last_look(), m));
-        }
-        if request.api_key != FETCH || !FETCH_VERSIONS.contains(&request.api_version) {
             return Err(request);
         }
         // After the correlation id (the flexible header's tagged fields are the walker's).
@@ -178,39 +161,6 @@ impl ConnState {
         to_step(want)
     }
 
-    /// A Metadata response being read whole, shown again with more of it: once whole (or
-    /// as much as there will be), its topic ids are learned.
-    pub(super) fn metadata_read(
-        &mut self,
-        prefix: &[u8],
-        last_look: bool,
-        m: &mut dyn MetricsSink,
-    ) -> Step {
-        let whole = self
-            .walking_response
-            .as_ref()
-            .is_some_and(|w| prefix.len() + 4 >= w.response_bytes);
-        if !whole && !last_look {
-            let len = self
-                .walking_response
-                .as_ref()
-                .map_or(0, |w| w.response_bytes - 4);
-            return Step::Need(len);
-        }
-        if let Some(w) = &self.walking_response {
-            learn_topic_ids(prefix, w.request.api_version, &*self.store);
-        }
-        self.end_response_walk(m);
-        Step::Done
-    }
-
-    /// Whether the response being examined is a Metadata response read whole.
-    pub(super) fn reading_metadata(&self) -> bool {
-        self.walking_response
-            .as_ref()
-            .is_some_and(|w| w.walker.is_none())
-    }
-
     pub(super) fn end_response_walk(&mut self, m: &mut dyn MetricsSink) {
         let Some(w) = self.walking_response.take() else {
             return;
@@ -227,30 +177,5 @@ impl ConnState {
             None => record,
         };
         self.pipeline.finished(&record, m);
-    }
-}
-
-/// The key a topic id's name is kept under in the shared store.
-pub fn topic_id_key(id: &[u8; 16]) -> String {
-    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-    format!("topic-id/{hex}")
-}
-
-/// Remember the name of every topic a Metadata response (`frame`: after its size field) names
-/// with an id.
-fn learn_topic_ids(frame: &[u8], version: i16, store: &dyn BucketStore) {
-    let mut buf = Bytes::copy_from_slice(frame);
-    let decoded = ResponseHeader::decode(&mut buf, MetadataResponse::header_version(version))
-        .and_then(|_| MetadataResponse::decode(&mut buf, version));
-    let Ok(metadata) = decoded else {
-        log::debug!("a Metadata v{version} response did not decode; its topic ids are not learned");
-        return;
-    };
-    for t in &metadata.topics {
-        if let Some(name) = &t.name {
-            if !t.topic_id.is_nil() {
-                store.remember(&topic_id_key(t.topic_id.as_bytes()), name.as_str());
-            }
-        }
     }
 }

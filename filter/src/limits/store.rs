@@ -68,8 +68,23 @@ pub trait BucketStore {
     /// Keep `value` under `key` for every worker (a topic id's name); first writer wins.
     fn remember(&self, key: &str, value: &str);
 
-    /// What [`Self::remember`] kept under `key`.
+    /// What [`Self::remember`] kept under `key` (it never changes: hosts may cache it).
     fn recall(&self, key: &str) -> Option<String>;
+
+    /// Keep `value` under `key`, replacing what was there (last writer wins).
+    fn set_text(&self, key: &str, value: &str);
+
+    /// What [`Self::set_text`] last kept under `key` (read anew every time).
+    fn text(&self, key: &str) -> Option<String>;
+
+    /// Set the number under `key` (last writer wins).
+    fn set_number(&self, key: &str, value: i64);
+
+    /// Raise the number under `key` to at least `value`; what it is then.
+    fn raise_number(&self, key: &str, value: i64) -> i64;
+
+    /// The number under `key`, if one was set.
+    fn number(&self, key: &str) -> Option<i64>;
 }
 
 /// Buckets in this VM's memory.
@@ -79,6 +94,7 @@ pub struct LocalStore {
     keys: RefCell<HashMap<String, HashSet<String>>>,
     counters: RefCell<HashMap<String, i64>>,
     names: RefCell<HashMap<String, String>>,
+    numbers: RefCell<HashMap<String, i64>>,
 }
 
 impl BucketStore for LocalStore {
@@ -120,6 +136,31 @@ impl BucketStore for LocalStore {
 
     fn recall(&self, key: &str) -> Option<String> {
         self.names.borrow().get(key).cloned()
+    }
+
+    fn set_text(&self, key: &str, value: &str) {
+        self.names
+            .borrow_mut()
+            .insert(key.to_string(), value.to_string());
+    }
+
+    fn text(&self, key: &str) -> Option<String> {
+        self.names.borrow().get(key).cloned()
+    }
+
+    fn set_number(&self, key: &str, value: i64) {
+        self.numbers.borrow_mut().insert(key.to_string(), value);
+    }
+
+    fn raise_number(&self, key: &str, value: i64) -> i64 {
+        let mut numbers = self.numbers.borrow_mut();
+        let n = numbers.entry(key.to_string()).or_insert(value);
+        *n = (*n).max(value);
+        *n
+    }
+
+    fn number(&self, key: &str) -> Option<i64> {
+        self.numbers.borrow().get(key).copied()
     }
 }
 

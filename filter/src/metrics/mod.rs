@@ -27,6 +27,8 @@ pub trait MetricsSink {
     fn gauge_named(&mut self, name: &str, delta: i64);
     /// Record one sample of a histogram whose name is made at run time.
     fn record_named(&mut self, name: &str, value: u64);
+    /// Set a gauge whose name is made at run time to `value`.
+    fn set_gauge_named(&mut self, name: &str, value: u64);
 }
 
 /// A size or count as a counter delta (saturating: a delta never wraps negative).

@@ -78,10 +78,19 @@ pub const STATS_TAGS: &[(&str, &str)] = &[
         "kafka_client_software",
         r"^wasmcustom\.kafka\.client\.[^.]+\.principal\.[^.]+\.(software\.([^.]+)\.)version\.",
     ),
-    // A topic keeps its dots (Kafka allows them): it is the last label, read up to the name.
+    // A topic keeps its dots (Kafka allows them): it is read up to what follows it, in the
+    // per-client topic series and in the lag series.
     (
         "kafka_topic",
-        r"^wasmcustom\.kafka\.client\.[^.]+\.principal\.[^.]+\.(topic\.(.+)\.)client_topic_[a-z_]+$",
+        r"^wasmcustom\.kafka\.(?:client\.[^.]+\.principal\.[^.]+|group\.[^.]+)\.(topic\.(.+)\.)(?:client_topic_[a-z_]+|partition\.[0-9]+\.group_lag)$",
+    ),
+    (
+        "kafka_group",
+        r"^wasmcustom\.kafka\.(group\.([^.]+)\.)topic\.",
+    ),
+    (
+        "kafka_partition",
+        r"^wasmcustom\.kafka\.group\.[^.]+\.topic\..+\.(partition\.([0-9]+)\.)group_lag$",
     ),
     // The version keeps its dots: it is the last label, read up to the metric's own name.
     (

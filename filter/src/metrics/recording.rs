@@ -38,6 +38,11 @@ impl MetricsSink for RecordingSink {
         *self.named.entry(name.to_string()).or_insert(0) += delta;
     }
 
+    fn set_gauge_named(&mut self, name: &str, value: u64) {
+        self.named
+            .insert(name.to_string(), i64::try_from(value).unwrap_or(i64::MAX));
+    }
+
     fn record_named(&mut self, name: &str, value: u64) {
         self.named_samples
             .entry(name.to_string())

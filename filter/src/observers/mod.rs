@@ -3,5 +3,7 @@
 
 mod client_topics;
 mod clients;
+mod lag;
 
 pub use clients::{ClientMetrics, ClientMetricsConfig, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_TOPICS};
+pub use lag::{ConsumerLag, LagConfig, DEFAULT_MAX_LAG_SERIES};

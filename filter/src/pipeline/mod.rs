@@ -8,6 +8,7 @@
 //! through the stages: later stages do not see it.
 
 pub mod error_body;
+pub mod facts;
 pub mod held;
 pub mod identity;
 pub mod observer;
@@ -22,7 +23,7 @@ use crate::codec::RequestHead;
 use crate::config::Config;
 use crate::limits::BucketStore;
 use crate::metrics::MetricsSink;
-use crate::observers::ClientMetrics;
+use crate::observers::{ClientMetrics, ConsumerLag};
 use crate::stages::ratelimit::RateLimitStage;
 use crate::stages::rewrite::RewriteStage;
 
@@ -42,6 +43,10 @@ pub struct RequestProgress {
     pub delay_ms: u32,
     /// The client software has been looked for (ApiVersions v3+).
     pub software_read: bool,
+    /// What was read of the request for observers (an OffsetCommit's offsets).
+    pub facts: Option<Box<facts::Facts>>,
+    /// The request has been read for observers, where they want it.
+    pub facts_read: bool,
 }
 
 impl RequestProgress {
@@ -52,6 +57,8 @@ impl RequestProgress {
             next: 0,
             delay_ms: 0,
             software_read: false,
+            facts: None,
+            facts_read: false,
         }
     }
 }
@@ -115,7 +122,10 @@ impl Pipeline {
         }
         let mut observers: Vec<Box<dyn Observer>> = Vec::new();
         if let Some(c) = config.client_metrics {
-            observers.push(Box::new(ClientMetrics::new(c, limits)));
+            observers.push(Box::new(ClientMetrics::new(c, Rc::clone(&limits))));
+        }
+        if let Some(c) = config.consumer_lag {
+            observers.push(Box::new(ConsumerLag::new(c, limits)));
         }
         Self::new(id, stages, observers)
     }
@@ -144,6 +154,11 @@ impl Pipeline {
     /// Whether an observer counts per topic (see [`Observer::wants_topics`]).
     pub fn wants_topics(&self) -> bool {
         self.observers.iter().any(|o| o.wants_topics())
+    }
+
+    /// Whether an observer follows committed offsets (see [`Observer::wants_commits`]).
+    pub fn wants_commits(&self) -> bool {
+        self.observers.iter().any(|o| o.wants_commits())
     }
 
     /// Whether any stage may change frames: they must then be held until decided.

@@ -1,5 +1,6 @@
 //! Read-only consumers of finished requests: one record each, never a change to the bytes.
 
+use super::facts::Commits;
 use super::identity::Identity;
 use super::plan::Outcome;
 use crate::api::ApiLabel;
@@ -29,6 +30,9 @@ pub struct RequestRecord<'a> {
     pub produced: Option<&'a Walked>,
     /// A Fetch response's topics and records, when observers count per topic.
     pub fetched: Option<&'a Walked>,
+    /// The offsets a group committed (an OffsetCommit the broker accepted), when observers
+    /// follow consumer lag.
+    pub commits: Option<&'a Commits>,
 }
 
 impl<'a> RequestRecord<'a> {
@@ -51,8 +55,9 @@ impl<'a> RequestRecord<'a> {
             latency_us,
             refused_with: request.plan.refused,
             outcome: request.plan.outcome,
-            produced: request.walked.as_deref(),
+            produced: request.facts.as_ref().and_then(|f| f.produced.as_ref()),
             fetched: None,
+            commits: request.facts.as_ref().and_then(|f| f.commits.as_ref()),
         }
     }
 
@@ -70,6 +75,12 @@ pub trait Observer {
     /// Whether it counts per topic: Produce requests and Fetch responses are then walked
     /// (`RequestRecord::produced`, `fetched`), at the cost of a few host reads per frame.
     fn wants_topics(&self) -> bool {
+        false
+    }
+
+    /// Whether it follows committed offsets: OffsetCommit requests and their responses are then
+    /// read whole (`RequestRecord::commits`).
+    fn wants_commits(&self) -> bool {
         false
     }
 

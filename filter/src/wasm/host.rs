@@ -200,6 +200,13 @@ impl MetricsSink for HostMetrics {
         }
     }
 
+    fn set_gauge_named(&mut self, name: &str, value: u64) {
+        if let Some(id) = self.named_id(MetricType::Gauge, name) {
+            // A gauge recorded is set (proxy-wasm's record on a gauge).
+            let _ = hostcalls::record_metric(id, value);
+        }
+    }
+
     fn record_named(&mut self, name: &str, value: u64) {
         if let Some(id) = self.named_id(MetricType::Histogram, name) {
             let _ = hostcalls::record_metric(id, value);

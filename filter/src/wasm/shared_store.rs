@@ -3,7 +3,7 @@
 //! the sum of all connections, whichever worker they landed on.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::Status;
@@ -19,7 +19,13 @@ const MAX_TRIES: usize = 16;
 pub struct SharedDataStore {
     /// Keys this VM has seen admitted: asked of the shared map only once.
     admitted: RefCell<HashSet<String>>,
+    /// Names this VM has remembered or recalled (topic ids' names never change): asked of the
+    /// shared map only once each.
+    names: RefCell<HashMap<String, String>>,
 }
+
+/// Names kept in the VM, at most (a cluster's topics; past it they are asked again).
+const MAX_LOCAL_NAMES: usize = 100_000;
 
 /// Read-modify-write one entry with compare-and-swap; `None` if it could not be written.
 fn update<T>(key: &str, mut f: impl FnMut(Option<&[u8]>) -> (Vec<u8>, T)) -> Option<T> {
@@ -135,18 +141,70 @@ impl BucketStore for SharedDataStore {
     }
 
     fn remember(&self, key: &str, value: &str) {
-        let key = format!("{PREFIX}name.{key}");
-        if !matches!(hostcalls::get_shared_data(&key), Ok((Some(_), _))) {
-            if let Err(e) = hostcalls::set_shared_data(&key, Some(value.as_bytes()), None) {
-                log::debug!("shared data: writing {key} failed: {e:?}");
+        if self.names.borrow().contains_key(key) {
+            return;
+        }
+        let shared = format!("{PREFIX}name.{key}");
+        if !matches!(hostcalls::get_shared_data(&shared), Ok((Some(_), _))) {
+            if let Err(e) = hostcalls::set_shared_data(&shared, Some(value.as_bytes()), None) {
+                log::debug!("shared data: writing {shared} failed: {e:?}");
             }
         }
+        self.keep_name(key, value);
     }
 
     fn recall(&self, key: &str) -> Option<String> {
-        let key = format!("{PREFIX}name.{key}");
+        if let Some(v) = self.names.borrow().get(key) {
+            return Some(v.clone());
+        }
+        let shared = format!("{PREFIX}name.{key}");
+        let value = match hostcalls::get_shared_data(&shared) {
+            Ok((Some(v), _)) => String::from_utf8(v).ok(),
+            _ => None,
+        }?;
+        self.keep_name(key, &value);
+        Some(value)
+    }
+
+    fn set_text(&self, key: &str, value: &str) {
+        // Not kept in the VM: another worker may change it.
+        let key = format!("{PREFIX}text.{key}");
+        if let Err(e) = hostcalls::set_shared_data(&key, Some(value.as_bytes()), None) {
+            log::debug!("shared data: writing {key} failed: {e:?}");
+        }
+    }
+
+    fn text(&self, key: &str) -> Option<String> {
+        let key = format!("{PREFIX}text.{key}");
         match hostcalls::get_shared_data(&key) {
             Ok((Some(v), _)) => String::from_utf8(v).ok(),
+            _ => None,
+        }
+    }
+
+    fn set_number(&self, key: &str, value: i64) {
+        let key = format!("{PREFIX}number.{key}");
+        if let Err(e) = hostcalls::set_shared_data(&key, Some(&value.to_le_bytes()), None) {
+            log::debug!("shared data: writing {key} failed: {e:?}");
+        }
+    }
+
+    fn raise_number(&self, key: &str, value: i64) -> i64 {
+        let key = format!("{PREFIX}number.{key}");
+        update(&key, |v| {
+            let n = match v {
+                Some(_) => read_i64(v).max(value),
+                None => value,
+            };
+            (n.to_le_bytes().to_vec(), n)
+        })
+        .unwrap_or(value)
+    }
+
+    fn number(&self, key: &str) -> Option<i64> {
+        let key = format!("{PREFIX}number.{key}");
+        match hostcalls::get_shared_data(&key) {
+            Ok((Some(v), _)) => Some(read_i64(Some(&v))),
             _ => None,
         }
     }
@@ -158,5 +216,14 @@ impl BucketStore for SharedDataStore {
             (n.to_le_bytes().to_vec(), n)
         })
         .unwrap_or(0)
+    }
+}
+
+impl SharedDataStore {
+    fn keep_name(&self, key: &str, value: &str) {
+        let mut names = self.names.borrow_mut();
+        if names.len() < MAX_LOCAL_NAMES {
+            names.insert(key.to_string(), value.to_string());
+        }
     }
 }

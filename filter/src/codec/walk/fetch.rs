@@ -93,4 +93,9 @@ impl Layout for FetchLayout {
     fn records_of(p: &FetchPartition) -> &PartitionRecords {
         &p.records
     }
+
+    /// The high watermark, when the partition answered without an error.
+    fn log_end(p: &FetchPartition) -> Option<i64> {
+        (p.error_code == 0 && p.high_watermark >= 0).then_some(p.high_watermark)
+    }
 }

@@ -45,6 +45,8 @@ pub struct TopicCount {
     pub topic: TopicRef,
     pub bytes: u64,
     pub records: u64,
+    /// Per partition, its log end offset (a Fetch response's high watermark); empty for Produce.
+    pub ends: Vec<(i32, i64)>,
 }
 
 /// What a walk found, per topic in frame order (a topic named twice is listed twice).

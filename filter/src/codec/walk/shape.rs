@@ -20,6 +20,10 @@ pub trait Layout {
     fn partition(&self, c: &mut Cursor<'_>) -> Result<(Self::Partition, usize), Stop>;
     fn records(p: &mut Self::Partition) -> &mut PartitionRecords;
     fn records_of(p: &Self::Partition) -> &PartitionRecords;
+    /// The partition's log end offset, where the frame says it.
+    fn log_end(_p: &Self::Partition) -> Option<i64> {
+        None
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,9 +104,14 @@ impl<L: Layout> Walker<L> {
     pub fn into_summary(self) -> Walked {
         let topics = self.topics.into_iter().map(|t| {
             let parts = t.partitions.iter().map(L::records_of);
+            let ends = t
+                .partitions
+                .iter()
+                .filter_map(|p| L::log_end(p).map(|end| (L::records_of(p).partition, end)));
             TopicCount {
                 bytes: parts.clone().map(|p| p.bytes).sum(),
                 records: parts.map(|p| p.records).sum(),
+                ends: ends.collect(),
                 topic: t.topic,
             }
         });

@@ -1,0 +1,191 @@
+//! Small frames read whole for observers: a Metadata response for its topic ids (names for
+//! topics fetched by id), an OffsetCommit request for the offsets a group commits and its
+//! response for which of them the broker accepted. Read only when an observer wants them, and
+//! only up to [`MAX_WHOLE_BYTES`]; they pass unchanged and are never held.
+
+use bytes::Bytes;
+use kafka_protocol::messages::{
+    MetadataResponse, OffsetCommitRequest, OffsetCommitResponse, ResponseHeader,
+};
+use kafka_protocol::protocol::{Decodable, HeaderVersion};
+
+use super::examine::ConnState;
+use super::walking::ResponseWalk;
+use crate::codec::frame::{FrameHead, MAX_HEAD_BYTES};
+use crate::codec::inflight::Inflight;
+use crate::codec::walk::MAX_PARTITIONS;
+use crate::codec::Step;
+use crate::limits::BucketStore;
+use crate::metrics::MetricsSink;
+use crate::pipeline::facts::{Commits, CommittedOffset, Facts};
+use crate::pipeline::RequestProgress;
+
+const METADATA: i16 = 3;
+const OFFSET_COMMIT: i16 = 8;
+/// Topic ids appear in Metadata v10.
+const METADATA_TOPIC_IDS: i16 = 10;
+/// Read whole up to this size: a cluster of a thousand topics or so, a commit of a few thousand
+/// partitions. In a larger Metadata response topics fetched by id keep their id as label; a
+/// larger commit is not followed.
+const MAX_WHOLE_BYTES: usize = MAX_HEAD_BYTES;
+
+impl ConnState {
+    /// An OffsetCommit request is read whole when an observer follows commits; `Some(step)`
+    /// while more of it is needed.
+    pub(super) fn read_commit_request(
+        &mut self,
+        p: &mut RequestProgress,
+        h: &FrameHead<'_>,
+    ) -> Option<Step> {
+        let head = &p.head;
+        if head.api_key != OFFSET_COMMIT
+            || !head.header_decoded
+            || !head.version_known
+            || h.frame_len > MAX_WHOLE_BYTES
+            || !self.pipeline.wants_commits()
+        {
+            p.facts_read = true;
+            return None;
+        }
+        if h.prefix.len() < h.frame_len && !h.last_look() {
+            return Some(Step::Need(h.frame_len));
+        }
+        p.facts_read = true;
+        let body = h.prefix.get(head.header_len..).unwrap_or_default();
+        let mut buf = Bytes::copy_from_slice(body);
+        let Ok(req) = OffsetCommitRequest::decode(&mut buf, head.api_version) else {
+            log::debug!(
+                "connection {}: an OffsetCommit request did not decode; not followed",
+                self.id
+            );
+            return None;
+        };
+        let offsets = req
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().map(|p| CommittedOffset {
+                    topic: t.name.to_string(),
+                    partition: p.partition_index,
+                    offset: p.committed_offset,
+                })
+            })
+            .take(MAX_PARTITIONS)
+            .collect();
+        p.facts = Some(Box::new(Facts {
+            produced: None,
+            commits: Some(Commits {
+                group: req.group_id.to_string(),
+                offsets,
+            }),
+        }));
+        None
+    }
+
+    /// Start reading a response whole if an observer wants it (its record then waits); `Err`
+    /// gives the request back otherwise.
+    pub(super) fn start_whole_read(
+        &mut self,
+        request: Inflight,
+        latency_us: u64,
+        h: &FrameHead<'_>,
+        m: &mut dyn MetricsSink,
+    ) -> Result<Step, Inflight> {
+        let wanted = match request.api_key {
+            METADATA => request.api_version >= METADATA_TOPIC_IDS && self.pipeline.wants_topics(),
+            OFFSET_COMMIT => request.facts.as_ref().is_some_and(|f| f.commits.is_some()),
+            _ => false,
+        };
+        if !wanted || h.frame_len > MAX_WHOLE_BYTES {
+            return Err(request);
+        }
+        self.walking_response = Some(ResponseWalk {
+            request,
+            latency_us,
+            response_bytes: h.frame_len.saturating_add(4),
+            walker: None,
+        });
+        Ok(self.whole_read(h.prefix, h.last_look(), m))
+    }
+
+    /// Whether the response being examined is one read whole.
+    pub(super) fn reading_whole(&self) -> bool {
+        self.walking_response
+            .as_ref()
+            .is_some_and(|w| w.walker.is_none())
+    }
+
+    /// A response being read whole, shown again with more of it: once whole (or as much as
+    /// there will be), what it says is kept and its record is due.
+    pub(super) fn whole_read(
+        &mut self,
+        prefix: &[u8],
+        last_look: bool,
+        m: &mut dyn MetricsSink,
+    ) -> Step {
+        let Some(w) = self.walking_response.as_mut() else {
+            return Step::Done;
+        };
+        let frame_len = w.response_bytes - 4;
+        if prefix.len() < frame_len && !last_look {
+            return Step::Need(frame_len);
+        }
+        let version = w.request.api_version;
+        match w.request.api_key {
+            METADATA => learn_topic_ids(prefix, version, &*self.store),
+            OFFSET_COMMIT => {
+                if let Some(commits) = w.request.facts.as_mut().and_then(|f| f.commits.as_mut()) {
+                    keep_accepted(commits, prefix, version);
+                }
+            }
+            _ => {}
+        }
+        self.end_response_walk(m);
+        Step::Done
+    }
+}
+
+/// The key a topic id's name is kept under in the shared store.
+pub fn topic_id_key(id: &[u8; 16]) -> String {
+    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    format!("topic-id/{hex}")
+}
+
+/// Remember the name of every topic a Metadata response (`frame`: after its size field) names
+/// with an id.
+fn learn_topic_ids(frame: &[u8], version: i16, store: &dyn BucketStore) {
+    let mut buf = Bytes::copy_from_slice(frame);
+    let decoded = ResponseHeader::decode(&mut buf, MetadataResponse::header_version(version))
+        .and_then(|_| MetadataResponse::decode(&mut buf, version));
+    let Ok(metadata) = decoded else {
+        log::debug!("a Metadata v{version} response did not decode; its topic ids are not learned");
+        return;
+    };
+    for t in &metadata.topics {
+        if let Some(name) = &t.name {
+            if !t.topic_id.is_nil() {
+                store.remember(&topic_id_key(t.topic_id.as_bytes()), name.as_str());
+            }
+        }
+    }
+}
+
+/// Keep only the commits the OffsetCommit response (`frame`) accepted (error code 0); none if
+/// it does not decode.
+fn keep_accepted(commits: &mut Commits, frame: &[u8], version: i16) {
+    let mut buf = Bytes::copy_from_slice(frame);
+    let decoded = ResponseHeader::decode(&mut buf, OffsetCommitResponse::header_version(version))
+        .and_then(|_| OffsetCommitResponse::decode(&mut buf, version));
+    let Ok(response) = decoded else {
+        commits.offsets.clear();
+        return;
+    };
+    commits.offsets.retain(|c| {
+        response.topics.iter().any(|t| {
+            t.name.as_str() == c.topic
+                && t.partitions
+                    .iter()
+                    .any(|p| p.partition_index == c.partition && p.error_code == 0)
+        })
+    });
+}

@@ -1,0 +1,148 @@
+//! Committed consumer lag, kept current from the traffic alone (no request of its own to the
+//! broker): per group, topic and partition, the partition's log end (the high watermark of the
+//! Fetch responses passing the filter) minus the offset the group last committed (OffsetCommit
+//! requests the broker accepted) -- the definition Burrow and kafka-lag-exporter use.
+//!
+//! Log ends and commits are kept in the store every worker shares, so a commit seen on one
+//! worker and a fetch on another make one figure. A gauge per (group, topic, partition) is set
+//! whenever either side moves; distinct series are capped per Envoy process.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use crate::codec::walk::TopicRef;
+use crate::connection::topic_id_key;
+use crate::limits::BucketStore;
+use crate::metrics::{metric_label, topic_label, MetricsSink};
+use crate::pipeline::{Observer, RequestRecord};
+
+/// `consumer_lag` in the plugin configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LagConfig {
+    /// Distinct (group, topic, partition) series, per Envoy process.
+    pub max_series: u32,
+}
+
+pub const DEFAULT_MAX_LAG_SERIES: u32 = 10_000;
+const SCOPE: &str = "~lag";
+/// Groups followed per partition (their names are kept together in one shared entry).
+const MAX_GROUPS_PER_PARTITION: usize = 64;
+/// Log ends one connection remembers having reported (so an unchanged one costs nothing).
+const MAX_ENDS_PER_CONNECTION: usize = 10_000;
+
+pub struct ConsumerLag {
+    config: LagConfig,
+    store: Rc<dyn BucketStore>,
+    reported_ends: HashMap<(String, i32), i64>,
+}
+
+fn end_key(topic: &str, partition: i32) -> String {
+    format!("lag/end/{partition}/{topic}")
+}
+
+fn commit_key(group: &str, topic: &str, partition: i32) -> String {
+    format!("lag/commit/{partition}/{topic}\n{group}")
+}
+
+fn groups_key(topic: &str, partition: i32) -> String {
+    format!("lag/groups/{partition}/{topic}")
+}
+
+impl ConsumerLag {
+    pub fn new(config: LagConfig, store: Rc<dyn BucketStore>) -> Self {
+        Self {
+            config,
+            store,
+            reported_ends: HashMap::new(),
+        }
+    }
+
+    fn groups(&self, topic: &str, partition: i32) -> Vec<String> {
+        self.store
+            .text(&groups_key(topic, partition))
+            .map(|s| s.split('\n').map(str::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    fn follow_group(&self, topic: &str, partition: i32, group: &str) {
+        let mut groups = self.groups(topic, partition);
+        if groups.iter().any(|g| g == group) || groups.len() >= MAX_GROUPS_PER_PARTITION {
+            return;
+        }
+        groups.push(group.to_string());
+        self.store
+            .set_text(&groups_key(topic, partition), &groups.join("\n"));
+    }
+
+    /// Set the lag gauge of one group's partition, if its series is admitted.
+    fn report(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+        end: i64,
+        committed: i64,
+        m: &mut dyn MetricsSink,
+    ) {
+        let (group, topic) = (metric_label(group), topic_label(topic));
+        let series = format!("{group}/{partition}/{topic}");
+        if !self.store.admit(SCOPE, &series, self.config.max_series) {
+            m.add_named("lag_series_overflow", 1);
+            return;
+        }
+        let lag = u64::try_from(end.saturating_sub(committed)).unwrap_or(0);
+        let name = format!("group.{group}.topic.{topic}.partition.{partition}.group_lag");
+        m.set_gauge_named(&name, lag);
+    }
+
+    fn topic_name(&self, topic: &TopicRef) -> Option<String> {
+        match topic {
+            TopicRef::Name(n) => Some(n.clone()),
+            TopicRef::Id(id) => self.store.recall(&topic_id_key(id)),
+        }
+    }
+}
+
+impl Observer for ConsumerLag {
+    fn wants_topics(&self) -> bool {
+        true
+    }
+
+    fn wants_commits(&self) -> bool {
+        true
+    }
+
+    fn on_finished(&mut self, r: &RequestRecord<'_>, m: &mut dyn MetricsSink) {
+        for t in r.fetched.map_or(&[][..], |w| &w.topics) {
+            let Some(topic) = self.topic_name(&t.topic) else {
+                continue;
+            };
+            for &(partition, end) in &t.ends {
+                let seen = (topic.clone(), partition);
+                if self.reported_ends.get(&seen) == Some(&end) {
+                    continue;
+                }
+                if self.reported_ends.len() >= MAX_ENDS_PER_CONNECTION {
+                    self.reported_ends.clear();
+                }
+                self.reported_ends.insert(seen, end);
+                let end = self.store.raise_number(&end_key(&topic, partition), end);
+                for group in self.groups(&topic, partition) {
+                    if let Some(c) = self.store.number(&commit_key(&group, &topic, partition)) {
+                        self.report(&group, &topic, partition, end, c, m);
+                    }
+                }
+            }
+        }
+        if let Some(c) = r.commits {
+            for o in &c.offsets {
+                self.store
+                    .set_number(&commit_key(&c.group, &o.topic, o.partition), o.offset);
+                self.follow_group(&o.topic, o.partition, &c.group);
+                if let Some(end) = self.store.number(&end_key(&o.topic, o.partition)) {
+                    self.report(&c.group, &o.topic, o.partition, end, o.offset, m);
+                }
+            }
+        }
+    }
+}
