@@ -4,8 +4,10 @@
 Starts a tansu broker and an Envoy built from envoy-config/envoy.yaml (free ports, everything on
 127.0.0.1), creates a topic, produces and consumes messages with two independent clients
 (confluent-kafka / librdkafka and kafka-python, each with a consumer group), then prints the
-filter's per-API counts, latency percentiles, byte counts and anomaly counters, and an excerpt of
-Envoy's /stats/prometheus. Everything it started is stopped on exit, on errors and on Ctrl-C.
+filter's per-API counts, latency percentiles, byte counts and anomaly counters, what it saw per
+client (client software and version, requests, records per topic) and each group's committed lag
+(after more messages are produced than consumed), and an excerpt of Envoy's /stats/prometheus.
+Everything it started is stopped on exit, on errors and on Ctrl-C.
 
     .venv/bin/python examples/demo.py [--messages N] [--keep-running]
 """
@@ -24,6 +26,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from clients import (  # noqa: E402
     ConsumeChecker,
+    RdkafkaOps,
     kafka_python_consume,
     kafka_python_create_topic,
     kafka_python_produce,
@@ -42,6 +45,9 @@ from harness import (  # noqa: E402
     require_wasm,
     wait_until,
 )
+
+# The shipped envoy.yaml with per-client metrics and consumer lag switched on.
+DEMO_CONFIG = {"client_metrics": {"max_clients": 100, "max_topics": 100}, "consumer_lag": {}}
 
 ANOMALIES = [
     ("requests_unknown_api", "requests with an API key the filter does not know"),
@@ -133,13 +139,53 @@ def report(envoy: Envoy) -> None:
         print(f"    {v:>6}  {key:<30} {what}")
     print()
     prom = envoy.prometheus()
-    lines = [ln for ln in prom.lines("kafka_") if "_bucket{" not in ln or 'le="+Inf"' in ln]
-    print("Excerpt of /stats/prometheus (kafka_*; histogram buckets other than +Inf left out):")
+    lines = [ln for ln in prom.lines("kafka_") if ("_bucket{" not in ln or 'le="+Inf"' in ln)
+             and ln.startswith(("kafka_requests", "kafka_responses", "kafka_client_connections",
+                                "kafka_client_topic_produced_records", "kafka_group_lag"))]
+    print("Excerpt of /stats/prometheus (per-API counts, client software, records per client and topic,"
+          " lag):")
     print()
     for ln in lines[:40]:
         print("  " + ln)
     if len(lines) > 40:
         print(f"  ... {len(lines) - 40} more lines: curl {envoy.admin_url}/stats/prometheus")
+    print()
+
+
+def per_client_report(stats: dict[str, float]) -> None:
+    clients: dict[str, dict] = {}
+    for name, v in stats.items():
+        parts = name.split(".")
+        if len(parts) < 6 or parts[:2] != ["kafka", "client"]:
+            continue
+        c = clients.setdefault(parts[2], {"software": set(), "requests": 0, "topics": {}})
+        if name.endswith(".client_connections"):
+            rest = name[len(f"kafka.client.{parts[2]}.principal.{parts[4]}.software."):-len(".client_connections")]
+            soft, _, version = rest.partition(".version.")
+            c["software"].add(f"{soft} {version}")
+        elif name.endswith(".client_requests"):
+            c["requests"] += int(v)
+        elif ".topic." in name:
+            topic, _, what = name.split(".topic.", 1)[1].rpartition(".client_topic_")
+            c["topics"].setdefault(topic, {})[what] = int(v)
+    print("Per client (client_metrics): client software from ApiVersions v3+ (KIP-511)")
+    print()
+    for cid, c in sorted(clients.items()):
+        print(f"  {cid:<24} {', '.join(sorted(c['software'])) or '-':<44} {c['requests']:>6} requests")
+        for topic, t in sorted(c["topics"].items()):
+            print(f"      {topic:<20} produced {t.get('produced_records', 0):>6} records"
+                  f" ({human_bytes(t.get('produced_bytes', 0))}),"
+                  f" fetched {t.get('fetched_records', 0):>6} records ({human_bytes(t.get('fetched_bytes', 0))})")
+    print()
+    lags = sorted((name.split("."), int(v)) for name, v in stats.items()
+                  if name.startswith("kafka.group.") and name.endswith(".group_lag"))
+    print("Committed consumer lag (consumer_lag): log end minus the group's last accepted commit")
+    print()
+    for parts, v in lags:
+        # kafka.group.<g>.topic.<t...>.partition.<p>.group_lag
+        group, rest = parts[2], parts[4:-1]
+        topic, partition = ".".join(rest[:-2]), rest[-1]
+        print(f"  {group:<28} {topic:<20} partition {partition:>2}  lag {v:>6}")
     print()
 
 
@@ -163,7 +209,7 @@ def main() -> int:
     listener_port, admin_port, broker_port = free_ports(3)
     broker = Broker(workdir=workdir, port=broker_port, advertised_port=listener_port)
     envoy = Envoy(broker_port, config="envoy.yaml", workdir=workdir, listener_port=listener_port,
-                  admin_port=admin_port, wasm_path=wasm)
+                  admin_port=admin_port, wasm_path=wasm, plugin_config=DEMO_CONFIG)
     try:
         step(f"starting tansu on 127.0.0.1:{broker_port} (advertising Envoy's listener {listener_port})")
         broker.start()
@@ -181,11 +227,12 @@ def main() -> int:
         rdkafka_create_topic(bootstrap, "demo-rdkafka", partitions)
         step(f"confluent-kafka: producing {len(plan)} messages ({human_bytes(size)})")
         t = time.monotonic()
-        rdkafka_produce(bootstrap, "demo-rdkafka", seed, plan)
+        rdkafka_produce(bootstrap, "demo-rdkafka", seed, plan, extra={"client.id": "demo-producer"})
         step(f"  done in {time.monotonic() - t:.1f} s; consuming them with consumer group demo-rdkafka-group")
         checker = ConsumeChecker(seed, plan)
         t = time.monotonic()
-        rdkafka_consume_group(bootstrap, "demo-rdkafka", "demo-rdkafka-group", checker, timeout=60)
+        rdkafka_consume_group(bootstrap, "demo-rdkafka", "demo-rdkafka-group", checker, timeout=60,
+                              extra={"client.id": "demo-consumer"})
         checker.verify()
         step(f"  {checker.count} messages back, byte-exact and in order, in {time.monotonic() - t:.1f} s")
 
@@ -193,17 +240,25 @@ def main() -> int:
         step("kafka-python: creating topic demo-kafka-python through Envoy")
         kafka_python_create_topic(bootstrap, "demo-kafka-python", partitions)
         step(f"kafka-python: producing {len(kp_plan)} messages")
-        kafka_python_produce(bootstrap, "demo-kafka-python", seed + 1, kp_plan)
+        kafka_python_produce(bootstrap, "demo-kafka-python", seed + 1, kp_plan,
+                             extra={"client_id": "demo-kp-producer"})
         step("  consuming them with consumer group demo-kafka-python-group")
         checker = ConsumeChecker(seed + 1, kp_plan)
         kafka_python_consume(bootstrap, "demo-kafka-python", partitions, checker, group="demo-kafka-python-group",
-                             timeout=60)
+                             timeout=60, extra={"client_id": "demo-kp-consumer"})
         checker.verify()
         step(f"  {checker.count} messages back, byte-exact and in order")
+
+        more = message_plan(seed + 2, 150, 0, partitions)
+        step(f"confluent-kafka: producing {len(more)} more to demo-rdkafka; the group's consumer reads"
+             " 50 of them and commits nothing (the log end moves, the commit does not: lag)")
+        rdkafka_produce(bootstrap, "demo-rdkafka", seed + 2, more, extra={"client.id": "demo-producer"})
+        RdkafkaOps(bootstrap, "demo-consumer").consume("demo-rdkafka", "demo-rdkafka-group", 50, commit=False)
 
         wait_until(lambda: envoy.kafka_stats().get("kafka.connections_active", 0) == 0, 30,
                    what="client connections to close")
         report(envoy)
+        per_client_report(envoy.settled_kafka_stats())
 
         if args.keep_running:
             print(f"Broker and Envoy keep running: {envoy.admin_url}/stats/prometheus  (Ctrl-C to stop)")
