@@ -96,8 +96,11 @@ ALL_FEATURES_CONFIG: dict[str, Any] = {
     # Envoy's shared data, charged on every Produce, Fetch and request).
     "limits": [{"name": "bench", "key": "client_id", "produce_bytes_per_second": 1e15,
                 "fetch_bytes_per_second": 1e15, "requests_per_second": 1e12}],
-    # Per-client series (issue 14): counters per client id and API, and a latency histogram.
+    # Per-client series (issue 14): counters per client id and API, a latency histogram, records
+    # per topic (walked frames; under the rule above frames are rewritten, so not walked), and
+    # committed consumer lag.
     "client_metrics": {"max_clients": 100},
+    "consumer_lag": {},
 }
 ALL_FEATURES_LABEL = "filter, all features (topic conversion on every request)"
 # The same document with no rule in it; while ALL_FEATURES_CONFIG equals it, the report uses the

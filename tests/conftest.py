@@ -93,7 +93,7 @@ def make_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calla
     stacks: list[Stack] = []
 
     def make(route: str = "filter", plugin_config: dict | str | None = None,
-             concurrency: int = 1) -> Stack:
+             concurrency: int = 1, component_log_level: str | None = None) -> Stack:
         if route not in ROUTES:
             raise ValueError(route)
         n = len(stacks)
@@ -111,7 +111,8 @@ def make_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calla
             stacks, route, workdir,
             lambda broker_port, **ports: Envoy(broker_port, config=CONFIG_FOR_ROUTE[route],
                                                plugin_config=plugin_config, workdir=workdir,
-                                               concurrency=concurrency, **ports))
+                                               concurrency=concurrency,
+                                               component_log_level=component_log_level, **ports))
 
     try:
         yield make

@@ -12,6 +12,7 @@ tansu broker + librdkafka and kafka-python, and a real Prometheus scraping Envoy
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import struct
@@ -288,3 +289,37 @@ def test_committed_lag_agrees_with_the_broker_and_reads_zero_once_caught_up(make
     wait_until(lambda: set(lag_gauges(stack.envoy.kafka_stats(), group, topic).values()) == {0}
                and len(lag_gauges(stack.envoy.kafka_stats(), group, topic)) == 2, 20,
                what="the filter's lag to read 0 on both partitions")
+
+
+def test_request_log_lines_in_envoys_log(make_stack):
+    """One JSON line per matching request in Envoy's log: the logged client's Produce requests,
+    complete and parseable; nothing of the client the filter does not match."""
+    config = {"client_metrics": {}, "request_log": {"match": {"client_id": {"prefix": "logged-"}},
+                                                     "apis": ["Produce", "Fetch"]}}
+    # The filter logs through Envoy's wasm component, at info.
+    stack = make_stack("filter", config, component_log_level="wasm:info")
+    rdkafka_create_topic(stack.bootstrap, "logged", 1)
+    plan = message_plan(5151, 200, 0, 1)
+    rdkafka_produce(stack.bootstrap, "logged", 5151, plan, extra={"client.id": "logged-app"})
+    kafka_python_produce(stack.bootstrap, "logged", 5152, plan, extra={"client_id": "quiet-app"})
+    stats = stack.envoy.settled_kafka_stats()
+    produce_requests = per_client(stats).get("logged-app", {}).get("Produce", 0)
+    assert produce_requests > 0
+
+    def lines() -> list[dict]:
+        marker = "kafka_request_log "
+        return [json.loads(ln.split(marker, 1)[1]) for ln in stack.envoy.log_text().splitlines() if marker in ln]
+
+    wait_until(lambda: len(lines()) >= produce_requests, 10, what="the request log lines")
+    got = lines()
+    print(f"{len(got)} request log lines, e.g. {got[0]}")
+    assert len(got) == produce_requests
+    for line in got:
+        assert line["client_id"] == "logged-app" and line["api"] == "Produce", line
+        assert line["client_software"].startswith("confluent-kafka-python/"), line
+        assert line["produced"] and line["produced"][0]["topic"] == "logged", line
+        assert line["latency_us"] is not None and line["request_bytes"] > 0, line
+        assert line["time_ms"] > 1_700_000_000_000, line
+        assert line["source"] == "127.0.0.1" and line["principal"] is None, line
+    assert sum(t["records"] for line in got for t in line["produced"]) == len(plan)
+    assert stats.get("kafka.request_log_lines") == produce_requests

@@ -117,6 +117,11 @@ def test_tenants_are_told_apart_by_their_spiffe_id(client, mtls_stack, pki):
     stats = stack.envoy.settled_kafka_stats()
     assert stats.get("kafka.rewrite.requests", 0) > 0, stats
     assert not stats.get("kafka.rewrite.errors"), stats
+    # Per-client series (client_metrics in the manifest): one client id, two principals.
+    principals = {name.split(".")[4] for name in stats
+                  if name.startswith(f"kafka.client.{CLIENT_ID}.principal.") and name.endswith(".client_requests")}
+    assert {"spiffe___cluster_local_ns_team-a_" in p or "spiffe___cluster_local_ns_team-b_" in p
+            for p in principals} == {True} and len(principals) == 2, principals
 
 
 def test_a_client_without_a_matching_identity_is_not_mapped(mtls_stack, pki, tmp_path):

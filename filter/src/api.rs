@@ -19,6 +19,15 @@ pub fn label_name(label: ApiLabel) -> String {
     }
 }
 
+/// An API as a configuration names it: its name as in the metrics (`Produce`, `ApiVersions`) or
+/// its key.
+pub fn api_key_named(name: &str) -> Option<i16> {
+    if let Ok(k) = name.parse::<i16>() {
+        return (k >= 0).then_some(k);
+    }
+    (0..=i16::from(u8::MAX)).find(|k| classify(*k).is_some() && label_name(classify(*k)) == name)
+}
+
 /// Whether the crate has a schema for this version of the API.
 pub fn version_known(api: ApiKey, version: i16) -> bool {
     let range = api.valid_versions();

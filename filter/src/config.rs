@@ -2,11 +2,16 @@
 //! (`WasmPlugin.spec.pluginConfig`). Parsing is a pure function so that every bad document is
 //! rejected at configure time, with the offending field named, before any traffic flows.
 
+use std::rc::Rc;
+
 use serde::Deserialize;
 
+use crate::api::api_key_named;
 use crate::limits::{parse_limits, Limit, LimitError, RawLimit};
+use crate::matching::RawMatch;
 use crate::observers::{
-    ClientMetricsConfig, LagConfig, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_LAG_SERIES, DEFAULT_MAX_TOPICS,
+    ClientMetricsConfig, LagConfig, RequestLogConfig, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_LAG_SERIES,
+    DEFAULT_MAX_TOPICS,
 };
 use crate::topics::rules::{parse_rules, RawRule, Rule, RuleError};
 
@@ -51,6 +56,8 @@ pub struct Config {
     pub client_metrics: Option<ClientMetricsConfig>,
     /// Committed consumer lag; `None`: not followed.
     pub consumer_lag: Option<LagConfig>,
+    /// The request log; `None`: none written.
+    pub request_log: Option<Rc<RequestLogConfig>>,
 }
 
 impl Default for Config {
@@ -65,6 +72,7 @@ impl Default for Config {
             limits: Vec::new(),
             client_metrics: None,
             consumer_lag: None,
+            request_log: None,
         }
     }
 }
@@ -83,6 +91,63 @@ struct RawConfig {
     limits: Vec<RawLimit>,
     client_metrics: Option<RawClientMetrics>,
     consumer_lag: Option<RawLag>,
+    request_log: Option<RawRequestLog>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequestLog {
+    #[serde(rename = "match", default)]
+    matcher: RawMatch,
+    apis: Option<Vec<String>>,
+    topics: Option<Vec<String>>,
+    sample: Option<f64>,
+}
+
+fn parse_request_log(raw: RawRequestLog) -> Result<RequestLogConfig, ConfigError> {
+    let field = |field: &'static str, message: String| ConfigError::Field { field, message };
+    let matcher = raw
+        .matcher
+        .parse()
+        .map_err(|e| field("request_log.match", e))?;
+    let apis = match raw.apis {
+        None => None,
+        Some(names) if names.is_empty() => {
+            return Err(field("request_log.apis", "must not be empty (leave it out for every API)".into()))
+        }
+        Some(names) => Some(
+            names
+                .iter()
+                .map(|n| {
+                    api_key_named(n).ok_or_else(|| {
+                        field(
+                            "request_log.apis",
+                            format!("`{n}` is not a Kafka API name (as in the metrics, e.g. `Produce`) or key"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+    };
+    if raw.topics.as_ref().is_some_and(|t| t.is_empty()) {
+        return Err(field(
+            "request_log.topics",
+            "must not be empty (leave it out for every topic)".into(),
+        ));
+    }
+    let sample = raw.sample.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&sample) {
+        return Err(field(
+            "request_log.sample",
+            format!("{sample} is out of range, expected 0..=1"),
+        ));
+    }
+    Ok(RequestLogConfig {
+        matcher,
+        apis,
+        topics: raw.topics,
+        sample,
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -205,6 +270,10 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
                 )?
                 .map_or(DEFAULT_MAX_TOPICS, |n| n as u32),
             }),
+        },
+        request_log: match raw.request_log {
+            None => None,
+            Some(r) => Some(Rc::new(parse_request_log(r)?)),
         },
         consumer_lag: match raw.consumer_lag {
             None => None,

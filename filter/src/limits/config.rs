@@ -4,7 +4,7 @@
 use serde::Deserialize;
 
 use super::bucket::Rate;
-use crate::api::{classify, label_name};
+use crate::api::api_key_named as api_key;
 use crate::matching::{Matcher, RawMatch};
 
 /// Who shares a bucket.
@@ -124,14 +124,6 @@ fn rate(field: &str, raw: &Option<RawRate>) -> Result<Option<Rate>, String> {
     check("rate", per_second)?;
     check("burst", burst)?;
     Ok(Some(Rate { per_second, burst }))
-}
-
-/// An API as named in `apis`: its name as in metrics (`Produce`, `ApiVersions`) or its key.
-fn api_key(name: &str) -> Option<i16> {
-    if let Ok(k) = name.parse::<i16>() {
-        return (k >= 0).then_some(k);
-    }
-    (0..=i16::from(u8::MAX)).find(|k| classify(*k).is_some() && label_name(classify(*k)) == name)
 }
 
 pub fn parse_limits(raw: Vec<RawLimit>) -> Result<Vec<Limit>, LimitError> {

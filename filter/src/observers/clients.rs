@@ -180,6 +180,11 @@ impl Observer for ClientMetrics {
         self.config.max_topics > 0
     }
 
+    /// The principal is a label.
+    fn needs_peer(&self) -> bool {
+        true
+    }
+
     fn flush(&mut self, m: &mut dyn MetricsSink) {
         let Some(series) = &self.series else { return };
         self.topics.flush(m);

@@ -4,6 +4,8 @@
 mod client_topics;
 mod clients;
 mod lag;
+mod request_log;
 
 pub use clients::{ClientMetrics, ClientMetricsConfig, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_TOPICS};
 pub use lag::{ConsumerLag, LagConfig, DEFAULT_MAX_LAG_SERIES};
+pub use request_log::{RequestLog, RequestLogConfig, LINE_PREFIX};

@@ -23,7 +23,7 @@ use crate::codec::RequestHead;
 use crate::config::Config;
 use crate::limits::BucketStore;
 use crate::metrics::MetricsSink;
-use crate::observers::{ClientMetrics, ConsumerLag};
+use crate::observers::{ClientMetrics, ConsumerLag, RequestLog};
 use crate::stages::ratelimit::RateLimitStage;
 use crate::stages::rewrite::RewriteStage;
 
@@ -127,6 +127,9 @@ impl Pipeline {
         if let Some(c) = config.consumer_lag {
             observers.push(Box::new(ConsumerLag::new(c, limits)));
         }
+        if let Some(c) = &config.request_log {
+            observers.push(Box::new(RequestLog::new(Rc::clone(c), id)));
+        }
         Self::new(id, stages, observers)
     }
 
@@ -177,7 +180,7 @@ impl Pipeline {
     }
 
     pub fn needs_peer(&self) -> bool {
-        self.stages.iter().any(|s| s.needs_peer())
+        self.stages.iter().any(|s| s.needs_peer()) || self.observers.iter().any(|o| o.needs_peer())
     }
 
     pub fn on_identity(&mut self, identity: &Identity) {

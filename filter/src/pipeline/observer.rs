@@ -17,6 +17,8 @@ pub struct RequestRecord<'a> {
     pub api: ApiLabel,
     pub api_version: i16,
     pub correlation_id: i32,
+    /// When the request was read (the host's clock: nanoseconds since the Unix epoch).
+    pub sent_at_ns: u64,
     pub identity: &'a Identity,
     /// The request frame's size, size field included.
     pub request_bytes: usize,
@@ -49,6 +51,7 @@ impl<'a> RequestRecord<'a> {
             api: request.api,
             api_version: request.api_version,
             correlation_id: request.correlation_id,
+            sent_at_ns: request.sent_at_ns,
             identity,
             request_bytes: request.request_bytes as usize,
             response_bytes,
@@ -75,6 +78,12 @@ pub trait Observer {
     /// Whether it counts per topic: Produce requests and Fetch responses are then walked
     /// (`RequestRecord::produced`, `fetched`), at the cost of a few host reads per frame.
     fn wants_topics(&self) -> bool {
+        false
+    }
+
+    /// Whether it reads the connection's mTLS principal or source address (the host then
+    /// reads them for it, two property reads per connection).
+    fn needs_peer(&self) -> bool {
         false
     }
 

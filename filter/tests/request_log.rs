@@ -1,0 +1,192 @@
+//! The request log through the sans-io connection: which requests get a line, and what a line
+//! holds, read back as JSON from a capturing logger.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::rc::Rc;
+use std::sync::{Mutex, Once};
+
+use common::{drive, record_set, request_from as request, response};
+use kafka_filter::config::{self, Config};
+use kafka_filter::connection::KafkaConnection;
+use kafka_filter::limits::{BucketStore, LocalStore};
+use kafka_filter::metrics::RecordingSink;
+use kafka_filter::observers::LINE_PREFIX;
+use kafka_filter::pipeline::held::HeldBudget;
+use kafka_filter::pipeline::Peer;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use serde_json::Value;
+
+static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+static LOGGER: Once = Once::new();
+
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let line = record.args().to_string();
+        if let Some(json) = line.strip_prefix(LINE_PREFIX) {
+            LINES.lock().unwrap().push(json.to_string());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// The lines logged while `f` ran, for connections with this id (tests run in parallel).
+fn lines_of(connection: u32, f: impl FnOnce()) -> Vec<Value> {
+    LOGGER.call_once(|| {
+        log::set_logger(&Capture).unwrap();
+        log::set_max_level(log::LevelFilter::Info);
+    });
+    f();
+    LINES
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["connection"] == connection)
+        .collect()
+}
+
+fn conn(cfg: &str, id: u32) -> KafkaConnection {
+    let cfg: Rc<Config> = Rc::new(config::parse(cfg.as_bytes()).unwrap());
+    let store: Rc<dyn BucketStore> = Rc::new(LocalStore::default());
+    KafkaConnection::with_shared(id, cfg, HeldBudget::new(1 << 26), store)
+}
+
+fn produce(corr: i32, client: &str) -> Vec<u8> {
+    let body =
+        ProduceRequest::default()
+            .with_acks(1)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str("audit.v1")))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(record_set(&[3], 0)))])]);
+    request(ApiKey::Produce, 9, corr, client, &body)
+}
+
+fn exchange(c: &mut KafkaConnection, req: &[u8], resp: &[u8]) {
+    let mut m = RecordingSink::default();
+    assert_eq!(drive(c, req, 9, true, &mut m).unwrap(), req);
+    assert_eq!(drive(c, resp, 9, false, &mut m).unwrap(), resp);
+}
+
+#[test]
+fn a_line_per_matching_request_with_who_what_and_how() {
+    let cfg =
+        r#"{"request_log": {"match": {"client_id": {"prefix": "logged-"}}, "apis": ["Produce"]}}"#;
+    let lines = lines_of(101, || {
+        let mut c = conn(cfg, 101);
+        c.set_peer(Peer {
+            principal: Some("spiffe://cluster.local/ns/a/sa/writer".into()),
+            source_ip: Some("10.1.2.3".parse().unwrap()),
+        });
+        exchange(
+            &mut c,
+            &produce(1, "logged-app"),
+            &response(ApiKey::Produce, 9, 1, &ProduceResponse::default()),
+        );
+        // Another API: not logged.
+        let md = request(
+            ApiKey::Metadata,
+            12,
+            2,
+            "logged-app",
+            &MetadataRequest::default(),
+        );
+        exchange(
+            &mut c,
+            &md,
+            &response(ApiKey::Metadata, 12, 2, &MetadataResponse::default()),
+        );
+        c.end(&mut RecordingSink::default());
+        // Another client: not logged.
+        let mut other = conn(cfg, 101);
+        exchange(
+            &mut other,
+            &produce(1, "quiet-app"),
+            &response(ApiKey::Produce, 9, 1, &ProduceResponse::default()),
+        );
+    });
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let l = &lines[0];
+    assert_eq!(l["api"], "Produce");
+    assert_eq!(l["api_version"], 9);
+    assert_eq!(l["client_id"], "logged-app");
+    assert_eq!(l["principal"], "spiffe://cluster.local/ns/a/sa/writer");
+    assert_eq!(l["source"], "10.1.2.3");
+    assert_eq!(l["produced"][0]["topic"], "audit.v1");
+    assert_eq!(l["produced"][0]["records"], 3);
+    assert!(l["latency_us"].is_u64() && l["response_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(l["decided"], serde_json::json!([]));
+}
+
+#[test]
+fn sampling_keeps_a_share_and_topics_filter() {
+    let half = r#"{"request_log": {"sample": 0.5}}"#;
+    let lines = lines_of(102, || {
+        let mut c = conn(half, 102);
+        for corr in 0..400 {
+            let md = request(
+                ApiKey::Metadata,
+                12,
+                corr,
+                "app",
+                &MetadataRequest::default(),
+            );
+            exchange(
+                &mut c,
+                &md,
+                &response(ApiKey::Metadata, 12, corr, &MetadataResponse::default()),
+            );
+        }
+    });
+    assert!((150..=250).contains(&lines.len()), "{} of 400", lines.len());
+    let topic = r#"{"request_log": {"topics": ["other"]}}"#;
+    let lines = lines_of(103, || {
+        let mut c = conn(topic, 103);
+        exchange(
+            &mut c,
+            &produce(1, "app"),
+            &response(ApiKey::Produce, 9, 1, &ProduceResponse::default()),
+        );
+    });
+    assert!(lines.is_empty(), "{lines:?}");
+}
+
+#[test]
+fn bad_request_log_configuration_names_the_field() {
+    for (doc, field) in [
+        (r#"{"request_log": {"sample": 1.5}}"#, "request_log.sample"),
+        (
+            r#"{"request_log": {"apis": ["Produc"]}}"#,
+            "request_log.apis",
+        ),
+        (r#"{"request_log": {"apis": []}}"#, "request_log.apis"),
+        (r#"{"request_log": {"topics": []}}"#, "request_log.topics"),
+        (
+            r#"{"request_log": {"match": {"client_id": {"prefix": ""}}}}"#,
+            "request_log.match",
+        ),
+        (r#"{"request_log": {"sink": "http"}}"#, "request_log"),
+    ] {
+        let err = config::parse(doc.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains(field), "{doc}: {err}");
+    }
+}
