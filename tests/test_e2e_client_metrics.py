@@ -188,6 +188,9 @@ def test_per_topic_records_equal_what_each_client_produced_and_consumed(make_sta
         # (never here: the partitions are read once from the start) would count twice.
         assert fetched["fetched_records"] == len(plan), (reader, fetched)
         assert fetched["fetched_bytes"] >= produced["produced_bytes"] - 200 * 4, (fetched, produced)
+        group = "orders-group" if topic == "orders.v1" else "billing-group"
+        members = f"kafka.client.{reader}.principal.none.group.{group}.client_group_members"
+        assert members in stats and stats[members] == 0, (members, "closed: no member left")
         # Nobody else produced to or fetched from it.
         others = {k: v for k, v in topics.items() if k[1] == topic and k[0] not in (producer, reader)}
         assert not others, others
@@ -200,6 +203,15 @@ def test_per_topic_records_equal_what_each_client_produced_and_consumed(make_sta
         print("PromQL produced records:", got)
         prom.wait_for('sum by (kafka_client_id) (kafka_client_topic_fetched_records{kafka_topic="orders.v1"})',
                       lambda r: [(lb["kafka_client_id"], int(v)) for lb, v in r] == [("orders-reader", 500)])
+        # Group members (client ids per group), and fetched bytes per group through them.
+        fetched = {("orders-group"): topics[("orders-reader", "orders.v1")]["fetched_bytes"],
+                   ("billing-group"): topics[("billing-reader", "billing")]["fetched_bytes"]}
+        per_group = prom.wait_for(
+            'sum by (kafka_group) (sum by (kafka_client_id) (kafka_client_topic_fetched_bytes)'
+            ' * on (kafka_client_id) group_left(kafka_group)'
+            ' count by (kafka_client_id, kafka_group) (kafka_client_group_members))',
+            lambda r: {lb["kafka_group"]: int(v) for lb, v in r} == fetched)
+        print("PromQL fetched bytes per group:", per_group)
 
 
 def api_versions_v0(correlation_id: int, client_id: str) -> bytes:

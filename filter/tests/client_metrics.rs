@@ -22,8 +22,10 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FetchRequest, FetchResponse, MetadataRequest,
-    MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FetchRequest, FetchResponse, GroupId,
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    LeaveGroupResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
+    TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -469,4 +471,57 @@ fn topics_fetched_by_id_are_named_from_metadata_responses() {
     c.end(&mut m);
     assert_eq!(t(&m, "payments.v2"), 3);
     assert_eq!(t(&m, &format!("id-{hex}")), 2);
+}
+
+#[test]
+fn group_members_per_client_join_and_leave() {
+    let cfg = config(ON);
+    let store = Rc::new(LocalStore::default());
+    let mut m = RecordingSink::default();
+    let mut c = conn(&cfg, &store, 1);
+    let join = JoinGroupRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("payments")))
+        .with_protocol_type(StrBytes::from_static_str("consumer"));
+    let gauge = "client.reader.principal.none.group.payments.client_group_members";
+    for (corr, version) in [(1, 5), (2, 9)] {
+        // Non-flexible and flexible versions both name the group first.
+        let req = request(ApiKey::JoinGroup, version, corr, "reader", &join);
+        let resp = response(
+            ApiKey::JoinGroup,
+            version,
+            corr,
+            &JoinGroupResponse::default(),
+        );
+        exchange(&mut c, &req, &resp, &mut m);
+        assert_eq!(m.named(gauge), 1, "v{version}: counted once per connection");
+    }
+    let hb =
+        HeartbeatRequest::default().with_group_id(GroupId(StrBytes::from_static_str("payments")));
+    exchange(
+        &mut c,
+        &request(ApiKey::Heartbeat, 4, 3, "reader", &hb),
+        &response(ApiKey::Heartbeat, 4, 3, &HeartbeatResponse::default()),
+        &mut m,
+    );
+    assert_eq!(m.named(gauge), 1);
+    // A second consumer with the same client id: two members.
+    let mut other = conn(&cfg, &store, 2);
+    exchange(
+        &mut other,
+        &request(ApiKey::Heartbeat, 4, 1, "reader", &hb),
+        &response(ApiKey::Heartbeat, 4, 1, &HeartbeatResponse::default()),
+        &mut m,
+    );
+    assert_eq!(m.named(gauge), 2);
+    let leave =
+        LeaveGroupRequest::default().with_group_id(GroupId(StrBytes::from_static_str("payments")));
+    exchange(
+        &mut c,
+        &request(ApiKey::LeaveGroup, 4, 4, "reader", &leave),
+        &response(ApiKey::LeaveGroup, 4, 4, &LeaveGroupResponse::default()),
+        &mut m,
+    );
+    assert_eq!(m.named(gauge), 1);
+    other.end(&mut m);
+    assert_eq!(m.named(gauge), 0);
 }

@@ -119,10 +119,14 @@ impl ConnState {
             }
         }
         if !p.facts_read {
-            if let Some(need) = self.read_commit_request(&mut p, h) {
+            let need = self
+                .read_commit_request(&mut p, h)
+                .or_else(|| self.read_group_id(&mut p, h));
+            if let Some(need) = need {
                 self.request = Some(p);
                 return need;
             }
+            p.facts_read = true;
         }
         let frame = view(h);
         let flow = if self.pipeline.holds() {

@@ -7,6 +7,7 @@
 //! is rewritten: the chunk is forwarded exactly as it came.
 
 mod examine;
+mod group_ids;
 mod walking;
 mod whole_reads;
 

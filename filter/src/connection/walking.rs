@@ -95,7 +95,7 @@ impl ConnState {
         };
         let walked = Some(Box::new(Facts {
             produced: Some(w.walker.into_summary()),
-            commits: None,
+            ..Facts::default()
         }));
         match w.unanswered {
             Some(mut entry) => {

@@ -44,13 +44,11 @@ impl ConnState {
             || h.frame_len > MAX_WHOLE_BYTES
             || !self.pipeline.wants_commits()
         {
-            p.facts_read = true;
             return None;
         }
         if h.prefix.len() < h.frame_len && !h.last_look() {
             return Some(Step::Need(h.frame_len));
         }
-        p.facts_read = true;
         let body = h.prefix.get(head.header_len..).unwrap_or_default();
         let mut buf = Bytes::copy_from_slice(body);
         let Ok(req) = OffsetCommitRequest::decode(&mut buf, head.api_version) else {
@@ -73,11 +71,11 @@ impl ConnState {
             .take(MAX_PARTITIONS)
             .collect();
         p.facts = Some(Box::new(Facts {
-            produced: None,
             commits: Some(Commits {
                 group: req.group_id.to_string(),
                 offsets,
             }),
+            ..Facts::default()
         }));
         None
     }

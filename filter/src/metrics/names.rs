@@ -86,7 +86,7 @@ pub const STATS_TAGS: &[(&str, &str)] = &[
     ),
     (
         "kafka_group",
-        r"^wasmcustom\.kafka\.(group\.([^.]+)\.)topic\.",
+        r"^wasmcustom\.kafka\.(?:client\.[^.]+\.principal\.[^.]+\.)?(group\.([^.]+)\.)(?:topic\.|client_group_members$)",
     ),
     (
         "kafka_partition",

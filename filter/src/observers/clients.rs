@@ -31,6 +31,9 @@ pub struct ClientMetricsConfig {
 
 pub const DEFAULT_MAX_CLIENTS: u32 = 100;
 pub const DEFAULT_MAX_TOPICS: u32 = 1000;
+/// Distinct groups with member series of their own, per Envoy process (the rest: `other`).
+const MAX_GROUPS: u32 = 1000;
+const LEAVE_GROUP: i16 = 13;
 /// The admission scope in the shared store: `~` cannot start a limit's name.
 const SCOPE: &str = "~clients";
 /// Label of everything past the cap, and of a missing client id or principal.
@@ -81,6 +84,8 @@ pub struct ClientMetrics {
     request_bytes: usize,
     response_bytes: usize,
     topics: TopicCounters,
+    /// The groups this connection is a member of: the gauges it holds up.
+    groups: Vec<(String, String)>,
 }
 
 impl ClientMetrics {
@@ -93,6 +98,7 @@ impl ClientMetrics {
             apis: Vec::new(),
             request_bytes: 0,
             response_bytes: 0,
+            groups: Vec::new(),
         }
     }
 
@@ -126,6 +132,31 @@ impl ClientMetrics {
     }
 }
 
+impl ClientMetrics {
+    /// A group request: the connection joins the group's members (once), or leaves it.
+    fn note_group(&mut self, group: &str, leaving: bool, prefix: &str, m: &mut dyn MetricsSink) {
+        let at = self.groups.iter().position(|(g, _)| g == group);
+        match (at, leaving) {
+            (Some(at), true) => {
+                let (_, gauge) = self.groups.swap_remove(at);
+                m.gauge_named(&gauge, -1);
+            }
+            (None, false) if self.groups.len() < 64 => {
+                let label = metric_label(group);
+                let label = if self.store.admit("~groups", &label, MAX_GROUPS) {
+                    label
+                } else {
+                    OTHER.to_string()
+                };
+                let gauge = format!("{prefix}group.{label}.client_group_members");
+                m.gauge_named(&gauge, 1);
+                self.groups.push((group.to_string(), gauge));
+            }
+            _ => {}
+        }
+    }
+}
+
 /// `<prefix>software.<name>.version.<version>.client_connections`, `unknown` for a client that
 /// has not named itself (ApiVersions before v3, or not sent yet).
 fn connections_name(prefix: &str, identity: &Identity) -> String {
@@ -155,6 +186,9 @@ impl Observer for ClientMetrics {
                 s
             }
         };
+        if let Some(group) = r.group {
+            self.note_group(group, r.api_key == LEAVE_GROUP, &series.prefix, m);
+        }
         if r.produced.is_some() || r.fetched.is_some() {
             self.topics.count(r.produced, r.fetched, &series.prefix);
         }
@@ -185,6 +219,10 @@ impl Observer for ClientMetrics {
         true
     }
 
+    fn wants_groups(&self) -> bool {
+        true
+    }
+
     fn flush(&mut self, m: &mut dyn MetricsSink) {
         let Some(series) = &self.series else { return };
         self.topics.flush(m);
@@ -208,6 +246,9 @@ impl Observer for ClientMetrics {
 
     fn end(&mut self, m: &mut dyn MetricsSink) {
         self.flush(m);
+        for (_, gauge) in self.groups.drain(..) {
+            m.gauge_named(&gauge, -1);
+        }
         if let Some(s) = self.series.take() {
             m.gauge_named(&s.connections, -1);
         }

@@ -23,4 +23,6 @@ pub struct Facts {
     pub produced: Option<Walked>,
     /// An OffsetCommit request's offsets; once its response is read, only the accepted ones.
     pub commits: Option<Commits>,
+    /// The consumer group a group request (JoinGroup, SyncGroup, Heartbeat, LeaveGroup) is about.
+    pub group: Option<String>,
 }

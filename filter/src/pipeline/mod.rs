@@ -159,6 +159,11 @@ impl Pipeline {
         self.observers.iter().any(|o| o.wants_topics())
     }
 
+    /// Whether an observer counts group members (see [`Observer::wants_groups`]).
+    pub fn wants_groups(&self) -> bool {
+        self.observers.iter().any(|o| o.wants_groups())
+    }
+
     /// Whether an observer follows committed offsets (see [`Observer::wants_commits`]).
     pub fn wants_commits(&self) -> bool {
         self.observers.iter().any(|o| o.wants_commits())

@@ -35,6 +35,8 @@ pub struct RequestRecord<'a> {
     /// The offsets a group committed (an OffsetCommit the broker accepted), when observers
     /// follow consumer lag.
     pub commits: Option<&'a Commits>,
+    /// The group a group request is about, when observers count group members.
+    pub group: Option<&'a str>,
 }
 
 impl<'a> RequestRecord<'a> {
@@ -61,6 +63,7 @@ impl<'a> RequestRecord<'a> {
             produced: request.facts.as_ref().and_then(|f| f.produced.as_ref()),
             fetched: None,
             commits: request.facts.as_ref().and_then(|f| f.commits.as_ref()),
+            group: request.facts.as_ref().and_then(|f| f.group.as_deref()),
         }
     }
 
@@ -84,6 +87,12 @@ pub trait Observer {
     /// Whether it reads the connection's mTLS principal or source address (the host then
     /// reads them for it, two property reads per connection).
     fn needs_peer(&self) -> bool {
+        false
+    }
+
+    /// Whether it counts group members: group requests' group ids are then read
+    /// (`RequestRecord::group`).
+    fn wants_groups(&self) -> bool {
         false
     }
 
