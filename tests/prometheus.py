@@ -55,8 +55,18 @@ class PrometheusServer:
 
     def start(self) -> "PrometheusServer":
         self.proc.start()
+
+        def ready() -> bool:
+            # The port opens before the storage is ready (503 until then).
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
         try:
             wait_for_port(self.port, timeout=30)
+            wait_until(ready, 30, interval=0.1, what="prometheus to be ready")
         except Exception as e:
             raise HarnessError(f"prometheus did not start: {e}\n{self.proc.log_tail()}") from e
         return self
