@@ -8,6 +8,7 @@
 
 mod examine;
 mod group_ids;
+mod headers;
 mod walking;
 mod whole_reads;
 

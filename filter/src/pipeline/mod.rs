@@ -13,13 +13,13 @@ pub mod held;
 pub mod identity;
 pub mod observer;
 pub mod plan;
+mod progress;
 pub mod refusal;
 pub mod stage;
 
 use std::rc::Rc;
 
 use crate::codec::inflight::Inflight;
-use crate::codec::RequestHead;
 use crate::config::Config;
 use crate::limits::BucketStore;
 use crate::metrics::MetricsSink;
@@ -30,73 +30,8 @@ use crate::stages::rewrite::RewriteStage;
 pub use identity::{ClientSoftware, Identity, Peer};
 pub use observer::{ApiMetrics, Observer, RequestRecord};
 pub use plan::{Outcome, Plan, MAX_STAGES};
+pub use progress::{Action, Flow, RequestProgress, ResponseProgress};
 pub use stage::{Decision, FrameView, RequestCx, ResponseCx, Stage};
-
-/// A request on its way through the stages.
-#[derive(Debug)]
-pub struct RequestProgress {
-    pub head: RequestHead,
-    pub plan: Plan,
-    /// The stage to ask next (the one that asked for more bytes, when resumed).
-    next: usize,
-    /// The longest hold any stage asked for.
-    pub delay_ms: u32,
-    /// The client software has been looked for (ApiVersions v3+).
-    pub software_read: bool,
-    /// What was read of the request for observers (an OffsetCommit's offsets).
-    pub facts: Option<Box<facts::Facts>>,
-    /// The request has been read for observers, where they want it.
-    pub facts_read: bool,
-}
-
-impl RequestProgress {
-    pub fn new(head: RequestHead) -> Self {
-        Self {
-            head,
-            plan: Plan::default(),
-            next: 0,
-            delay_ms: 0,
-            software_read: false,
-            facts: None,
-            facts_read: false,
-        }
-    }
-}
-
-/// A response on its way back through the stages that watch it.
-#[derive(Debug)]
-pub struct ResponseProgress {
-    pub request: Inflight,
-    /// Stages `0..upper` are still to be asked, from the top.
-    upper: usize,
-    /// How long the client is to be held once the response is on its way.
-    pub delay_ms: u32,
-    /// The host's clock when the response was matched to its request.
-    now_ns: u64,
-}
-
-/// Where a frame stands after the stages looked at it.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Flow {
-    /// Show the frame again with its first `n` bytes.
-    Head(usize),
-    /// Show the frame again whole (if it may be held).
-    Frame,
-    Done(Action),
-}
-
-/// What becomes of a decided frame.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Action {
-    Forward,
-    /// Instead of the whole frame (shown whole).
-    Replace(Vec<u8>),
-    /// Instead of the frame's size field and the bytes shown; the rest passes.
-    ReplaceHead(Vec<u8>),
-    /// Instead of the frame, whose bytes are dropped as they stream through (never held).
-    Discard(Vec<u8>),
-    Close,
-}
 
 pub struct Pipeline {
     id: u32,
@@ -438,17 +373,6 @@ fn decision_name(d: &Decision) -> &'static str {
         Decision::ReplaceHead(_) => "ReplaceHead",
         Decision::Delay(_) => "Delay",
         Decision::Close => "Close",
-    }
-}
-
-impl ResponseProgress {
-    pub fn new(request: Inflight, now_ns: u64) -> Self {
-        Self {
-            request,
-            upper: MAX_STAGES,
-            delay_ms: 0,
-            now_ns,
-        }
     }
 }
 
