@@ -34,7 +34,7 @@ const NO_RULE_CONFIGS: [&str; 5] = [
     r#"{"max_inflight_requests": 1}"#,
     // Per-client metrics walk Produce requests and Fetch responses (codec/walk): still byte
     // for byte.
-    r#"{"client_metrics": {"max_clients": 4, "max_topics": 4}}"#,
+    r#"{"client_metrics": {"max_clients": 4, "max_topics": 4}, "consumer_lag": {"max_series": 4}}"#,
 ];
 /// The configuration above that walks frames.
 const WALKING: usize = 4;
