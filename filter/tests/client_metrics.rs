@@ -525,3 +525,41 @@ fn group_members_per_client_join_and_leave() {
     other.end(&mut m);
     assert_eq!(m.named(gauge), 0);
 }
+
+#[test]
+fn a_metadata_response_read_whole_counts_in_the_held_budget() {
+    let cfg = config(ON);
+    let id = [9u8; 16];
+    // Large enough to be collected (more than the first KiB read anyway).
+    let mut topics: Vec<MetadataResponseTopic> = (0..100)
+        .map(|i| {
+            MetadataResponseTopic::default().with_name(Some(TopicName(StrBytes::from_string(
+                format!("filler-topic-{i}"),
+            ))))
+        })
+        .collect();
+    topics.push(
+        MetadataResponseTopic::default()
+            .with_name(Some(TopicName(StrBytes::from_static_str("named"))))
+            .with_topic_id(uuid::Uuid::from_bytes(id)),
+    );
+    let metadata = response(
+        ApiKey::Metadata,
+        12,
+        1,
+        &MetadataResponse::default().with_topics(topics),
+    );
+    assert!(metadata.len() > 2048);
+    for (budget, learned) in [(1024, false), (1 << 20, true)] {
+        let store = Rc::new(LocalStore::default());
+        let shared: Rc<dyn BucketStore> = store.clone();
+        let held = HeldBudget::new(budget);
+        let mut c = KafkaConnection::with_shared(1, cfg.clone(), held.clone(), shared);
+        let mut m = RecordingSink::default();
+        let req = request(ApiKey::Metadata, 12, 1, "tool", &MetadataRequest::default());
+        exchange(&mut c, &req, &metadata, &mut m);
+        assert_eq!(held.in_use(), 0, "budget {budget}: given back");
+        let name = store.recall(&kafka_filter::connection::topic_id_key(&id));
+        assert_eq!(name.is_some(), learned, "budget {budget}");
+    }
+}

@@ -165,6 +165,8 @@ impl ConnState {
         let Some(w) = self.walking_response.take() else {
             return;
         };
+        // What a whole read took of the VM's budget.
+        self.held_response.release(&self.budget);
         let walked = w.walker.map(|w| w.into_summary());
         let record = RequestRecord::of(
             &w.request,

@@ -11,7 +11,7 @@ use kafka_protocol::protocol::{Decodable, HeaderVersion};
 
 use super::examine::ConnState;
 use super::walking::ResponseWalk;
-use crate::codec::frame::{FrameHead, MAX_HEAD_BYTES};
+use crate::codec::frame::{FrameHead, HEAD_WINDOW, MAX_HEAD_BYTES};
 use crate::codec::inflight::Inflight;
 use crate::codec::walk::MAX_PARTITIONS;
 use crate::codec::Step;
@@ -47,6 +47,11 @@ impl ConnState {
             return None;
         }
         if h.prefix.len() < h.frame_len && !h.last_look() {
+            // Collected in the VM: counted in its held-bytes budget like a held frame; when it
+            // does not fit, the commit is not followed.
+            if h.frame_len > HEAD_WINDOW && !self.held_request.take(&self.budget, h.frame_len) {
+                return None;
+            }
             return Some(Step::Need(h.frame_len));
         }
         let body = h.prefix.get(head.header_len..).unwrap_or_default();
@@ -95,6 +100,10 @@ impl ConnState {
             _ => false,
         };
         if !wanted || h.frame_len > MAX_WHOLE_BYTES {
+            return Err(request);
+        }
+        // Collected in the VM: counted in its held-bytes budget (given back when read).
+        if h.frame_len > HEAD_WINDOW && !self.held_response.take(&self.budget, h.frame_len) {
             return Err(request);
         }
         self.walking_response = Some(ResponseWalk {
