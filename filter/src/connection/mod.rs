@@ -12,7 +12,7 @@ mod headers;
 mod walking;
 mod whole_reads;
 
-pub use whole_reads::topic_id_key;
+pub use whole_reads::{topic_id_key, topic_name};
 
 use std::rc::Rc;
 

@@ -13,7 +13,7 @@ use super::examine::ConnState;
 use super::walking::ResponseWalk;
 use crate::codec::frame::{FrameHead, HEAD_WINDOW, MAX_HEAD_BYTES};
 use crate::codec::inflight::Inflight;
-use crate::codec::walk::MAX_PARTITIONS;
+use crate::codec::walk::{id_hex, TopicRef, MAX_PARTITIONS};
 use crate::codec::Step;
 use crate::limits::BucketStore;
 use crate::metrics::MetricsSink;
@@ -154,8 +154,15 @@ impl ConnState {
 
 /// The key a topic id's name is kept under in the shared store.
 pub fn topic_id_key(id: &[u8; 16]) -> String {
-    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-    format!("topic-id/{hex}")
+    format!("topic-id/{}", id_hex(id))
+}
+
+/// A topic's name: as the frame gave it, or the one a Metadata response gave its id.
+pub fn topic_name(topic: &TopicRef, store: &dyn BucketStore) -> Option<String> {
+    match topic {
+        TopicRef::Name(n) => Some(n.clone()),
+        TopicRef::Id(id) => store.recall(&topic_id_key(id)),
+    }
 }
 
 /// Remember the name of every topic a Metadata response (`frame`: after its size field) names

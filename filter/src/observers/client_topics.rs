@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use super::clients::OTHER;
-use crate::codec::walk::{TopicRef, Walked};
+use crate::codec::walk::{id_hex, TopicRef, Walked};
 use crate::connection::topic_id_key;
 use crate::limits::BucketStore;
 use crate::metrics::{topic_label, MetricsSink};
@@ -50,10 +50,7 @@ fn label_of(topic: &TopicRef, store: &dyn BucketStore) -> (String, bool) {
         TopicRef::Name(n) => (topic_label(n), true),
         TopicRef::Id(id) => match store.recall(&topic_id_key(id)) {
             Some(name) => (topic_label(&name), true),
-            None => {
-                let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-                (format!("id-{hex}"), false)
-            }
+            None => (format!("id-{}", id_hex(id)), false),
         },
     }
 }

@@ -10,8 +10,7 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use crate::codec::walk::TopicRef;
-use crate::connection::topic_id_key;
+use crate::connection::topic_name;
 use crate::limits::BucketStore;
 use crate::metrics::{metric_label, topic_label, MetricsSink};
 use crate::pipeline::{Observer, RequestRecord};
@@ -94,13 +93,6 @@ impl ConsumerLag {
         let name = format!("group.{group}.topic.{topic}.partition.{partition}.group_lag");
         m.set_gauge_named(&name, lag);
     }
-
-    fn topic_name(&self, topic: &TopicRef) -> Option<String> {
-        match topic {
-            TopicRef::Name(n) => Some(n.clone()),
-            TopicRef::Id(id) => self.store.recall(&topic_id_key(id)),
-        }
-    }
 }
 
 impl Observer for ConsumerLag {
@@ -114,7 +106,7 @@ impl Observer for ConsumerLag {
 
     fn on_finished(&mut self, r: &RequestRecord<'_>, m: &mut dyn MetricsSink) {
         for t in r.fetched.map_or(&[][..], |w| &w.topics) {
-            let Some(topic) = self.topic_name(&t.topic) else {
+            let Some(topic) = topic_name(&t.topic, &*self.store) else {
                 continue;
             };
             for &(partition, end) in &t.ends {

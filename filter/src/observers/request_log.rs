@@ -8,7 +8,7 @@ use std::rc::Rc;
 use serde_json::{json, Value};
 
 use crate::api::label_name;
-use crate::codec::walk::{TopicRef, Walked};
+use crate::codec::walk::{id_hex, TopicRef, Walked};
 use crate::matching::Matcher;
 use crate::metrics::MetricsSink;
 use crate::pipeline::{Observer, Outcome, RequestRecord};
@@ -80,7 +80,7 @@ fn topics(walked: Option<&Walked>) -> Value {
         .map(|t| {
             let name = match &t.topic {
                 TopicRef::Name(n) => n.clone(),
-                TopicRef::Id(id) => id.iter().map(|b| format!("{b:02x}")).collect(),
+                TopicRef::Id(id) => id_hex(id),
             };
             json!({"topic": name, "bytes": t.bytes, "records": t.records})
         })

@@ -95,13 +95,7 @@ impl FrameReader {
             }
             Step::ReplaceHead(bytes) if self.hold && !collected => {
                 self.replace_seen(edits, pos, bytes);
-                self.state = if finished {
-                    State::Size
-                } else {
-                    State::Skip {
-                        remaining: frame_len - have,
-                    }
-                };
+                self.state = Self::pass_rest(frame_len, have);
                 self.release_head();
                 return;
             }
@@ -136,10 +130,7 @@ impl FrameReader {
                 self.want_peek(at, len);
                 return self.settle_peek(examine);
             }
-            _ if finished => State::Size,
-            _ => State::Skip {
-                remaining: frame_len - have,
-            },
+            _ => Self::pass_rest(frame_len, have),
         };
         // Decided: the frame passes unchanged.
         self.release_carried(edits);

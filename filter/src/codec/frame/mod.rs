@@ -325,6 +325,17 @@ impl FrameReader {
         Err(e)
     }
 
+    /// Skip what is left of a frame after offset `pos`.
+    fn pass_rest(frame_len: usize, pos: usize) -> State {
+        if pos >= frame_len {
+            State::Size
+        } else {
+            State::Skip {
+                remaining: frame_len - pos,
+            }
+        }
+    }
+
     fn release_head(&mut self) {
         if self.head.capacity() > RETAINED_HEAD_BYTES {
             self.head = Vec::new();

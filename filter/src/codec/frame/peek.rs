@@ -87,15 +87,4 @@ impl FrameReader {
         }
         self.release_head();
     }
-
-    /// Skip what is left of a frame after offset `pos`.
-    pub(super) fn pass_rest(frame_len: usize, pos: usize) -> State {
-        if pos >= frame_len {
-            State::Size
-        } else {
-            State::Skip {
-                remaining: frame_len - pos,
-            }
-        }
-    }
 }

@@ -39,6 +39,11 @@ pub enum TopicRef {
     Id([u8; 16]),
 }
 
+/// A topic id in hex, as labels, keys and log lines show it.
+pub fn id_hex(id: &[u8; 16]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A topic's share of a frame: its record sets' bytes and records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicCount {
