@@ -45,13 +45,13 @@ class Meter:
             return self.delivered[0][0] + WARMUP, self.delivered[-1][0]
 
 
-def offer(send, meter: Meter, seconds: float) -> tuple[float, float]:
-    """Send VALUE-byte messages at up to OFFER bytes/s for `seconds`; the measuring window."""
+def offer(send, meter: Meter, seconds: float, rate: float = OFFER) -> tuple[float, float]:
+    """Send VALUE-byte messages at up to `rate` bytes/s for `seconds`; the measuring window."""
     started = time.monotonic()
     value = b"x" * VALUE
     n = 0
     while (now := time.monotonic()) - started < seconds:
-        due = started + n * VALUE / OFFER
+        due = started + n * VALUE / rate
         if now < due:
             time.sleep(min(due - now, 0.01))
             continue
@@ -62,7 +62,7 @@ def offer(send, meter: Meter, seconds: float) -> tuple[float, float]:
 
 
 def run_rdkafka(bootstrap: str, client_id: str, topic: str, meter: Meter,
-                seconds: float = SECONDS) -> tuple[float, float]:
+                seconds: float = SECONDS, rate: float = OFFER) -> tuple[float, float]:
     from confluent_kafka import KafkaError, Producer
 
     p = Producer({**rdkafka_common(bootstrap), "client.id": client_id,
@@ -84,13 +84,13 @@ def run_rdkafka(bootstrap: str, client_id: str, topic: str, meter: Meter,
             except BufferError:
                 p.poll(0.01)  # the send buffer is full: wait for it, as an application would
 
-    window = offer(send, meter, seconds)
+    window = offer(send, meter, seconds, rate)
     assert p.flush(60) == 0, "messages left undelivered"
     return window
 
 
 def run_kafka_python(bootstrap: str, client_id: str, topic: str, meter: Meter,
-                     seconds: float = SECONDS) -> tuple[float, float]:
+                     seconds: float = SECONDS, rate: float = OFFER) -> tuple[float, float]:
     from kafka import KafkaProducer
 
     p = KafkaProducer(**kafka_python_common(bootstrap), client_id=client_id, acks="all",
@@ -108,7 +108,7 @@ def run_kafka_python(bootstrap: str, client_id: str, topic: str, meter: Meter,
         f.add_callback(lambda md: done(True, md))
         f.add_errback(lambda e: done(False, e))
 
-    window = offer(send, meter, seconds)
+    window = offer(send, meter, seconds, rate)
     p.flush(60)
     p.close()
     return window

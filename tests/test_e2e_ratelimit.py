@@ -337,3 +337,46 @@ def test_a_limited_client_under_a_rule_is_rewritten_and_held(make_stack):
     with BrokerView(stack.broker.port) as view:
         assert metadata_partitions(view, "team-a.events")
         assert not metadata_partitions(view, "events")
+
+
+@pytest.mark.parametrize("client", list(PRODUCERS))
+def test_a_per_topic_limit_holds_each_topic_of_one_client_on_its_own(make_stack, client):
+    """`per_topic`: one client id, two producers. The one writing `hot` as fast as it can is
+    held to the limit; the one writing `cool` at half of it is never held, although together
+    they are over the limit (a limit on the client's sum would hold both)."""
+    config = {"limits": [{"name": "per-topic", "match": {"client_id": {"exact": "topics"}},
+                          "key": "client_id", "per_topic": True,
+                          "produce_bytes_per_second": {"rate": LIMIT, "burst": LIMIT}}]}
+    stack = make_stack("filter", config)
+    hot, cool = Meter(), Meter()
+    windows: dict[str, tuple[float, float]] = {}
+    errors: list[BaseException] = []
+
+    def go(name: str) -> None:
+        try:
+            if name == "hot":
+                windows[name] = PRODUCERS[client](stack.bootstrap, "topics", "hot", hot)
+            else:
+                windows[name] = run_rdkafka(stack.bootstrap, "topics", "cool", cool, rate=LIMIT / 2)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=go, args=(n,)) for n in ("hot", "cool")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    hot_rate = hot.rate(*hot.span()) / MIB
+    cool_rate = cool.rate(*windows["cool"]) / MIB
+    stats = stack.envoy.settled_kafka_stats()
+    held = {t: stats.get(f"kafka.limit.per-topic.topic.{t}.limit_topic_throttled", 0) for t in ("hot", "cool")}
+    print(f"{client}: hot {hot_rate:.2f} MiB/s, cool {cool_rate:.2f} MiB/s (offered {LIMIT / 2 / MIB}), held {held}")
+    assert not hot.errors and not cool.errors, (hot.errors[:3], cool.errors[:3])
+    assert len(hot.delivered) == hot.sent and len(cool.delivered) == cool.sent
+    assert 0.8 <= hot_rate <= 1.2, f"hot at {hot_rate:.2f} MiB/s"
+    assert cool_rate >= 0.8 * LIMIT / 2 / MIB, f"cool at {cool_rate:.2f} MiB/s"
+    assert held["hot"] > 0 and held["cool"] == 0, held
+    prom = stack.envoy.prometheus()
+    series = prom.find("kafka_limit_topic_throttled", kafka_limit="per-topic", kafka_topic="hot")
+    assert series and series[0][1] == held["hot"], series

@@ -563,3 +563,57 @@ fn a_metadata_response_read_whole_counts_in_the_held_budget() {
         assert_eq!(name.is_some(), learned, "budget {budget}");
     }
 }
+
+/// Under a name-conversion rule, frames whose head or whole is rewritten are still counted per
+/// topic, by the names the client uses: requests as sent, responses as the client gets them.
+#[test]
+fn rewritten_frames_are_counted_per_topic_by_the_client_names() {
+    let cfg = config(
+        r#"{"client_metrics": {}, "rules": [
+        {"name": "t", "match": {"client_id": {"prefix": "team-a-"}}, "topics": {"prefix": "team-a."}}]}"#,
+    );
+    let store = Rc::new(LocalStore::default());
+    let mut m = RecordingSink::default();
+    let mut c = conn(&cfg, &store, 1);
+    let client = "team-a-app";
+    for chunk in [1, 7, 4096] {
+        // One topic: its head is rewritten as it streams. Two: held and rewritten whole.
+        for (corr, topics) in [
+            (1, &[("orders", &[3usize, 2][..])][..]),
+            (2, &[("orders", &[4][..]), ("audit", &[1][..])][..]),
+        ] {
+            let req = produce(corr, client, topics, -1);
+            let out = drive(&mut c, &req, chunk, true, &mut m).unwrap();
+            assert_ne!(out, req, "renamed for the broker");
+            drive(&mut c, &produce_response(corr), chunk, false, &mut m).unwrap();
+        }
+        for (corr, topics) in [
+            (3, &[("team-a.orders", &[7usize][..])][..]),
+            (
+                4,
+                &[("team-a.orders", &[1][..]), ("team-a.audit", &[2, 2][..])][..],
+            ),
+        ] {
+            drive(&mut c, &fetch(corr, client), chunk, true, &mut m).unwrap();
+            let resp = fetch_response(corr, topics);
+            let out = drive(&mut c, &resp, chunk, false, &mut m).unwrap();
+            assert_ne!(out, resp, "renamed for the client");
+        }
+    }
+    c.end(&mut m);
+    let t = |topic: &str, what: &str| {
+        m.named(&format!(
+            "client.{client}.principal.none.topic.{topic}.client_topic_{what}"
+        ))
+    };
+    assert_eq!(t("orders", "produced_records"), 3 * 9);
+    assert_eq!(
+        t("orders", "produced_bytes"),
+        3 * (record_set_len(&[3, 2]) + record_set_len(&[4]))
+    );
+    assert_eq!(t("audit", "produced_records"), 3);
+    assert_eq!(t("orders", "fetched_records"), 3 * 8);
+    assert_eq!(t("audit", "fetched_records"), 3 * 4);
+    assert_eq!(t("audit", "fetched_bytes"), 3 * record_set_len(&[2, 2]));
+    assert_eq!(t("team-a.orders", "fetched_records"), 0, "no broker names");
+}

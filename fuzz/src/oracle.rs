@@ -42,7 +42,11 @@ pub struct Model {
 
 /// The tenant rule of the prefix target.
 pub const PREFIX: Model = Model {
-    config: r#"{"rules":[{"name":"t","match":{"client_id":{"prefix":"team-a-"}},"topics":{"prefix":"team-a."}}]}"#,
+    // With per-topic counting (per-client metrics, and a per-topic limit that never trips):
+    // frames whose head or whole is rewritten are walked as the client sees them.
+    config: r#"{"rules":[{"name":"t","match":{"client_id":{"prefix":"team-a-"}},"topics":{"prefix":"team-a."}}],
+        "client_metrics":{"max_clients":4,"max_topics":4},
+        "limits":[{"name":"l","per_topic":true,"max_keys":4,"produce_bytes_per_second":1e15,"fetch_bytes_per_second":1e15}]}"#,
     is_tenant: |c| c.starts_with("team-a-"),
     request_ok: |_, n| n.starts_with("team-a."),
     to_client: |_, n| match n.strip_prefix("team-a.") {

@@ -3,7 +3,7 @@
 
 use std::rc::Rc;
 
-use super::walking::{RequestWalk, ResponseWalk};
+use super::walking::{RequestWalk, ResponseWalk, Then};
 use super::LazyNow;
 use crate::codec::frame::FrameHead;
 use crate::codec::inflight::Inflight;
@@ -143,18 +143,24 @@ impl ConnState {
         self.held_request.release(&self.budget);
         self.delay_ms = self.delay_ms.max(p.delay_ms);
         let walker = match action {
-            Action::Forward => self.produce_walker(&p.head, h.frame_len),
+            Action::Forward | Action::ReplaceHead(_) | Action::Replace(_) => {
+                self.produce_walker(&p.head, h.frame_len)
+            }
             _ => None,
         };
-        match walker {
-            Some(walker) => {
+        match (walker, Then::of(action)) {
+            (Some(walker), Ok(then)) => {
                 let id = p.head.correlation_id;
                 let unanswered = self.finish_request(p, h.frame_len, now, m, true);
-                self.start_request_walk(walker, id, unanswered, m)
+                let sent_at_ns = now.get();
+                self.start_request_walk(walker, h, then, id, sent_at_ns, unanswered, m)
             }
-            None => {
+            (_, then) => {
                 self.finish_request(p, h.frame_len, now, m, false);
-                self.step(action)
+                match then {
+                    Ok(then) => self.step(then.into_action()),
+                    Err(action) => self.step(action),
+                }
             }
         }
     }
@@ -200,7 +206,35 @@ impl ConnState {
         };
         self.held_response.release(&self.budget);
         self.delay_ms = self.delay_ms.max(p.delay_ms);
-        self.step(action)
+        self.response_decided(p, h, action, m)
+    }
+
+    /// A response the stages decided: walked as it goes on if it is a Fetch response and
+    /// topics are counted (its record waits for the walk), its record due now otherwise.
+    fn response_decided(
+        &mut self,
+        p: ResponseProgress,
+        h: &FrameHead<'_>,
+        action: Action,
+        m: &mut dyn MetricsSink,
+    ) -> Step {
+        let latency_us = p.now_ns.saturating_sub(p.request.sent_at_ns) / 1_000;
+        let (request, then) = match Then::of(action) {
+            Ok(then) => match self.start_fetch_walk(p.request, latency_us, h, then, p.now_ns, m) {
+                Ok(step) => return step,
+                Err((request, then)) => (request, then.into_action()),
+            },
+            Err(action) => (p.request, action),
+        };
+        let response_bytes = h.frame_len.saturating_add(4);
+        let record = RequestRecord::of(
+            &request,
+            &self.identity,
+            Some(response_bytes),
+            Some(latency_us),
+        );
+        self.pipeline.finished(&record, m);
+        self.step(then)
     }
 
     /// Read the response's correlation id and take its request from the table. `Err`: the
@@ -236,13 +270,10 @@ impl ConnState {
         let latency_us = now_ns.saturating_sub(r.sent_at_ns) / 1_000;
         let response_bytes = h.frame_len.saturating_add(4);
         if r.plan.is_active() {
-            // A stage may change the response: it is not walked.
-            let record =
-                RequestRecord::of(&r, &self.identity, Some(response_bytes), Some(latency_us));
-            self.pipeline.finished(&record, m);
+            // The stages decide first; its record is due once they have (see `decided`).
             return Ok(ResponseProgress::new(r, now_ns));
         }
-        match self.start_response_walk(r, latency_us, h, m) {
+        match self.start_response_walk(r, latency_us, h, now_ns, m) {
             Ok(step) => Err(step),
             Err(r) => {
                 let record =
@@ -264,6 +295,10 @@ impl ConnState {
     pub fn end(&mut self, m: &mut dyn MetricsSink) {
         self.end_request_walk(m);
         self.end_response_walk(m);
+        if let Some(p) = self.response.take() {
+            // Its head was still being decided: it never reached the client.
+            self.unanswered(&p.request, m);
+        }
         let left: Vec<Inflight> = self.inflight.drain().collect();
         for r in &left {
             self.unanswered(r, m);

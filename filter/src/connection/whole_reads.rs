@@ -111,6 +111,8 @@ impl ConnState {
             latency_us,
             response_bytes: h.frame_len.saturating_add(4),
             walker: None,
+            now_ns: 0,
+            shift: 0,
         });
         Ok(self.whole_read(h.prefix, h.last_look(), m))
     }

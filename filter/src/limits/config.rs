@@ -46,6 +46,9 @@ pub struct Limit {
     pub topic_mutations: Option<Rate>,
     pub max_connections: Option<u32>,
     pub connections: Option<Rate>,
+    /// Byte rates hold per topic (one bucket per key and topic), charged once a frame's topics
+    /// are counted as it passes.
+    pub per_topic: bool,
 }
 
 impl Limit {
@@ -88,6 +91,8 @@ pub struct RawLimit {
     topic_mutations_per_second: Option<RawRate>,
     max_connections: Option<i64>,
     connections_per_second: Option<RawRate>,
+    #[serde(default)]
+    per_topic: bool,
 }
 
 /// A rate: a number (the burst is one second of it) or `{"rate": r, "burst": b}`.
@@ -212,7 +217,15 @@ pub fn parse_limits(raw: Vec<RawLimit>) -> Result<Vec<Limit>, LimitError> {
             max_connections,
             connections: rate("connections_per_second", &r.connections_per_second)
                 .map_err(&fail)?,
+            per_topic: r.per_topic,
         };
+        if limit.per_topic && limit.produce_bytes.is_none() && limit.fetch_bytes.is_none() {
+            return Err(fail(
+                "`per_topic` needs `produce_bytes_per_second` or `fetch_bytes_per_second` \
+                 (only byte rates are kept per topic)"
+                    .into(),
+            ));
+        }
         if limit.produce_bytes.is_none()
             && limit.fetch_bytes.is_none()
             && limit.requests.is_none()
@@ -302,6 +315,10 @@ mod tests {
             (
                 r#"[{"name": "a", "max_connections": 1, "match": {"source_cidrs": ["x"]}}]"#,
                 "limit 0 (`a`)",
+            ),
+            (
+                r#"[{"name": "a", "requests_per_second": 1, "per_topic": true}]"#,
+                "`per_topic` needs",
             ),
         ] {
             let e = parse(json).unwrap_err();

@@ -97,6 +97,13 @@ pub struct LocalStore {
     numbers: RefCell<HashMap<String, i64>>,
 }
 
+impl LocalStore {
+    /// The keys of the entries that hold buckets (for tests of what a client can make grow).
+    pub fn entries(&self) -> Vec<String> {
+        self.buckets.borrow().keys().cloned().collect()
+    }
+}
+
 impl BucketStore for LocalStore {
     fn charge(&self, key: &str, charges: &mut [Charge], now_ns: u64) {
         let mut buckets = self.buckets.borrow_mut();

@@ -82,7 +82,7 @@ pub const STATS_TAGS: &[(&str, &str)] = &[
     // per-client topic series and in the lag series.
     (
         "kafka_topic",
-        r"^wasmcustom\.kafka\.(?:client\.[^.]+\.principal\.[^.]+|group\.[^.]+)\.(topic\.(.+)\.)(?:client_topic_[a-z_]+|partition\.[0-9]+\.group_lag)$",
+        r"^wasmcustom\.kafka\.(?:client\.[^.]+\.principal\.[^.]+|group\.[^.]+|limit\.[^.]+)\.(topic\.(.+)\.)(?:client_topic_[a-z_]+|partition\.[0-9]+\.group_lag|limit_topic_[a-z_]+)$",
     ),
     (
         "kafka_group",

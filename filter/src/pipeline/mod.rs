@@ -31,7 +31,7 @@ pub use identity::{ClientSoftware, Identity, Peer};
 pub use observer::{ApiMetrics, Observer, RequestRecord};
 pub use plan::{Outcome, Plan, MAX_STAGES};
 pub use progress::{Action, Flow, RequestProgress, ResponseProgress};
-pub use stage::{Decision, FrameView, RequestCx, ResponseCx, Stage};
+pub use stage::{Decision, FrameView, RequestCx, ResponseCx, Stage, TopicsCx};
 
 pub struct Pipeline {
     id: u32,
@@ -92,6 +92,22 @@ impl Pipeline {
     /// Whether an observer counts per topic (see [`Observer::wants_topics`]).
     pub fn wants_topics(&self) -> bool {
         self.observers.iter().any(|o| o.wants_topics())
+            || self.stages.iter().any(|s| s.wants_topics())
+    }
+
+    /// A walked frame's topics, to the stages that want them; the longest hold they ask for.
+    pub fn topics_counted(
+        &mut self,
+        cx: &TopicsCx,
+        walked: &crate::codec::walk::Walked,
+        m: &mut dyn MetricsSink,
+    ) -> u32 {
+        self.stages
+            .iter_mut()
+            .filter(|s| s.wants_topics())
+            .map(|s| s.on_topics(cx, walked, m))
+            .max()
+            .unwrap_or(0)
     }
 
     /// Whether an observer counts group members (see [`Observer::wants_groups`]).

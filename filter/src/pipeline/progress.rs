@@ -46,7 +46,7 @@ pub struct ResponseProgress {
     /// How long the client is to be held once the response is on its way.
     pub delay_ms: u32,
     /// The host's clock when the response was matched to its request.
-    pub(super) now_ns: u64,
+    pub now_ns: u64,
 }
 
 /// Where a frame stands after the stages looked at it.

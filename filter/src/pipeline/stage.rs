@@ -6,6 +6,7 @@ use bytes::Bytes;
 use super::identity::Identity;
 use super::plan::Plan;
 use crate::codec::inflight::Inflight;
+use crate::codec::walk::Walked;
 use crate::codec::RequestHead;
 use crate::metrics::MetricsSink;
 
@@ -100,6 +101,20 @@ impl ResponseCx<'_> {
     }
 }
 
+/// A frame whose topics were counted as it passed (see [`Stage::wants_topics`]).
+#[derive(Debug, Clone, Copy)]
+pub struct TopicsCx {
+    pub correlation_id: i32,
+    pub api_key: i16,
+    /// A Fetch response (otherwise a Produce request).
+    pub response: bool,
+    /// The frame's size, size field included: what the topics' record sets do not account for
+    /// (their framing, and any part of a walk that stopped early) is the rest of it.
+    pub frame_bytes: u64,
+    /// The host's clock when the frame was read, in nanoseconds.
+    pub now_ns: u64,
+}
+
 pub trait Stage {
     fn name(&self) -> &'static str;
 
@@ -139,6 +154,18 @@ pub trait Stage {
     /// (size field included); `None` leaves the generic error response.
     fn answer_refused(&mut self, _cx: &ResponseCx<'_>) -> Option<Vec<u8>> {
         None
+    }
+
+    /// Whether the stage wants the topics of this connection's Produce requests and Fetch
+    /// responses counted as they pass (see `codec::walk`), for [`Self::on_topics`].
+    fn wants_topics(&self) -> bool {
+        false
+    }
+
+    /// What a frame passed with, per topic, once counted (after its head was decided: the
+    /// records are never held for it). Returns how long to read nothing more from the client.
+    fn on_topics(&mut self, _cx: &TopicsCx, _walked: &Walked, _m: &mut dyn MetricsSink) -> u32 {
+        0
     }
 
     /// A response the stage asked to see; like [`Self::on_request`].

@@ -99,6 +99,20 @@ impl FrameReader {
                 self.release_head();
                 return;
             }
+            Step::ReplaceHeadPeek { head, at, len } if self.hold && !collected => {
+                // The bytes shown are replaced: peeks start after them.
+                self.replace_seen(edits, pos, head);
+                self.head.clear();
+                self.state = State::Peek {
+                    frame_len,
+                    pos: have,
+                    held_from: have,
+                    at: have,
+                    len: 0,
+                };
+                self.want_peek(at, len);
+                return self.settle_peek(examine);
+            }
             Step::Discard(bytes) if self.hold => {
                 self.replace_seen(edits, pos, bytes);
                 self.state = if finished {

@@ -18,6 +18,14 @@ pub enum Step {
     /// Forward these bytes instead of the frame's size field and the bytes shown so far, then
     /// the rest of the frame unchanged (holding readers only).
     ReplaceHead(Vec<u8>),
+    /// As [`Step::ReplaceHead`], then peek the rest of the (original) frame as
+    /// [`Step::Peek`] does, from `at` (at or after the bytes shown: the frame's bytes seen so
+    /// far are the examiner's to read from the head it was shown).
+    ReplaceHeadPeek {
+        head: Vec<u8>,
+        at: usize,
+        len: usize,
+    },
     /// Forward these bytes instead of the whole frame, dropping the rest of it as it streams
     /// through, without holding it (holding readers only).
     Discard(Vec<u8>),

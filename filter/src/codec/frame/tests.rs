@@ -412,3 +412,93 @@ fn holding_reader_forwards_passed_frames_without_edits() {
         }]
     );
 }
+
+/// A head replaced, then the rest of the original frame peeked: the stream forwarded has the
+/// new head and the rest unchanged, and the peeks show the original bytes at their original
+/// offsets, whatever the chunking.
+#[test]
+fn a_replaced_head_is_followed_by_peeks_at_the_original_frame() {
+    let bodies: Vec<Vec<u8>> = [1usize, 4, 9, 40, 300]
+        .iter()
+        .map(|&n| {
+            let mut b = vec![b'H'];
+            b.extend((1..n).map(|i| (i * 3 + n) as u8));
+            b
+        })
+        .collect();
+    let stream: Vec<u8> = bodies.iter().flat_map(|b| frame(b)).collect();
+    let expected: Vec<u8> = bodies
+        .iter()
+        .flat_map(|b| {
+            let mut new = b"hh".to_vec();
+            new.extend_from_slice(&b[1..]);
+            frame(&new)
+        })
+        .collect();
+    for chunks in [&[1][..], &[2, 5], &[7], &[64, 3], &[stream.len()]] {
+        let mut reader = FrameReader::new(4, 1 << 20);
+        reader.set_hold(true);
+        let mut seen: Vec<Shown> = Vec::new();
+        let mut forwarded = Vec::new();
+        let mut pos = 0;
+        for &c in chunks.iter().cycle() {
+            if pos >= stream.len() {
+                break;
+            }
+            let end = (pos + c.max(1)).min(stream.len());
+            let mut edits = Edits::default();
+            reader
+                .feed_editing(
+                    &mut &stream[pos..end],
+                    |h| match h.peek {
+                        None if h.prefix.len() < 4 && !h.last_look() => Step::Need(4),
+                        None => {
+                            seen.push(Vec::new());
+                            let mut head = ((h.frame_len + 1) as i32).to_be_bytes().to_vec();
+                            head.extend_from_slice(b"hh");
+                            head.extend_from_slice(&h.prefix[1..]);
+                            Step::ReplaceHeadPeek {
+                                head,
+                                at: h.prefix.len() + 2,
+                                len: 5,
+                            }
+                        }
+                        Some(p) => {
+                            seen.last_mut().unwrap().push((p.at, p.bytes.to_vec()));
+                            Step::Peek {
+                                at: p.at + 10,
+                                len: 5,
+                            }
+                        }
+                    },
+                    &mut edits,
+                )
+                .unwrap();
+            match edits.apply(&mut &stream[pos..end]) {
+                Some((prefix, bytes)) => {
+                    forwarded.extend_from_slice(&bytes);
+                    forwarded.extend_from_slice(&stream[pos + prefix..end]);
+                }
+                None => forwarded.extend_from_slice(&stream[pos..end]),
+            }
+            pos = end;
+        }
+        assert_eq!(forwarded, expected, "chunks {chunks:?}");
+        assert_eq!(seen.len(), bodies.len());
+        for (body, shown) in bodies.iter().zip(&seen) {
+            let n = body.len();
+            let head = n.min(4);
+            let mut expect = Vec::new();
+            let mut at = head + 2;
+            // Every range up to the frame's end, then the end itself (once).
+            while at < n {
+                expect.push((at, body[at..(at + 5).min(n)].to_vec()));
+                at += 10;
+            }
+            if expect.last().map(|(a, b)| (*a, b.len())) != Some((n, 0)) {
+                expect.push((n, Vec::new()));
+            }
+            assert_eq!(shown, &expect, "body {n}, chunks {chunks:?}");
+        }
+    }
+}

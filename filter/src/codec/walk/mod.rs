@@ -23,6 +23,10 @@ pub type ProduceWalker = Walker<ProduceLayout>;
 /// A Fetch response's walker: topics, and per partition its offsets, bytes and records.
 pub type FetchWalker = Walker<FetchLayout>;
 
+/// Versions the walkers read (those `kafka-protocol` has schemas for, which the tests check).
+pub const PRODUCE_VERSIONS: std::ops::RangeInclusive<i16> = 3..=13;
+pub const FETCH_VERSIONS: std::ops::RangeInclusive<i16> = 4..=18;
+
 /// What a walker wants next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Want {

@@ -10,13 +10,17 @@ use std::rc::Rc;
 
 use kafka_protocol::messages::ApiKey;
 
+use std::collections::HashMap;
+
+use crate::codec::walk::Walked;
 use crate::config::Config;
 use crate::limits::{BucketStore, Charge, KeyBy, Kind, Limit, Mode, Rate, KINDS};
 use crate::metrics::{metric_label, MetricsSink};
-use crate::pipeline::{Decision, FrameView, Identity, RequestCx, ResponseCx, Stage};
+use crate::pipeline::{Decision, FrameView, Identity, RequestCx, ResponseCx, Stage, TopicsCx};
 
 mod mutations;
 mod names;
+mod per_topic;
 mod throttle;
 
 use mutations::{is_mutation, Mutation, THROTTLING_QUOTA_EXCEEDED};
@@ -26,9 +30,11 @@ use throttle::{set_throttle, throttle_at};
 const PRODUCE: i16 = ApiKey::Produce as i16;
 const FETCH: i16 = ApiKey::Fetch as i16;
 
-/// The note for a watched response: the delay already decided (low bits), and whether the
-/// response's size is to be charged to fetch-byte limits.
+/// The note for a watched response: the delay already decided (low bits), whether the
+/// response's size is to be charged to fetch-byte limits, and whether a hold from counted
+/// topics still running when it comes back is added (see `per_topic`).
 const NOTE_FETCH_BYTES: u32 = 1 << 31;
+const NOTE_OWED: u32 = 1 << 30;
 const NOTE_DELAY_MASK: u32 = (1 << 24) - 1;
 
 /// A limit that applies to this connection, with its bucket key and metric names.
@@ -62,6 +68,10 @@ pub struct RateLimitStage {
     refusals: Vec<(i32, Vec<u8>)>,
     /// When accounted amounts were last reported.
     reported_ns: u64,
+    /// Per-topic buckets, by active limit and topic (see `per_topic`).
+    topic_buckets: HashMap<(usize, String), per_topic::TopicBucket>,
+    /// Until when the client is held for its topics' bytes.
+    owed_until_ns: u64,
 }
 
 /// A limit's rate for one kind (requests need the API too: see `on_request`).
@@ -72,6 +82,29 @@ fn rate_of(l: &Limit, kind: Kind) -> Option<Rate> {
         Kind::FetchBytes => l.fetch_bytes,
         Kind::TopicMutations => l.topic_mutations,
         Kind::Connections => l.connections,
+    }
+}
+
+/// Count a limit's delay as its mode says; the delay the client gets (none in dry run).
+fn throttled(names: &Names, mode: Mode, limit_delay: u32, m: &mut dyn MetricsSink) -> u32 {
+    if limit_delay == 0 {
+        return 0;
+    }
+    match mode {
+        Mode::Throttle => {
+            let ms = i64::from(limit_delay);
+            m.add_named(&names.throttled, 1);
+            m.add_named(&names.throttle_ms, ms);
+            if let (Some(t), Some(tm)) = (&names.key_throttled, &names.key_throttle_ms) {
+                m.add_named(t, 1);
+                m.add_named(tm, ms);
+            }
+            limit_delay
+        }
+        Mode::DryRun => {
+            m.add_named(&names.would_throttle, 1);
+            0
+        }
     }
 }
 
@@ -96,6 +129,8 @@ impl RateLimitStage {
             fetch_charged: None,
             refusals: Vec::new(),
             reported_ns: 0,
+            topic_buckets: HashMap::new(),
+            owed_until_ns: 0,
         }
     }
 
@@ -146,6 +181,7 @@ impl RateLimitStage {
             });
         }
         self.report(m);
+        self.topic_buckets.clear();
         self.selected = Some((client_id.map(str::to_string), active));
     }
 
@@ -209,23 +245,7 @@ impl RateLimitStage {
                 }
                 limit_delay = limit_delay.max(c.delay_ms);
             }
-            if limit_delay == 0 {
-                continue;
-            }
-            match l.mode {
-                Mode::Throttle => {
-                    let ms = i64::from(limit_delay);
-                    m.add_named(&a.names.throttled, 1);
-                    m.add_named(&a.names.throttle_ms, ms);
-                    if let (Some(t), Some(tm)) = (&a.names.key_throttled, &a.names.key_throttle_ms)
-                    {
-                        m.add_named(t, 1);
-                        m.add_named(tm, ms);
-                    }
-                    delay = delay.max(limit_delay);
-                }
-                Mode::DryRun => m.add_named(&a.names.would_throttle, 1),
-            }
+            delay = delay.max(throttled(&a.names, l.mode, limit_delay, m));
         }
         if now_ns.saturating_sub(self.reported_ns) >= REPORT_EVERY_NS {
             self.reported_ns = now_ns;
@@ -391,6 +411,7 @@ impl Stage for RateLimitStage {
         }
         let size = (frame.frame_len as f64) + 4.0;
         let api = head.api_key;
+        let walked = per_topic::walked(api, head.api_version, head.header_decoded);
         let both = [(Kind::Requests, 1.0), (Kind::ProduceBytes, size)];
         let what = if api == PRODUCE {
             &both[..]
@@ -405,6 +426,8 @@ impl Stage for RateLimitStage {
                         .as_ref()
                         .is_none_or(|apis| apis.contains(&api))
                 }),
+                // Charged per topic once its records have passed.
+                k if per_topic::per_topic(l, k, walked) => None,
                 other => rate_of(l, other),
             },
             now,
@@ -420,13 +443,21 @@ impl Stage for RateLimitStage {
             }
         }
         let fetch = api == FETCH
-            && self
-                .active()
-                .iter()
-                .any(|a| self.limit(a.limit).is_some_and(|l| l.fetch_bytes.is_some()));
-        let throttles = delay > 0 && throttle_at(api, head.api_version).is_some();
-        if head.expects_response && (fetch || throttles) {
-            let note = (delay.min(NOTE_DELAY_MASK)) | if fetch { NOTE_FETCH_BYTES } else { 0 };
+            && self.active().iter().any(|a| {
+                self.limit(a.limit).is_some_and(|l| {
+                    l.fetch_bytes.is_some() && !per_topic::per_topic(l, Kind::FetchBytes, walked)
+                })
+            });
+        let throttle_field = throttle_at(api, head.api_version).is_some();
+        // A hold for topics' bytes goes into the response: one still running now, and for a
+        // Produce request, the one its own records may bring.
+        let owed = throttle_field
+            && (self.owed_ms(now) > 0 || (api == PRODUCE && walked && self.limits_per_topic()));
+        let throttles = delay > 0 && throttle_field;
+        if head.expects_response && (fetch || throttles || owed) {
+            let note = (delay.min(NOTE_DELAY_MASK))
+                | if fetch { NOTE_FETCH_BYTES } else { 0 }
+                | if owed { NOTE_OWED } else { 0 };
             cx.watch_response(note);
         }
         if delay > 0 {
@@ -434,6 +465,14 @@ impl Stage for RateLimitStage {
         } else {
             Decision::Pass
         }
+    }
+
+    fn wants_topics(&self) -> bool {
+        self.limits_per_topic()
+    }
+
+    fn on_topics(&mut self, cx: &TopicsCx, walked: &Walked, m: &mut dyn MetricsSink) -> u32 {
+        self.charge_topics(cx, walked, m)
     }
 
     fn flush(&mut self, m: &mut dyn MetricsSink) {
@@ -461,7 +500,17 @@ impl Stage for RateLimitStage {
                 Some((corr, d)) if corr == req.correlation_id => d,
                 _ => {
                     let size = (frame.frame_len as f64) + 4.0;
-                    let d = self.charge(&[(Kind::FetchBytes, size)], rate_of, cx.now_ns, m);
+                    let walked = per_topic::walked(req.api_key, req.api_version, true);
+                    let d = self.charge(
+                        &[(Kind::FetchBytes, size)],
+                        |l, kind| {
+                            (!per_topic::per_topic(l, kind, walked))
+                                .then(|| rate_of(l, kind))
+                                .flatten()
+                        },
+                        cx.now_ns,
+                        m,
+                    );
                     self.fetch_charged = Some((req.correlation_id, d));
                     d
                 }
@@ -470,6 +519,9 @@ impl Stage for RateLimitStage {
                 cx.hold_client(fetch_delay);
             }
             delay = delay.max(fetch_delay);
+        }
+        if cx.note & NOTE_OWED != 0 {
+            delay = delay.max(self.owed_ms(cx.now_ns));
         }
         if delay == 0 {
             return Decision::Pass;
