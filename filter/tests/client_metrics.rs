@@ -617,3 +617,79 @@ fn rewritten_frames_are_counted_per_topic_by_the_client_names() {
     assert_eq!(t("audit", "fetched_bytes"), 3 * record_set_len(&[2, 2]));
     assert_eq!(t("team-a.orders", "fetched_records"), 0, "no broker names");
 }
+
+/// Responses by top-level error code per client and API, and the throttle time the broker sent,
+/// read from the response's first bytes however the response arrives; under a rule too (the
+/// response head is read as the broker sent it, before any stage).
+#[test]
+fn error_codes_and_broker_throttle_time_per_client() {
+    for json in [
+        ON,
+        r#"{"client_metrics": {}, "rules": [{"name": "t", "match": {"client_id": {"prefix": "team-"}},
+            "topics": {"prefix": "x."}, "groups": {"add_suffix": "-x"}}]}"#,
+    ] {
+        let cfg = config(json);
+        for (client, chunk) in [("app", 1), ("team-app", 3), ("app", 4096)] {
+            let store = Rc::new(LocalStore::default());
+            let mut m = RecordingSink::default();
+            let mut c = conn(&cfg, &store, 1);
+            let join = JoinGroupRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                .with_protocol_type(StrBytes::from_static_str("consumer"));
+            for (corr, version, error, throttle) in [(1, 5, 79, 250), (2, 9, 79, 0), (3, 9, 0, 40)]
+            {
+                let req = request(ApiKey::JoinGroup, version, corr, client, &join);
+                let body = JoinGroupResponse::default()
+                    .with_error_code(error)
+                    .with_throttle_time_ms(throttle);
+                let resp = response(ApiKey::JoinGroup, version, corr, &body);
+                drive(&mut c, &req, chunk, true, &mut m).unwrap();
+                drive(&mut c, &resp, chunk, false, &mut m).unwrap();
+            }
+            // An unknown code keeps its number; a response with no top-level code counts none.
+            let hb =
+                HeartbeatRequest::default().with_group_id(GroupId(StrBytes::from_static_str("g")));
+            drive(
+                &mut c,
+                &request(ApiKey::Heartbeat, 4, 4, client, &hb),
+                chunk,
+                true,
+                &mut m,
+            )
+            .unwrap();
+            let resp = response(
+                ApiKey::Heartbeat,
+                4,
+                4,
+                &HeartbeatResponse::default().with_error_code(9999),
+            );
+            drive(&mut c, &resp, chunk, false, &mut m).unwrap();
+            exchange(&mut c, &metadata(5, client), &metadata_response(5), &mut m);
+            c.end(&mut m);
+            let p = format!("client.{client}.principal.none.");
+            let mut errors: Vec<(String, i64)> = m
+                .named
+                .iter()
+                .filter(|(n, _)| n.ends_with(".client_response_errors"))
+                .map(|(n, v)| (n.clone(), *v))
+                .collect();
+            errors.sort();
+            assert_eq!(
+                errors,
+                vec![
+                    (
+                        format!("{p}api.Heartbeat.error.code_9999.client_response_errors"),
+                        1
+                    ),
+                    (
+                        format!("{p}api.JoinGroup.error.MemberIdRequired.client_response_errors"),
+                        2
+                    ),
+                ],
+                "{json} {client} chunk {chunk}"
+            );
+            assert_eq!(m.named(&format!("{p}client_broker_throttled")), 2);
+            assert_eq!(m.named(&format!("{p}client_broker_throttle_ms")), 290);
+        }
+    }
+}

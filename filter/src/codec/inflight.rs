@@ -8,6 +8,7 @@
 use crate::api::ApiLabel;
 use std::collections::VecDeque;
 
+use crate::codec::response_fields::ResponseHead;
 use crate::pipeline::facts::Facts;
 use crate::pipeline::Plan;
 
@@ -25,6 +26,8 @@ pub struct Inflight {
     pub plan: Plan,
     /// What was read of the request for observers (its topics and records, its commits).
     pub facts: Option<Box<Facts>>,
+    /// What its response's first bytes said, once matched (for observers that want it).
+    pub response_head: ResponseHead,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +110,7 @@ mod tests {
             request_bytes: 20,
             plan: Plan::default(),
             facts: None,
+            response_head: Default::default(),
         }
     }
 

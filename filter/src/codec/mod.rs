@@ -6,6 +6,7 @@ pub mod inflight;
 pub mod produce;
 pub mod request;
 pub mod response;
+pub mod response_fields;
 pub mod source;
 pub mod walk;
 

@@ -8,7 +8,7 @@ use super::LazyNow;
 use crate::codec::frame::FrameHead;
 use crate::codec::inflight::Inflight;
 use crate::codec::request::{parse_request, RequestParse};
-use crate::codec::{response, InflightTable, Step};
+use crate::codec::{response, response_fields, InflightTable, Step};
 use crate::config::Config;
 use crate::limits::BucketStore;
 use crate::metrics::{len_i64, MetricKey, MetricsSink};
@@ -252,7 +252,20 @@ impl ConnState {
             self.malformed += 1;
             return Err(self.unmatched("a response frame too short for a response header"));
         };
-        let Some(matched) = self.inflight.take(id) else {
+        if self.pipeline.wants_response_heads() {
+            // Observers want the broker's throttle time and top-level error code: a few bytes
+            // more of the frame (in the window the reader has already read).
+            let want = self
+                .inflight
+                .find_mut(id)
+                .and_then(|r| response_fields::head_want(r.api_key, r.api_version));
+            if let Some(want) = want {
+                if h.prefix.len() < want && !h.last_look() {
+                    return Err(Step::Need(want));
+                }
+            }
+        }
+        let Some(mut matched) = self.inflight.take(id) else {
             m.add(MetricKey::ResponsesUnmatched, 1);
             return Err(self.unmatched("a response answers no request in flight"));
         };
@@ -264,6 +277,10 @@ impl ConnState {
             for s in &matched.skipped {
                 self.unanswered(s, m);
             }
+        }
+        if self.pipeline.wants_response_heads() {
+            let r = &mut matched.request;
+            r.response_head = response_fields::read_head(r.api_key, r.api_version, h.prefix);
         }
         let r = matched.request;
         let now_ns = now.get();
@@ -344,6 +361,7 @@ impl ConnState {
             request_bytes: u32::try_from(frame_len.saturating_add(4)).unwrap_or(u32::MAX),
             plan: p.plan,
             facts: p.facts,
+            response_head: Default::default(),
         };
         if !head.expects_response {
             if walked {

@@ -97,6 +97,11 @@ pub const STATS_TAGS: &[(&str, &str)] = &[
         "kafka_client_software_version",
         r"^wasmcustom\.kafka\.client\.[^.]+\.principal\.[^.]+\.software\.[^.]+\.(version\.(.+)\.)client_connections$",
     ),
+    // A response's top-level error code, per client and API.
+    (
+        "kafka_error",
+        r"^wasmcustom\.kafka\.client\.[^.]+\.principal\.[^.]+\.api\.[^.]+\.(error\.([^.]+)\.)client_response_errors$",
+    ),
 ];
 
 /// Slots per per-API family: every API key the crate knows plus `unknown`.

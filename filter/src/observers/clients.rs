@@ -11,6 +11,8 @@
 use std::rc::Rc;
 
 use super::client_topics::TopicCounters;
+use kafka_protocol::error::ResponseError;
+
 use crate::api::{label_name, ApiLabel};
 use crate::limits::BucketStore;
 use crate::metrics::{len_i64, MetricsSink};
@@ -48,6 +50,9 @@ struct ApiCounts {
     requests_name: String,
     responses_name: String,
     latency_name: String,
+    /// Counter names of the error codes seen in this API's responses (few: errors are rare
+    /// and Kafka has about 130 codes).
+    errors: Vec<(i16, String)>,
 }
 
 impl ApiCounts {
@@ -60,7 +65,35 @@ impl ApiCounts {
             requests_name: format!("{base}client_requests"),
             responses_name: format!("{base}client_responses"),
             latency_name: format!("{base}client_response_latency_us"),
+            errors: Vec::new(),
         }
+    }
+
+    /// The counter of responses with this top-level error code:
+    /// `...api.<api>.error.<Name>.client_response_errors`, the name as kafka-protocol spells it.
+    fn error_name(&mut self, code: i16, prefix: &str) -> &str {
+        let at = match self.errors.iter().position(|(c, _)| *c == code) {
+            Some(at) => at,
+            None => {
+                let name = match ResponseError::try_from_code(code) {
+                    Some(ResponseError::Unknown(_)) | None => format!("code_{code}"),
+                    Some(e) => format!("{e:?}"),
+                };
+                self.errors.push((
+                    code,
+                    format!(
+                        "{prefix}api.{}.error.{}.client_response_errors",
+                        label_name(self.api),
+                        metric_label(&name)
+                    ),
+                ));
+                self.errors.len() - 1
+            }
+        };
+        self.errors
+            .get(at)
+            .map(|(_, n)| n.as_str())
+            .unwrap_or_default()
     }
 }
 
@@ -74,6 +107,9 @@ struct Series {
     software_known: bool,
     request_bytes_name: String,
     response_bytes_name: String,
+    /// `throttle_time_ms` the broker sent: its total, and responses with some.
+    broker_throttle_ms_name: String,
+    broker_throttled_name: String,
 }
 
 pub struct ClientMetrics {
@@ -126,6 +162,8 @@ impl ClientMetrics {
             connections: connections_name(&prefix, identity),
             software_known: identity.software.is_some(),
             request_bytes_name: format!("{prefix}client_request_bytes"),
+            broker_throttle_ms_name: format!("{prefix}client_broker_throttle_ms"),
+            broker_throttled_name: format!("{prefix}client_broker_throttled"),
             response_bytes_name: format!("{prefix}client_response_bytes"),
             prefix,
         }
@@ -206,12 +244,23 @@ impl Observer for ClientMetrics {
                     m.record_named(&c.latency_name, us);
                 }
             }
+            if let Some(code) = r.error_code.filter(|c| *c != 0) {
+                m.add_named(c.error_name(code, &series.prefix), 1);
+            }
+        }
+        if let Some(ms) = r.broker_throttle_ms.filter(|ms| *ms > 0) {
+            m.add_named(&series.broker_throttled_name, 1);
+            m.add_named(&series.broker_throttle_ms_name, i64::from(ms));
         }
         self.series = Some(series);
     }
 
     fn wants_topics(&self) -> bool {
         self.config.max_topics > 0
+    }
+
+    fn wants_response_heads(&self) -> bool {
+        true
     }
 
     /// The principal is a label.

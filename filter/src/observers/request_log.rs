@@ -119,6 +119,8 @@ pub fn line(connection: u32, r: &RequestRecord<'_>) -> Value {
         "request_bytes": r.request_bytes,
         "response_bytes": r.response_bytes,
         "latency_us": r.latency_us,
+        "error_code": r.error_code,
+        "broker_throttle_ms": r.broker_throttle_ms,
         "produced": topics(r.produced),
         "fetched": topics(r.fetched),
         "group": r.commits.map(|c| c.group.clone()),
@@ -129,6 +131,10 @@ pub fn line(connection: u32, r: &RequestRecord<'_>) -> Value {
 
 impl Observer for RequestLog {
     fn wants_topics(&self) -> bool {
+        true
+    }
+
+    fn wants_response_heads(&self) -> bool {
         true
     }
 

@@ -110,6 +110,12 @@ impl Pipeline {
             .unwrap_or(0)
     }
 
+    /// Whether an observer wants what a response's first bytes say (see
+    /// [`Observer::wants_response_heads`]).
+    pub fn wants_response_heads(&self) -> bool {
+        self.observers.iter().any(|o| o.wants_response_heads())
+    }
+
     /// Whether an observer counts group members (see [`Observer::wants_groups`]).
     pub fn wants_groups(&self) -> bool {
         self.observers.iter().any(|o| o.wants_groups())

@@ -37,6 +37,11 @@ pub struct RequestRecord<'a> {
     pub commits: Option<&'a Commits>,
     /// The group a group request is about, when observers count group members.
     pub group: Option<&'a str>,
+    /// `throttle_time_ms` as the broker sent it, where the response leads with it (read only
+    /// when observers want it).
+    pub broker_throttle_ms: Option<i32>,
+    /// The response's top-level `error_code`, where it has one near its start (likewise).
+    pub error_code: Option<i16>,
 }
 
 impl<'a> RequestRecord<'a> {
@@ -64,6 +69,8 @@ impl<'a> RequestRecord<'a> {
             fetched: None,
             commits: request.facts.as_ref().and_then(|f| f.commits.as_ref()),
             group: request.facts.as_ref().and_then(|f| f.group.as_deref()),
+            broker_throttle_ms: request.response_head.throttle_ms,
+            error_code: request.response_head.error_code,
         }
     }
 
@@ -87,6 +94,13 @@ pub trait Observer {
     /// Whether it reads the connection's mTLS principal or source address (the host then
     /// reads them for it, two property reads per connection).
     fn needs_peer(&self) -> bool {
+        false
+    }
+
+    /// Whether it reads the broker's throttle time and top-level error code from responses
+    /// (`RequestRecord::broker_throttle_ms`, `RequestRecord::error_code`): a few more bytes of
+    /// each response's head are then looked at.
+    fn wants_response_heads(&self) -> bool {
         false
     }
 

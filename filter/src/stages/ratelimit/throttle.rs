@@ -4,6 +4,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, ProduceResponse, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
+use crate::codec::response_fields::throttle_first;
 use crate::pipeline::{Decision, FrameView};
 
 const PRODUCE: i16 = ApiKey::Produce as i16;
@@ -23,85 +24,6 @@ pub(super) fn throttle_at(api_key: i16, version: i16) -> Option<ThrottleAt> {
         _ if throttle_first(api_key, version) => Some(ThrottleAt::First),
         _ => None,
     }
-}
-
-/// The APIs whose responses have `throttle_time_ms` (kafka-protocol's schemas decide, not a
-/// hand-written table): for each, the versions where it is the body's first field, found by
-/// encoding a response with a marker value once per VM.
-macro_rules! throttled_responses {
-    ($($key:ident => $resp:ident),* $(,)?) => {
-        fn first_field_versions() -> Vec<(i16, u64)> {
-            use kafka_protocol::messages::*;
-            use kafka_protocol::protocol::Message;
-            const MARK: i32 = 0x5eed_7177;
-            let mut out = Vec::new();
-            $(
-                let mut versions = 0u64;
-                let range = <$resp as Message>::VERSIONS;
-                for v in range.min.max(0)..=range.max.min(63) {
-                    let mut b = bytes::BytesMut::new();
-                    let r = $resp::default().with_throttle_time_ms(MARK);
-                    if r.encode(&mut b, v).is_ok() && b.get(..4) == Some(&MARK.to_be_bytes()[..]) {
-                        versions |= 1 << v;
-                    }
-                }
-                out.push((ApiKey::$key as i16, versions));
-            )*
-            out
-        }
-    };
-}
-
-throttled_responses! {
-    AddOffsetsToTxn => AddOffsetsToTxnResponse, AddPartitionsToTxn => AddPartitionsToTxnResponse,
-    AlterClientQuotas => AlterClientQuotasResponse, AlterConfigs => AlterConfigsResponse,
-    AlterPartitionReassignments => AlterPartitionReassignmentsResponse,
-    AlterReplicaLogDirs => AlterReplicaLogDirsResponse,
-    AlterUserScramCredentials => AlterUserScramCredentialsResponse,
-    ApiVersions => ApiVersionsResponse, ConsumerGroupDescribe => ConsumerGroupDescribeResponse,
-    ConsumerGroupHeartbeat => ConsumerGroupHeartbeatResponse, CreateAcls => CreateAclsResponse,
-    CreateDelegationToken => CreateDelegationTokenResponse,
-    CreatePartitions => CreatePartitionsResponse, CreateTopics => CreateTopicsResponse,
-    DeleteAcls => DeleteAclsResponse, DeleteGroups => DeleteGroupsResponse,
-    DeleteRecords => DeleteRecordsResponse, DeleteTopics => DeleteTopicsResponse,
-    DescribeAcls => DescribeAclsResponse, DescribeClientQuotas => DescribeClientQuotasResponse,
-    DescribeCluster => DescribeClusterResponse, DescribeConfigs => DescribeConfigsResponse,
-    DescribeDelegationToken => DescribeDelegationTokenResponse,
-    DescribeGroups => DescribeGroupsResponse, DescribeLogDirs => DescribeLogDirsResponse,
-    DescribeProducers => DescribeProducersResponse,
-    DescribeTopicPartitions => DescribeTopicPartitionsResponse,
-    DescribeTransactions => DescribeTransactionsResponse,
-    DescribeUserScramCredentials => DescribeUserScramCredentialsResponse,
-    ElectLeaders => ElectLeadersResponse, EndTxn => EndTxnResponse,
-    ExpireDelegationToken => ExpireDelegationTokenResponse, Fetch => FetchResponse,
-    FindCoordinator => FindCoordinatorResponse,
-    GetTelemetrySubscriptions => GetTelemetrySubscriptionsResponse,
-    Heartbeat => HeartbeatResponse, IncrementalAlterConfigs => IncrementalAlterConfigsResponse,
-    InitProducerId => InitProducerIdResponse, JoinGroup => JoinGroupResponse,
-    LeaveGroup => LeaveGroupResponse, ListGroups => ListGroupsResponse,
-    ListOffsets => ListOffsetsResponse,
-    ListPartitionReassignments => ListPartitionReassignmentsResponse,
-    ListTransactions => ListTransactionsResponse, Metadata => MetadataResponse,
-    OffsetCommit => OffsetCommitResponse, OffsetDelete => OffsetDeleteResponse,
-    OffsetFetch => OffsetFetchResponse, OffsetForLeaderEpoch => OffsetForLeaderEpochResponse,
-    Produce => ProduceResponse, PushTelemetry => PushTelemetryResponse,
-    RenewDelegationToken => RenewDelegationTokenResponse, SyncGroup => SyncGroupResponse,
-    TxnOffsetCommit => TxnOffsetCommitResponse,
-}
-
-/// Whether `throttle_time_ms` is the first field of the API's response body at `version`.
-fn throttle_first(api_key: i16, version: i16) -> bool {
-    thread_local! {
-        static TABLE: Vec<(i16, u64)> = first_field_versions();
-    }
-    let Ok(v) = u32::try_from(version) else {
-        return false;
-    };
-    v < 64
-        && TABLE.with(|t| {
-            t.iter()
-                .any(|(k, versions)| *k == api_key && versions & (1u64 << v) != 0)
-        })
 }
 
 /// The response with `throttle_time_ms` raised to `delay` (a larger value from the broker
