@@ -93,7 +93,8 @@ def make_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calla
     stacks: list[Stack] = []
 
     def make(route: str = "filter", plugin_config: dict | str | None = None,
-             concurrency: int = 1, component_log_level: str | None = None) -> Stack:
+             concurrency: int = 1, component_log_level: str | None = None,
+             extra_clusters: list[dict] | None = None) -> Stack:
         if route not in ROUTES:
             raise ValueError(route)
         n = len(stacks)
@@ -112,7 +113,8 @@ def make_stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calla
             lambda broker_port, **ports: Envoy(broker_port, config=CONFIG_FOR_ROUTE[route],
                                                plugin_config=plugin_config, workdir=workdir,
                                                concurrency=concurrency,
-                                               component_log_level=component_log_level, **ports))
+                                               component_log_level=component_log_level,
+                                               extra_clusters=extra_clusters, **ports))
 
     try:
         yield make

@@ -407,7 +407,7 @@ class Envoy:
                  listener_port: int | None = None, admin_port: int | None = None,
                  wasm_path: Path | str | None = None, log_level: str = "warn",
                  component_log_level: str | None = None, name: str = "envoy",
-                 concurrency: int = 1):
+                 concurrency: int = 1, extra_clusters: list[dict] | None = None):
         self._setup(config, upstream_port, workdir, listener_port, admin_port, log_level,
                     component_log_level, name)
         self.concurrency = concurrency
@@ -419,6 +419,8 @@ class Envoy:
                                   upstream_port=upstream_port,
                                   wasm_path=wasm_path.resolve() if wasm_path else None,
                                   plugin_config=plugin_config)
+        # More upstreams for the filter's own calls (the request log's HTTP collector).
+        self.cfg["static_resources"]["clusters"].extend(copy.deepcopy(extra_clusters or []))
         self._write_bootstrap()
 
     def _setup(self, config: str | Path, upstream_port: int, workdir: Path | str | None,

@@ -335,3 +335,99 @@ def test_request_log_lines_in_envoys_log(make_stack):
         assert line["source"] == "127.0.0.1" and line["principal"] is None, line
     assert sum(t["records"] for line in got for t in line["produced"]) == len(plan)
     assert stats.get("kafka.request_log_lines") == produce_requests
+
+
+class Collector:
+    """A real HTTP server that keeps every POST it gets (path, content type, body lines)."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        posts = self.posts = []  # type: list[tuple[str, str, list[dict]]]
+        lock = self.lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                lines = [json.loads(ln) for ln in body.decode().splitlines() if ln]
+                with lock:
+                    posts.append((self.path, self.headers.get("content-type", ""), lines))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def lines(self) -> list[dict]:
+        with self.lock:
+            return [ln for _, _, lines in self.posts for ln in lines]
+
+    def stop(self) -> None:
+        if self.thread.is_alive():
+            self.server.shutdown()
+            self.server.server_close()
+
+
+def test_request_log_lines_reach_an_http_collector_and_drops_are_counted(make_stack):
+    """The request log's HTTP sink: batched POSTs of JSON lines through an Envoy cluster to a
+    real HTTP server; with the server down, clients see nothing of it and the lines are
+    counted as dropped; every line is either delivered or counted as dropped."""
+    collector = Collector()
+    cluster = {"name": "request_log_collector", "type": "STATIC", "connect_timeout": "0.5s",
+               "load_assignment": {"cluster_name": "request_log_collector", "endpoints": [{"lb_endpoints": [
+                   {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1",
+                                                                "port_value": collector.port}}}}]}]}}
+    config = {"request_log": {"match": {"client_id": {"prefix": "logged-"}}, "apis": ["Produce"],
+                              "envoy_log": False,
+                              "http": {"cluster": "request_log_collector", "path": "/kafka/lines",
+                                       "flush_ms": 200, "batch_lines": 20}}}
+    try:
+        stack = make_stack("filter", config, component_log_level="wasm:info",
+                           extra_clusters=[cluster])
+        rdkafka_create_topic(stack.bootstrap, "collected", 1)
+        plan = message_plan(6161, 200, 0, 1)
+        rdkafka_produce(stack.bootstrap, "collected", 6161, plan, extra={"client.id": "logged-rdkafka"})
+        kafka_python_produce(stack.bootstrap, "collected", 6162, plan, extra={"client_id": "logged-python"})
+        stats = stack.envoy.settled_kafka_stats()
+        written = stats.get("kafka.request_log_lines", 0)
+        assert written > 0
+        wait_until(lambda: len(collector.lines()) >= written, 15, what="the lines at the collector")
+        got = collector.lines()
+        print(f"{len(got)} lines in {len(collector.posts)} POSTs, e.g. {got[0]}")
+        assert len(got) == written
+        assert {p for p, _, _ in collector.posts} == {"/kafka/lines"}
+        assert {t for _, t, _ in collector.posts} == {"application/x-ndjson"}
+        assert all(len(lines) <= 20 for _, _, lines in collector.posts)
+        assert {ln["client_id"] for ln in got} == {"logged-rdkafka", "logged-python"}
+        assert all(ln["api"] == "Produce" and ln["produced"][0]["topic"] == "collected" for ln in got)
+        assert sum(t["records"] for ln in got for t in ln["produced"]) == 2 * len(plan)
+        assert "kafka_request_log " not in stack.envoy.log_text(), "envoy_log is off"
+        assert stack.envoy.kafka_stats().get("kafka.request_log_delivered") == written
+
+        # The collector goes away: traffic is unaffected, the lines are counted as dropped.
+        collector.stop()
+        rdkafka_produce(stack.bootstrap, "collected", 6163, plan, extra={"client.id": "logged-rdkafka"})
+        kafka_python_produce(stack.bootstrap, "collected", 6164, plan, extra={"client_id": "logged-python"})
+        with BrokerView(stack.broker.port) as view:
+            assert view.end_offsets("collected", 1)[0] == 4 * len(plan)
+
+        def accounted() -> bool:
+            s = stack.envoy.kafka_stats()
+            return (s.get("kafka.request_log_lines", 0) > written
+                    and s.get("kafka.request_log_lines", 0)
+                    == s.get("kafka.request_log_delivered", 0) + s.get("kafka.request_log_dropped", 0))
+
+        wait_until(accounted, 20, what="every line delivered or counted as dropped")
+        s = stack.envoy.kafka_stats()
+        print(f"collector down: {s.get('kafka.request_log_dropped')} lines dropped, "
+              f"{s.get('kafka.request_log_batches_failed')} batches failed")
+        assert s.get("kafka.request_log_delivered") == written
+        assert s.get("kafka.request_log_dropped", 0) > 0 and s.get("kafka.request_log_batches_failed", 0) > 0
+        assert s.get("kafka.connections_closed_by_policy", 0) == 0
+    finally:
+        collector.stop()

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use crate::api::api_key_named;
 use crate::limits::{parse_limits, Limit, LimitError, RawLimit};
 use crate::matching::RawMatch;
+use crate::observers::log_sink::{parse_http_sink, RawHttpSink};
 use crate::observers::{
     ClientMetricsConfig, LagConfig, RequestLogConfig, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_LAG_SERIES,
     DEFAULT_MAX_TOPICS,
@@ -102,6 +103,8 @@ struct RawRequestLog {
     apis: Option<Vec<String>>,
     topics: Option<Vec<String>>,
     sample: Option<f64>,
+    envoy_log: Option<bool>,
+    http: Option<RawHttpSink>,
 }
 
 fn parse_request_log(raw: RawRequestLog) -> Result<RequestLogConfig, ConfigError> {
@@ -142,11 +145,24 @@ fn parse_request_log(raw: RawRequestLog) -> Result<RequestLogConfig, ConfigError
             format!("{sample} is out of range, expected 0..=1"),
         ));
     }
+    let http = match raw.http {
+        None => None,
+        Some(h) => Some(parse_http_sink(h).map_err(|(f, message)| field(f, message))?),
+    };
+    let envoy_log = raw.envoy_log.unwrap_or(true);
+    if !envoy_log && http.is_none() {
+        return Err(field(
+            "request_log.envoy_log",
+            "is false and no `http` collector is given: the lines would go nowhere".into(),
+        ));
+    }
     Ok(RequestLogConfig {
         matcher,
         apis,
         topics: raw.topics,
         sample,
+        envoy_log,
+        http,
     })
 }
 

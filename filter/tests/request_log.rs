@@ -190,3 +190,49 @@ fn bad_request_log_configuration_names_the_field() {
         assert!(err.contains(field), "{doc}: {err}");
     }
 }
+
+/// With an HTTP collector, lines go to the VM's buffer (and not to Envoy's log when
+/// `envoy_log` is off); past the buffer's bound they are dropped and counted, and the shipper
+/// batches what the buffer holds.
+#[test]
+fn lines_for_the_http_collector_wait_in_a_bounded_buffer() {
+    use kafka_filter::observers::log_sink::Shipper;
+    let cfg = r#"{"request_log": {"envoy_log": false,
+        "http": {"cluster": "logs", "max_buffered_lines": 3, "batch_lines": 2}}}"#;
+    let parsed = config::parse(cfg.as_bytes()).unwrap();
+    let mut shipper = Shipper::new(parsed.request_log.as_ref().unwrap().http.clone().unwrap());
+    let mut m = RecordingSink::default();
+    let logged = lines_of(102, || {
+        let mut c = conn(cfg, 102);
+        c.set_collector(&shipper.buffer);
+        for corr in 1..=5 {
+            let req = produce(corr, "app");
+            assert_eq!(drive(&mut c, &req, 9, true, &mut m).unwrap(), req);
+            let resp = response(ApiKey::Produce, 9, corr, &ProduceResponse::default());
+            drive(&mut c, &resp, 9, false, &mut m).unwrap();
+        }
+    });
+    assert!(logged.is_empty(), "envoy_log is off");
+    assert_eq!(m.named("request_log_lines"), 5);
+    assert_eq!(m.named("request_log_dropped"), 2, "past max_buffered_lines");
+    let batch = shipper.due(0).expect("a full batch");
+    assert_eq!(batch.lines, 2);
+    let lines: Vec<Value> = String::from_utf8(batch.body)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["correlation_id"], 1);
+    assert_eq!(lines[1]["api"], "Produce");
+    assert!(config::parse(br#"{"request_log": {"envoy_log": false}}"#)
+        .unwrap_err()
+        .to_string()
+        .contains("request_log.envoy_log"));
+    assert!(
+        config::parse(br#"{"request_log": {"http": {"cluster": "c", "flush_ms": 1}}}"#)
+            .unwrap_err()
+            .to_string()
+            .contains("request_log.http.flush_ms")
+    );
+}

@@ -4,6 +4,7 @@
 mod client_topics;
 mod clients;
 mod lag;
+pub mod log_sink;
 mod request_log;
 
 pub use clients::{ClientMetrics, ClientMetricsConfig, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_TOPICS};

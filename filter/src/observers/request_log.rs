@@ -11,6 +11,7 @@ use crate::api::label_name;
 use crate::codec::walk::{id_hex, TopicRef, Walked};
 use crate::matching::Matcher;
 use crate::metrics::MetricsSink;
+use crate::observers::log_sink::{HttpSinkConfig, SharedLines};
 use crate::pipeline::{Observer, Outcome, RequestRecord};
 
 /// `request_log` in the plugin configuration.
@@ -24,6 +25,10 @@ pub struct RequestLogConfig {
     pub topics: Option<Vec<String>>,
     /// The share of matching requests logged, 0..=1.
     pub sample: f64,
+    /// Lines go to Envoy's log (the default).
+    pub envoy_log: bool,
+    /// Lines go to an HTTP collector too.
+    pub http: Option<HttpSinkConfig>,
 }
 
 /// Every line starts with this, so a log pipeline can pick them out.
@@ -32,11 +37,17 @@ pub const LINE_PREFIX: &str = "kafka_request_log ";
 pub struct RequestLog {
     config: Rc<RequestLogConfig>,
     connection: u32,
+    /// The VM's buffer for the HTTP collector, when there is one.
+    collector: Option<SharedLines>,
 }
 
 impl RequestLog {
     pub fn new(config: Rc<RequestLogConfig>, connection: u32) -> Self {
-        Self { config, connection }
+        Self {
+            config,
+            connection,
+            collector: None,
+        }
     }
 
     /// Deterministic sampling: the same request is in or out whatever else happens.
@@ -154,7 +165,22 @@ impl Observer for RequestLog {
         {
             return;
         }
-        log::info!("{LINE_PREFIX}{}", line(self.connection, r));
+        let line = line(self.connection, r).to_string();
+        if self.config.envoy_log {
+            log::info!("{LINE_PREFIX}{line}");
+        }
         m.add_named("request_log_lines", 1);
+        if let Some(c) = &self.collector {
+            // The request's own time: the host's clock is not read again for it.
+            if !c.borrow_mut().push(line, r.sent_at_ns) {
+                m.add_named("request_log_dropped", 1);
+            }
+        }
+    }
+
+    fn set_collector(&mut self, lines: &SharedLines) {
+        if self.config.http.is_some() {
+            self.collector = Some(Rc::clone(lines));
+        }
     }
 }

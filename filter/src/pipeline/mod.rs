@@ -116,6 +116,13 @@ impl Pipeline {
         self.observers.iter().any(|o| o.wants_response_heads())
     }
 
+    /// Give the observers that write lines the VM's buffer for the HTTP collector.
+    pub fn set_collector(&mut self, lines: &crate::observers::log_sink::SharedLines) {
+        for o in &mut self.observers {
+            o.set_collector(lines);
+        }
+    }
+
     /// Whether an observer counts group members (see [`Observer::wants_groups`]).
     pub fn wants_groups(&self) -> bool {
         self.observers.iter().any(|o| o.wants_groups())

@@ -104,6 +104,9 @@ pub trait Observer {
         false
     }
 
+    /// The VM's buffer of lines for an HTTP collector (observers that write lines keep it).
+    fn set_collector(&mut self, _lines: &crate::observers::log_sink::SharedLines) {}
+
     /// Whether it counts group members: group requests' group ids are then read
     /// (`RequestRecord::group`).
     fn wants_groups(&self) -> bool {

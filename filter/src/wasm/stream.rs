@@ -54,13 +54,20 @@ pub struct VmShared {
     pub held: HeldBudget,
     pub limits: Rc<dyn BucketStore>,
     pub mutes: SharedMutes,
+    /// Request-log lines for the HTTP collector, when one is configured.
+    pub collector: Option<crate::observers::log_sink::SharedLines>,
 }
 
 impl KafkaStream {
     pub fn new(id: u32, config: Rc<Config>, vm: &VmShared) -> Self {
+        let mut conn =
+            KafkaConnection::with_shared(id, config, vm.held.clone(), Rc::clone(&vm.limits));
+        if let Some(lines) = &vm.collector {
+            conn.set_collector(lines);
+        }
         Self {
             id,
-            conn: KafkaConnection::with_shared(id, config, vm.held.clone(), Rc::clone(&vm.limits)),
+            conn,
             metrics: Rc::clone(&vm.metrics),
             mutes: Rc::clone(&vm.mutes),
             active: false,
