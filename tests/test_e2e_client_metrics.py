@@ -385,7 +385,7 @@ def test_request_log_lines_reach_an_http_collector_and_drops_are_counted(make_st
     config = {"request_log": {"match": {"client_id": {"prefix": "logged-"}}, "apis": ["Produce"],
                               "envoy_log": False,
                               "http": {"cluster": "request_log_collector", "path": "/kafka/lines",
-                                       "flush_ms": 200, "batch_lines": 20}}}
+                                       "flush_ms": 200, "batch_lines": 2}}}
     try:
         stack = make_stack("filter", config, component_log_level="wasm:info",
                            extra_clusters=[cluster])
@@ -402,7 +402,7 @@ def test_request_log_lines_reach_an_http_collector_and_drops_are_counted(make_st
         assert len(got) == written
         assert {p for p, _, _ in collector.posts} == {"/kafka/lines"}
         assert {t for _, t, _ in collector.posts} == {"application/x-ndjson"}
-        assert all(len(lines) <= 20 for _, _, lines in collector.posts)
+        assert all(len(lines) <= 2 for _, _, lines in collector.posts)
         assert {ln["client_id"] for ln in got} == {"logged-rdkafka", "logged-python"}
         assert all(ln["api"] == "Produce" and ln["produced"][0]["topic"] == "collected" for ln in got)
         assert sum(t["records"] for ln in got for t in ln["produced"]) == 2 * len(plan)
