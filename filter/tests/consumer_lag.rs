@@ -141,3 +141,47 @@ fn bad_consumer_lag_configuration_names_the_field() {
         assert!(err.contains(field), "{doc}: {err}");
     }
 }
+
+/// Transactional commits (TxnOffsetCommit, as exactly-once consumers and Kafka Streams send
+/// them) count like OffsetCommit once the broker accepts them, in every version.
+#[test]
+fn transactional_commits_count_once_accepted() {
+    use kafka_protocol::messages::txn_offset_commit_request::{
+        TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::txn_offset_commit_response::{
+        TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+    };
+    use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
+    let cfg = Rc::new(config::parse(br#"{"consumer_lag": {}}"#).unwrap());
+    for version in [0, 3, 4] {
+        let store = Rc::new(LocalStore::default());
+        let mut m = RecordingSink::default();
+        let mut c = conn(&cfg, &store, 1);
+        fetch(&mut c, 1, "orders.v1", 100, &mut m);
+        for (corr, offset, error) in [(2, 70, 0), (3, 90, 51)] {
+            let req = TxnOffsetCommitRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("g1")))
+                .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+                    .with_name(name("orders.v1"))
+                    .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(offset)])]);
+            let resp = TxnOffsetCommitResponse::default().with_topics(vec![
+                TxnOffsetCommitResponseTopic::default()
+                    .with_name(name("orders.v1"))
+                    .with_partitions(vec![TxnOffsetCommitResponsePartition::default()
+                        .with_partition_index(0)
+                        .with_error_code(error)]),
+            ]);
+            exchange(
+                &mut c,
+                &request(ApiKey::TxnOffsetCommit, version, corr, "reader", &req),
+                &response(ApiKey::TxnOffsetCommit, version, corr, &resp),
+                &mut m,
+            );
+        }
+        // 70 accepted; 90 refused (CONCURRENT_TRANSACTIONS): lag 30.
+        assert_eq!(m.named(LAG), 30, "v{version}");
+    }
+}

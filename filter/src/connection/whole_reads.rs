@@ -3,9 +3,12 @@
 //! response for which of them the broker accepted. Read only when an observer wants them, and
 //! only up to [`MAX_WHOLE_BYTES`]; they pass unchanged and are never held.
 
+use std::collections::HashSet;
+
 use bytes::Bytes;
 use kafka_protocol::messages::{
     MetadataResponse, OffsetCommitRequest, OffsetCommitResponse, ResponseHeader,
+    TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
 use kafka_protocol::protocol::{Decodable, HeaderVersion};
 
@@ -22,6 +25,7 @@ use crate::pipeline::RequestProgress;
 
 const METADATA: i16 = 3;
 const OFFSET_COMMIT: i16 = 8;
+const TXN_OFFSET_COMMIT: i16 = 28;
 /// Topic ids appear in Metadata v10.
 const METADATA_TOPIC_IDS: i16 = 10;
 /// Read whole up to this size: a cluster of a thousand topics or so, a commit of a few thousand
@@ -30,15 +34,15 @@ const METADATA_TOPIC_IDS: i16 = 10;
 const MAX_WHOLE_BYTES: usize = MAX_HEAD_BYTES;
 
 impl ConnState {
-    /// An OffsetCommit request is read whole when an observer follows commits; `Some(step)`
-    /// while more of it is needed.
+    /// An OffsetCommit or TxnOffsetCommit request is read whole when an observer follows
+    /// commits; `Some(step)` while more of it is needed.
     pub(super) fn read_commit_request(
         &mut self,
         p: &mut RequestProgress,
         h: &FrameHead<'_>,
     ) -> Option<Step> {
         let head = &p.head;
-        if head.api_key != OFFSET_COMMIT
+        if !matches!(head.api_key, OFFSET_COMMIT | TXN_OFFSET_COMMIT)
             || !head.header_decoded
             || !head.version_known
             || h.frame_len > MAX_WHOLE_BYTES
@@ -56,30 +60,38 @@ impl ConnState {
         }
         let body = h.prefix.get(head.header_len..).unwrap_or_default();
         let mut buf = Bytes::copy_from_slice(body);
-        let Ok(req) = OffsetCommitRequest::decode(&mut buf, head.api_version) else {
+        let commits = match head.api_key {
+            OFFSET_COMMIT => OffsetCommitRequest::decode(&mut buf, head.api_version)
+                .ok()
+                .map(|req| Commits {
+                    offsets: offsets(req.topics.iter().flat_map(|t| {
+                        t.partitions
+                            .iter()
+                            .map(|p| (t.name.as_str(), p.partition_index, p.committed_offset))
+                    })),
+                    group: req.group_id.to_string(),
+                }),
+            _ => TxnOffsetCommitRequest::decode(&mut buf, head.api_version)
+                .ok()
+                .map(|req| Commits {
+                    offsets: offsets(req.topics.iter().flat_map(|t| {
+                        t.partitions
+                            .iter()
+                            .map(|p| (t.name.as_str(), p.partition_index, p.committed_offset))
+                    })),
+                    group: req.group_id.to_string(),
+                }),
+        };
+        let Some(commits) = commits else {
             log::debug!(
-                "connection {}: an OffsetCommit request did not decode; not followed",
-                self.id
+                "connection {}: an offset commit request (API key {}) did not decode; not followed",
+                self.id,
+                head.api_key
             );
             return None;
         };
-        let offsets = req
-            .topics
-            .iter()
-            .flat_map(|t| {
-                t.partitions.iter().map(|p| CommittedOffset {
-                    topic: t.name.to_string(),
-                    partition: p.partition_index,
-                    offset: p.committed_offset,
-                })
-            })
-            .take(MAX_PARTITIONS)
-            .collect();
         p.facts = Some(Box::new(Facts {
-            commits: Some(Commits {
-                group: req.group_id.to_string(),
-                offsets,
-            }),
+            commits: Some(commits),
             ..Facts::default()
         }));
         None
@@ -96,7 +108,9 @@ impl ConnState {
     ) -> Result<Step, Inflight> {
         let wanted = match request.api_key {
             METADATA => request.api_version >= METADATA_TOPIC_IDS && self.pipeline.wants_topics(),
-            OFFSET_COMMIT => request.facts.as_ref().is_some_and(|f| f.commits.is_some()),
+            OFFSET_COMMIT | TXN_OFFSET_COMMIT => {
+                request.facts.as_ref().is_some_and(|f| f.commits.is_some())
+            }
             _ => false,
         };
         if !wanted || h.frame_len > MAX_WHOLE_BYTES {
@@ -142,9 +156,9 @@ impl ConnState {
         let version = w.request.api_version;
         match w.request.api_key {
             METADATA => learn_topic_ids(prefix, version, &*self.store),
-            OFFSET_COMMIT => {
+            api @ (OFFSET_COMMIT | TXN_OFFSET_COMMIT) => {
                 if let Some(commits) = w.request.facts.as_mut().and_then(|f| f.commits.as_mut()) {
-                    keep_accepted(commits, prefix, version);
+                    keep_accepted(commits, api, prefix, version);
                 }
             }
             _ => {}
@@ -186,22 +200,60 @@ fn learn_topic_ids(frame: &[u8], version: i16, store: &dyn BucketStore) {
     }
 }
 
-/// Keep only the commits the OffsetCommit response (`frame`) accepted (error code 0); none if
-/// it does not decode.
-fn keep_accepted(commits: &mut Commits, frame: &[u8], version: i16) {
+/// The offsets of a commit request, at most [`MAX_PARTITIONS`] of them.
+fn offsets<'a>(all: impl Iterator<Item = (&'a str, i32, i64)>) -> Vec<CommittedOffset> {
+    all.take(MAX_PARTITIONS)
+        .map(|(topic, partition, offset)| CommittedOffset {
+            topic: topic.to_string(),
+            partition,
+            offset,
+        })
+        .collect()
+}
+
+/// Keep only the commits the OffsetCommit or TxnOffsetCommit response (`frame`) accepted
+/// (error code 0); none if it does not decode. A transaction's commits count once its
+/// TxnOffsetCommit is accepted, before the transaction ends (a transaction that aborts later
+/// leaves them counted until the group's next commit).
+fn keep_accepted(commits: &mut Commits, api: i16, frame: &[u8], version: i16) {
     let mut buf = Bytes::copy_from_slice(frame);
-    let decoded = ResponseHeader::decode(&mut buf, OffsetCommitResponse::header_version(version))
-        .and_then(|_| OffsetCommitResponse::decode(&mut buf, version));
-    let Ok(response) = decoded else {
+    // A set: a hostile commit names thousands of partitions in the request and the response.
+    let accepted: Option<HashSet<(String, i32)>> = if api == OFFSET_COMMIT {
+        ResponseHeader::decode(&mut buf, OffsetCommitResponse::header_version(version))
+            .and_then(|_| OffsetCommitResponse::decode(&mut buf, version))
+            .ok()
+            .map(|r| {
+                r.topics
+                    .iter()
+                    .flat_map(|t| {
+                        t.partitions
+                            .iter()
+                            .filter(|p| p.error_code == 0)
+                            .map(|p| (t.name.to_string(), p.partition_index))
+                    })
+                    .collect()
+            })
+    } else {
+        ResponseHeader::decode(&mut buf, TxnOffsetCommitResponse::header_version(version))
+            .and_then(|_| TxnOffsetCommitResponse::decode(&mut buf, version))
+            .ok()
+            .map(|r| {
+                r.topics
+                    .iter()
+                    .flat_map(|t| {
+                        t.partitions
+                            .iter()
+                            .filter(|p| p.error_code == 0)
+                            .map(|p| (t.name.to_string(), p.partition_index))
+                    })
+                    .collect()
+            })
+    };
+    let Some(accepted) = accepted else {
         commits.offsets.clear();
         return;
     };
-    commits.offsets.retain(|c| {
-        response.topics.iter().any(|t| {
-            t.name.as_str() == c.topic
-                && t.partitions
-                    .iter()
-                    .any(|p| p.partition_index == c.partition && p.error_code == 0)
-        })
-    });
+    commits
+        .offsets
+        .retain(|c| accepted.contains(&(c.topic.clone(), c.partition)));
 }
