@@ -302,6 +302,18 @@ def test_committed_lag_agrees_with_the_broker_and_reads_zero_once_caught_up(make
                and len(lag_gauges(stack.envoy.kafka_stats(), group, topic)) == 2, 20,
                what="the filter's lag to read 0 on both partitions")
 
+    # Fetch-position lag per client: the reader has fetched everything, on both partitions.
+    def fetch_lags() -> dict[int, int]:
+        prefix = f"kafka.client.lag-reader.principal.none.topic.{topic}.partition."
+        return {int(n[len(prefix):].split(".")[0]): int(v) for n, v in stack.envoy.kafka_stats().items()
+                if n.startswith(prefix) and n.endswith(".client_fetch_lag")}
+
+    wait_until(lambda: fetch_lags() == {0: 0, 1: 0}, 20,
+               what=f"the reader's fetch lag to read 0 on both partitions (now {fetch_lags()})")
+    series = stack.envoy.prometheus().find("kafka_client_fetch_lag", kafka_client_id="lag-reader",
+                                           kafka_topic=topic)
+    assert sorted(lb["kafka_partition"] for lb, _ in series) == ["0", "1"], series
+
 
 def test_request_log_lines_in_envoys_log(make_stack):
     """One JSON line per matching request in Envoy's log: the logged client's Produce requests,

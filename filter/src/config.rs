@@ -170,6 +170,7 @@ fn parse_request_log(raw: RawRequestLog) -> Result<RequestLogConfig, ConfigError
 #[serde(deny_unknown_fields)]
 struct RawLag {
     max_series: Option<i64>,
+    fetch_lag: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -296,6 +297,7 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
             Some(l) => Some(LagConfig {
                 max_series: in_range("consumer_lag.max_series", l.max_series, 1, MAX_MAX_CLIENTS)?
                     .map_or(DEFAULT_MAX_LAG_SERIES, |n| n as u32),
+                fetch_lag: l.fetch_lag.unwrap_or(true),
             }),
         },
     })

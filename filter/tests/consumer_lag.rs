@@ -185,3 +185,149 @@ fn transactional_commits_count_once_accepted() {
         assert_eq!(m.named(LAG), 30, "v{version}");
     }
 }
+
+/// Fetch-position lag per client: log end (or last stable offset when reading committed) minus
+/// the offset fetched from, following a fetch session (KIP-227) across full and incremental
+/// fetches.
+#[test]
+fn fetch_lag_follows_positions_and_fetch_sessions() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
+    let cfg = Rc::new(config::parse(br#"{"consumer_lag": {}}"#).unwrap());
+    let store = Rc::new(LocalStore::default());
+    let mut m = RecordingSink::default();
+    let mut c = conn(&cfg, &store, 1);
+    let fetch = |epoch: i32, isolation: i8, parts: &[(i32, i64)], forgotten: &[i32]| {
+        let mut req = FetchRequest::default()
+            .with_session_epoch(epoch)
+            .with_isolation_level(isolation);
+        if !parts.is_empty() {
+            req = req.with_topics(vec![FetchTopic::default()
+                .with_topic(name("orders.v1"))
+                .with_partitions(
+                    parts
+                        .iter()
+                        .map(|&(p, o)| {
+                            FetchPartition::default()
+                                .with_partition(p)
+                                .with_fetch_offset(o)
+                        })
+                        .collect(),
+                )]);
+        }
+        if !forgotten.is_empty() {
+            req = req.with_forgotten_topics_data(vec![ForgottenTopic::default()
+                .with_topic(name("orders.v1"))
+                .with_partitions(forgotten.to_vec())]);
+        }
+        req
+    };
+    let answer = |parts: &[(i32, i64, i64)]| {
+        FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
+            .with_topic(name("orders.v1"))
+            .with_partitions(
+                parts
+                    .iter()
+                    .map(|&(p, hw, lso)| {
+                        PartitionData::default()
+                            .with_partition_index(p)
+                            .with_high_watermark(hw)
+                            .with_last_stable_offset(lso)
+                            .with_records(Some(record_set(&[1], hw - 1)))
+                    })
+                    .collect(),
+            )])
+    };
+    let gauge = |p: i32| {
+        format!("client.reader.principal.none.topic.orders.v1.partition.{p}.client_fetch_lag")
+    };
+    let mut round = |corr: i32, req: FetchRequest, resp: FetchResponse, m: &mut RecordingSink| {
+        exchange(
+            &mut c,
+            &request(ApiKey::Fetch, 12, corr, "reader", &req),
+            &response(ApiKey::Fetch, 12, corr, &resp),
+            m,
+        );
+        c.flush(m);
+    };
+    // A full fetch opening a session.
+    round(
+        1,
+        fetch(0, 0, &[(0, 10), (1, 5)], &[]),
+        answer(&[(0, 100, 90), (1, 50, 40)]),
+        &mut m,
+    );
+    assert_eq!((m.named(&gauge(0)), m.named(&gauge(1))), (90, 45));
+    // Incremental: only partition 0 moved; the response leaves partition 1 out.
+    round(
+        2,
+        fetch(1, 0, &[(0, 100)], &[]),
+        answer(&[(0, 120, 120)]),
+        &mut m,
+    );
+    assert_eq!((m.named(&gauge(0)), m.named(&gauge(1))), (20, 45));
+    // Partition 1 forgotten: a log end for it no longer moves its figure.
+    round(3, fetch(2, 0, &[], &[1]), answer(&[(1, 80, 80)]), &mut m);
+    assert_eq!(m.named(&gauge(1)), 45);
+    // A read-committed consumer without a session: up to the last stable offset.
+    round(
+        4,
+        fetch(-1, 1, &[(0, 100)], &[]),
+        answer(&[(0, 130, 110)]),
+        &mut m,
+    );
+    assert_eq!(m.named(&gauge(0)), 10);
+    // Off when asked.
+    let off = Rc::new(config::parse(br#"{"consumer_lag": {"fetch_lag": false}}"#).unwrap());
+    let mut m2 = RecordingSink::default();
+    let mut c2 = conn(&off, &store, 2);
+    exchange(
+        &mut c2,
+        &request(ApiKey::Fetch, 12, 1, "reader", &fetch(0, 0, &[(0, 1)], &[])),
+        &response(ApiKey::Fetch, 12, 1, &answer(&[(0, 100, 100)])),
+        &mut m2,
+    );
+    c2.end(&mut m2);
+    assert!(!m2.named.keys().any(|k| k.ends_with("client_fetch_lag")));
+}
+
+/// Producers move log ends too: a Produce response's base offset plus the records the request
+/// carried, so a group whose consumers have stopped fetching still shows its lag growing.
+#[test]
+fn produce_responses_move_log_ends() {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::produce_response::{
+        PartitionProduceResponse, TopicProduceResponse,
+    };
+    use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+    let cfg = Rc::new(config::parse(br#"{"consumer_lag": {}}"#).unwrap());
+    let store = Rc::new(LocalStore::default());
+    let mut m = RecordingSink::default();
+    let mut consumer = conn(&cfg, &store, 1);
+    fetch(&mut consumer, 1, "orders.v1", 60, &mut m);
+    commit(&mut consumer, 2, "g1", 60, 0, &mut m);
+    assert_eq!(m.named(LAG), 0);
+    let mut producer = conn(&cfg, &store, 2);
+    for (corr, base, error) in [(1, 60, 0), (2, 65, 0), (3, 70, 6)] {
+        let req = ProduceRequest::default()
+            .with_acks(-1)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(name("orders.v1"))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(record_set(&[2, 3], 0)))])]);
+        let resp = ProduceResponse::default().with_responses(vec![TopicProduceResponse::default()
+            .with_name(name("orders.v1"))
+            .with_partition_responses(vec![PartitionProduceResponse::default()
+                .with_index(0)
+                .with_error_code(error)
+                .with_base_offset(base)])]);
+        exchange(
+            &mut producer,
+            &request(ApiKey::Produce, 9, corr, "writer", &req),
+            &response(ApiKey::Produce, 9, corr, &resp),
+            &mut m,
+        );
+    }
+    // Two appends of 5 records accepted (the third refused: NOT_LEADER_OR_FOLLOWER): end 70.
+    assert_eq!(m.named(LAG), 10);
+}

@@ -7,6 +7,7 @@
 //! is rewritten: the chunk is forwarded exactly as it came.
 
 mod examine;
+mod fetch_positions;
 mod group_ids;
 mod headers;
 mod walking;

@@ -82,7 +82,7 @@ pub const STATS_TAGS: &[(&str, &str)] = &[
     // per-client topic series and in the lag series.
     (
         "kafka_topic",
-        r"^wasmcustom\.kafka\.(?:client\.[^.]+\.principal\.[^.]+|group\.[^.]+|limit\.[^.]+)\.(topic\.(.+)\.)(?:client_topic_[a-z_]+|partition\.[0-9]+\.group_lag|limit_topic_[a-z_]+)$",
+        r"^wasmcustom\.kafka\.(?:client\.[^.]+\.principal\.[^.]+|group\.[^.]+|limit\.[^.]+)\.(topic\.(.+)\.)(?:client_topic_[a-z_]+|partition\.[0-9]+\.(?:group_lag|client_fetch_lag)|limit_topic_[a-z_]+)$",
     ),
     (
         "kafka_group",
@@ -90,7 +90,7 @@ pub const STATS_TAGS: &[(&str, &str)] = &[
     ),
     (
         "kafka_partition",
-        r"^wasmcustom\.kafka\.group\.[^.]+\.topic\..+\.(partition\.([0-9]+)\.)group_lag$",
+        r"^wasmcustom\.kafka\.(?:group\.[^.]+|client\.[^.]+\.principal\.[^.]+)\.topic\..+\.(partition\.([0-9]+)\.)(?:group_lag|client_fetch_lag)$",
     ),
     // The version keeps its dots: it is the last label, read up to the metric's own name.
     (

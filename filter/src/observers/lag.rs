@@ -1,7 +1,8 @@
 //! Committed consumer lag, kept current from the traffic alone (no request of its own to the
 //! broker): per group, topic and partition, the partition's log end (the high watermark of the
-//! Fetch responses passing the filter) minus the offset the group last committed (OffsetCommit
-//! requests the broker accepted) -- the definition Burrow and kafka-lag-exporter use.
+//! Fetch responses passing the filter, and where the appends of Produce requests ended) minus the
+//! offset the group last committed (OffsetCommit and TxnOffsetCommit requests the broker
+//! accepted) -- the definition Burrow and kafka-lag-exporter use.
 //!
 //! Log ends and commits are kept in the store every worker shares, so a commit seen on one
 //! worker and a fetch on another make one figure. A gauge per (group, topic, partition) is set
@@ -10,6 +11,7 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use super::fetch_lag::FetchLag;
 use crate::connection::topic_name;
 use crate::limits::BucketStore;
 use crate::metrics::{metric_label, topic_label, MetricsSink};
@@ -18,8 +20,11 @@ use crate::pipeline::{Observer, RequestRecord};
 /// `consumer_lag` in the plugin configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LagConfig {
-    /// Distinct (group, topic, partition) series, per Envoy process.
+    /// Distinct (group, topic, partition) series, per Envoy process (and as many fetch-lag
+    /// series).
     pub max_series: u32,
+    /// Fetch-position lag per client too (see `fetch_lag`): Fetch requests are read whole.
+    pub fetch_lag: bool,
 }
 
 pub const DEFAULT_MAX_LAG_SERIES: u32 = 10_000;
@@ -33,6 +38,7 @@ pub struct ConsumerLag {
     config: LagConfig,
     store: Rc<dyn BucketStore>,
     reported_ends: HashMap<(String, i32), i64>,
+    fetch_lag: Option<FetchLag>,
 }
 
 fn end_key(topic: &str, partition: i32) -> String {
@@ -50,6 +56,9 @@ fn groups_key(topic: &str, partition: i32) -> String {
 impl ConsumerLag {
     pub fn new(config: LagConfig, store: Rc<dyn BucketStore>) -> Self {
         Self {
+            fetch_lag: config
+                .fetch_lag
+                .then(|| FetchLag::new(Rc::clone(&store), config.max_series)),
             config,
             store,
             reported_ends: HashMap::new(),
@@ -71,6 +80,25 @@ impl ConsumerLag {
         groups.push(group.to_string());
         self.store
             .set_text(&groups_key(topic, partition), &groups.join("\n"));
+    }
+
+    /// A partition's log end seen (a Fetch response's high watermark, or where a Produce
+    /// request's append ended): raise the shared end, and set the lag of the groups following it.
+    fn log_end(&mut self, topic: &str, partition: i32, end: i64, m: &mut dyn MetricsSink) {
+        let seen = (topic.to_string(), partition);
+        if self.reported_ends.get(&seen) == Some(&end) {
+            return;
+        }
+        if self.reported_ends.len() >= MAX_ENDS_PER_CONNECTION {
+            self.reported_ends.clear();
+        }
+        self.reported_ends.insert(seen, end);
+        let end = self.store.raise_number(&end_key(topic, partition), end);
+        for group in self.groups(topic, partition) {
+            if let Some(c) = self.store.number(&commit_key(&group, topic, partition)) {
+                self.report(&group, topic, partition, end, c, m);
+            }
+        }
     }
 
     /// Set the lag gauge of one group's partition, if its series is admitted.
@@ -104,27 +132,34 @@ impl Observer for ConsumerLag {
         true
     }
 
+    fn wants_log_ends(&self) -> bool {
+        true
+    }
+
+    fn wants_fetch_positions(&self) -> bool {
+        self.fetch_lag.is_some()
+    }
+
+    fn flush(&mut self, m: &mut dyn MetricsSink) {
+        if let Some(f) = &mut self.fetch_lag {
+            f.flush(m);
+        }
+    }
+
     fn on_finished(&mut self, r: &RequestRecord<'_>, m: &mut dyn MetricsSink) {
+        if let Some(f) = &mut self.fetch_lag {
+            f.on_fetch(r);
+        }
         for t in r.fetched.map_or(&[][..], |w| &w.topics) {
             let Some(topic) = topic_name(&t.topic, &*self.store) else {
                 continue;
             };
             for &(partition, end) in &t.ends {
-                let seen = (topic.clone(), partition);
-                if self.reported_ends.get(&seen) == Some(&end) {
-                    continue;
-                }
-                if self.reported_ends.len() >= MAX_ENDS_PER_CONNECTION {
-                    self.reported_ends.clear();
-                }
-                self.reported_ends.insert(seen, end);
-                let end = self.store.raise_number(&end_key(&topic, partition), end);
-                for group in self.groups(&topic, partition) {
-                    if let Some(c) = self.store.number(&commit_key(&group, &topic, partition)) {
-                        self.report(&group, &topic, partition, end, c, m);
-                    }
-                }
+                self.log_end(&topic, partition, end, m);
             }
+        }
+        for (topic, partition, end) in r.log_ends {
+            self.log_end(topic, *partition, *end, m);
         }
         if let Some(c) = r.commits {
             for o in &c.offsets {

@@ -3,6 +3,7 @@
 
 mod client_topics;
 mod clients;
+mod fetch_lag;
 mod lag;
 pub mod log_sink;
 mod request_log;

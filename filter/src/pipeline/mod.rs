@@ -123,6 +123,16 @@ impl Pipeline {
         }
     }
 
+    /// Whether an observer follows log ends (see [`Observer::wants_log_ends`]).
+    pub fn wants_log_ends(&self) -> bool {
+        self.observers.iter().any(|o| o.wants_log_ends())
+    }
+
+    /// Whether an observer follows fetch positions (see [`Observer::wants_fetch_positions`]).
+    pub fn wants_fetch_positions(&self) -> bool {
+        self.observers.iter().any(|o| o.wants_fetch_positions())
+    }
+
     /// Whether an observer counts group members (see [`Observer::wants_groups`]).
     pub fn wants_groups(&self) -> bool {
         self.observers.iter().any(|o| o.wants_groups())

@@ -1,6 +1,6 @@
 //! Read-only consumers of finished requests: one record each, never a change to the bytes.
 
-use super::facts::Commits;
+use super::facts::{Commits, FetchPositions};
 use super::identity::Identity;
 use super::plan::Outcome;
 use crate::api::ApiLabel;
@@ -37,6 +37,11 @@ pub struct RequestRecord<'a> {
     pub commits: Option<&'a Commits>,
     /// The group a group request is about, when observers count group members.
     pub group: Option<&'a str>,
+    /// A Fetch request's positions, when observers follow fetch-position lag.
+    pub fetch_positions: Option<&'a FetchPositions>,
+    /// Log ends a Produce request's response told (topic, partition, end), when observers
+    /// follow log ends.
+    pub log_ends: &'a [(String, i32, i64)],
     /// `throttle_time_ms` as the broker sent it, where the response leads with it (read only
     /// when observers want it).
     pub broker_throttle_ms: Option<i32>,
@@ -69,6 +74,11 @@ impl<'a> RequestRecord<'a> {
             fetched: None,
             commits: request.facts.as_ref().and_then(|f| f.commits.as_ref()),
             group: request.facts.as_ref().and_then(|f| f.group.as_deref()),
+            fetch_positions: request.facts.as_ref().and_then(|f| f.fetch.as_ref()),
+            log_ends: request
+                .facts
+                .as_ref()
+                .map_or(&[], |f| f.log_ends.as_slice()),
             broker_throttle_ms: request.response_head.throttle_ms,
             error_code: request.response_head.error_code,
         }
@@ -106,6 +116,18 @@ pub trait Observer {
 
     /// The VM's buffer of lines for an HTTP collector (observers that write lines keep it).
     fn set_collector(&mut self, _lines: &crate::observers::log_sink::SharedLines) {}
+
+    /// Whether it follows partitions' log ends: Produce responses are then read whole for their
+    /// base offsets (`RequestRecord::log_ends`).
+    fn wants_log_ends(&self) -> bool {
+        false
+    }
+
+    /// Whether it follows consumers' fetch positions: Fetch requests are then read whole
+    /// (`RequestRecord::fetch_positions`).
+    fn wants_fetch_positions(&self) -> bool {
+        false
+    }
 
     /// Whether it counts group members: group requests' group ids are then read
     /// (`RequestRecord::group`).

@@ -98,4 +98,9 @@ impl Layout for FetchLayout {
     fn log_end(p: &FetchPartition) -> Option<i64> {
         (p.error_code == 0 && p.high_watermark >= 0).then_some(p.high_watermark)
     }
+
+    /// The last stable offset, when the partition answered without an error (v4+).
+    fn stable_end(p: &FetchPartition) -> Option<i64> {
+        (p.error_code == 0 && p.last_stable_offset >= 0).then_some(p.last_stable_offset)
+    }
 }

@@ -56,6 +56,11 @@ pub struct TopicCount {
     pub records: u64,
     /// Per partition, its log end offset (a Fetch response's high watermark); empty for Produce.
     pub ends: Vec<(i32, i64)>,
+    /// Per partition, its last stable offset (Fetch v4+); empty for Produce.
+    pub stable_ends: Vec<(i32, i64)>,
+    /// Per partition, its records (a Produce request's: with the response's base offsets,
+    /// where each partition's log ends after the append).
+    pub partition_records: Vec<(i32, u64)>,
 }
 
 /// What a walk found, per topic in frame order (a topic named twice is listed twice).

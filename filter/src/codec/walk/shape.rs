@@ -24,6 +24,11 @@ pub trait Layout {
     fn log_end(_p: &Self::Partition) -> Option<i64> {
         None
     }
+    /// The partition's last stable offset (what read-committed consumers can read up to),
+    /// where the frame says it.
+    fn stable_end(_p: &Self::Partition) -> Option<i64> {
+        None
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,10 +113,20 @@ impl<L: Layout> Walker<L> {
                 .partitions
                 .iter()
                 .filter_map(|p| L::log_end(p).map(|end| (L::records_of(p).partition, end)));
+            let stable_ends = t
+                .partitions
+                .iter()
+                .filter_map(|p| L::stable_end(p).map(|end| (L::records_of(p).partition, end)));
             TopicCount {
                 bytes: parts.clone().map(|p| p.bytes).sum(),
                 records: parts.map(|p| p.records).sum(),
                 ends: ends.collect(),
+                stable_ends: stable_ends.collect(),
+                partition_records: t
+                    .partitions
+                    .iter()
+                    .map(|p| (L::records_of(p).partition, L::records_of(p).records))
+                    .collect(),
                 topic: t.topic,
             }
         });
