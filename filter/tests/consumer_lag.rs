@@ -331,3 +331,52 @@ fn produce_responses_move_log_ends() {
     // Two appends of 5 records accepted (the third refused: NOT_LEADER_OR_FOLLOWER): end 70.
     assert_eq!(m.named(LAG), 10);
 }
+
+/// A ListOffsets request for the latest offset (consumers ask it when they start, lag tools all
+/// the time) tells the log end; other timestamps and read-committed requests do not.
+#[test]
+fn list_offsets_for_the_latest_offset_moves_log_ends() {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::list_offsets_response::{
+        ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+    };
+    use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+    let cfg = Rc::new(config::parse(br#"{"consumer_lag": {}}"#).unwrap());
+    let store = Rc::new(LocalStore::default());
+    let mut m = RecordingSink::default();
+    let mut c = conn(&cfg, &store, 1);
+    commit(&mut c, 1, "g1", 60, 0, &mut m);
+    assert!(!m.named.contains_key(LAG), "no log end yet");
+    for (corr, version, isolation, timestamp, offset) in [
+        (2, 7, 0, -2, 0),   // earliest: not a log end
+        (3, 7, 1, -1, 500), // read committed: the last stable offset, not the log end
+        (4, 1, 0, -1, 80),  // latest
+        (5, 9, 0, -1, 90),  // latest, flexible version
+    ] {
+        let req = ListOffsetsRequest::default()
+            .with_isolation_level(isolation)
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(name("orders.v1"))
+                .with_partitions(vec![ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_timestamp(timestamp)])]);
+        let resp =
+            ListOffsetsResponse::default().with_topics(vec![ListOffsetsTopicResponse::default()
+                .with_name(name("orders.v1"))
+                .with_partitions(vec![ListOffsetsPartitionResponse::default()
+                    .with_partition_index(0)
+                    .with_offset(offset)])]);
+        exchange(
+            &mut c,
+            &request(ApiKey::ListOffsets, version, corr, "lag-tool", &req),
+            &response(ApiKey::ListOffsets, version, corr, &resp),
+            &mut m,
+        );
+        let want = match corr {
+            2 | 3 => None,
+            4 => Some(20),
+            _ => Some(30),
+        };
+        assert_eq!(m.named.get(LAG).copied(), want, "request {corr}");
+    }
+}

@@ -113,7 +113,8 @@ impl ConnState {
             let need = self
                 .read_commit_request(&mut p, h)
                 .or_else(|| self.read_group_id(&mut p, h))
-                .or_else(|| self.read_fetch_request(&mut p, h));
+                .or_else(|| self.read_fetch_request(&mut p, h))
+                .or_else(|| self.read_list_offsets_request(&mut p, h));
             if let Some(need) = need {
                 self.request = Some(p);
                 return need;

@@ -10,6 +10,7 @@ mod examine;
 mod fetch_positions;
 mod group_ids;
 mod headers;
+mod log_ends;
 mod walking;
 mod whole_reads;
 

@@ -7,12 +7,13 @@ use std::collections::HashSet;
 
 use bytes::Bytes;
 use kafka_protocol::messages::{
-    MetadataResponse, OffsetCommitRequest, OffsetCommitResponse, ProduceResponse, ResponseHeader,
+    MetadataResponse, OffsetCommitRequest, OffsetCommitResponse, ResponseHeader,
     TxnOffsetCommitRequest, TxnOffsetCommitResponse,
 };
 use kafka_protocol::protocol::{Decodable, HeaderVersion};
 
 use super::examine::ConnState;
+use super::log_ends::{list_offsets_log_ends, produce_log_ends};
 use super::walking::ResponseWalk;
 use crate::codec::frame::{FrameHead, HEAD_WINDOW, MAX_HEAD_BYTES};
 use crate::codec::inflight::Inflight;
@@ -24,6 +25,7 @@ use crate::pipeline::facts::{Commits, CommittedOffset, Facts};
 use crate::pipeline::RequestProgress;
 
 const PRODUCE: i16 = 0;
+const LIST_OFFSETS: i16 = 2;
 const METADATA: i16 = 3;
 const OFFSET_COMMIT: i16 = 8;
 const TXN_OFFSET_COMMIT: i16 = 28;
@@ -116,6 +118,10 @@ impl ConnState {
                 self.pipeline.wants_log_ends()
                     && request.facts.as_ref().is_some_and(|f| f.produced.is_some())
             }
+            LIST_OFFSETS => request
+                .facts
+                .as_ref()
+                .is_some_and(|f| !f.latest_asked.is_empty()),
             _ => false,
         };
         if !wanted || h.frame_len > MAX_WHOLE_BYTES {
@@ -166,6 +172,11 @@ impl ConnState {
                     f.log_ends = produce_log_ends(f, prefix, version, &*self.store);
                 }
             }
+            LIST_OFFSETS => {
+                if let Some(f) = w.request.facts.as_mut() {
+                    f.log_ends = list_offsets_log_ends(f, prefix, version);
+                }
+            }
             api @ (OFFSET_COMMIT | TXN_OFFSET_COMMIT) => {
                 if let Some(commits) = w.request.facts.as_mut().and_then(|f| f.commits.as_mut()) {
                     keep_accepted(commits, api, prefix, version);
@@ -208,56 +219,6 @@ fn learn_topic_ids(frame: &[u8], version: i16, store: &dyn BucketStore) {
             }
         }
     }
-}
-
-/// Where each partition's log ends after a Produce request's append: the response's base
-/// offset plus the records the request carried for it (partitions the broker refused, or that
-/// the request walk did not count, give none).
-fn produce_log_ends(
-    facts: &Facts,
-    frame: &[u8],
-    version: i16,
-    store: &dyn BucketStore,
-) -> Vec<(String, i32, i64)> {
-    let Some(produced) = &facts.produced else {
-        return Vec::new();
-    };
-    let mut buf = Bytes::copy_from_slice(frame);
-    let decoded = ResponseHeader::decode(&mut buf, ProduceResponse::header_version(version))
-        .and_then(|_| ProduceResponse::decode(&mut buf, version));
-    let Ok(response) = decoded else {
-        return Vec::new();
-    };
-    let mut ends = Vec::new();
-    for t in &response.responses {
-        let topic = if t.name.is_empty() {
-            TopicRef::Id(*t.topic_id.as_bytes())
-        } else {
-            TopicRef::Name(t.name.to_string())
-        };
-        let Some(sent) = produced.topics.iter().find(|c| c.topic == topic) else {
-            continue;
-        };
-        let Some(name) = topic_name(&topic, store) else {
-            continue;
-        };
-        for p in &t.partition_responses {
-            let records = sent
-                .partition_records
-                .iter()
-                .find(|(partition, _)| *partition == p.index)
-                .map(|(_, n)| *n);
-            if let (0, Some(records)) = (p.error_code, records) {
-                if p.base_offset >= 0 && records > 0 && ends.len() < MAX_PARTITIONS {
-                    let end = p
-                        .base_offset
-                        .saturating_add(i64::try_from(records).unwrap_or(0));
-                    ends.push((name.clone(), p.index, end));
-                }
-            }
-        }
-    }
-    ends
 }
 
 /// The offsets of a commit request, at most [`MAX_PARTITIONS`] of them.

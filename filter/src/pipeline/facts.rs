@@ -44,4 +44,6 @@ pub struct Facts {
     /// Where partitions' logs end after a Produce request's append (topic, partition, end),
     /// from its response's base offsets and the records it carried.
     pub log_ends: Vec<(String, i32, i64)>,
+    /// The partitions a ListOffsets request asks the latest offset (the log end) of.
+    pub latest_asked: Vec<(String, i32)>,
 }
