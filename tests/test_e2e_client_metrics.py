@@ -252,7 +252,7 @@ def test_a_client_inventing_ids_leaves_the_series_at_the_cap(make_stack):
     assert after - before < 16 * 2**20, (before, after)
 
 
-LAG_CONFIG = {"consumer_lag": {"max_series": 100}}
+LAG_CONFIG = {"consumer_lag": {"max_series": 100}, "client_metrics": {}}
 
 
 def lag_gauges(stats: dict[str, float], group: str, topic: str) -> dict[int, int]:
@@ -310,9 +310,14 @@ def test_committed_lag_agrees_with_the_broker_and_reads_zero_once_caught_up(make
 
     wait_until(lambda: fetch_lags() == {0: 0, 1: 0}, 20,
                what=f"the reader's fetch lag to read 0 on both partitions (now {fetch_lags()})")
-    series = stack.envoy.prometheus().find("kafka_client_fetch_lag", kafka_client_id="lag-reader",
-                                           kafka_topic=topic)
+    prom_text = stack.envoy.prometheus()
+    series = prom_text.find("kafka_client_fetch_lag", kafka_client_id="lag-reader", kafka_topic=topic)
     assert sorted(lb["kafka_partition"] for lb, _ in series) == ["0", "1"], series
+    # Responses by top-level error code: the broker (KIP-394) answers a new member's first
+    # JoinGroup with MEMBER_ID_REQUIRED, and both clients join again with the id it gave.
+    joins = prom_text.find("kafka_client_response_errors", kafka_client_id="lag-reader",
+                           kafka_api="JoinGroup", kafka_error="MemberIdRequired")
+    assert joins and joins[0][1] >= 1, joins
 
 
 def test_request_log_lines_in_envoys_log(make_stack):

@@ -221,18 +221,19 @@ fn fetch_lag_follows_positions_and_fetch_sessions() {
         }
         req
     };
-    let answer = |parts: &[(i32, i64, i64)]| {
+    // Per partition: high watermark, last stable offset, and the one record it carries.
+    let answer = |parts: &[(i32, i64, i64, i64)]| {
         FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
             .with_topic(name("orders.v1"))
             .with_partitions(
                 parts
                     .iter()
-                    .map(|&(p, hw, lso)| {
+                    .map(|&(p, hw, lso, at)| {
                         PartitionData::default()
                             .with_partition_index(p)
                             .with_high_watermark(hw)
                             .with_last_stable_offset(lso)
-                            .with_records(Some(record_set(&[1], hw - 1)))
+                            .with_records(Some(record_set(&[1], at)))
                     })
                     .collect(),
             )])
@@ -249,33 +250,39 @@ fn fetch_lag_follows_positions_and_fetch_sessions() {
         );
         c.flush(m);
     };
-    // A full fetch opening a session.
+    // A full fetch opening a session; the lag counts the records the response carries as read
+    // (where the consumer stands once it has them).
     round(
         1,
         fetch(0, 0, &[(0, 10), (1, 5)], &[]),
-        answer(&[(0, 100, 90), (1, 50, 40)]),
+        answer(&[(0, 100, 90, 10), (1, 50, 40, 5)]),
         &mut m,
     );
-    assert_eq!((m.named(&gauge(0)), m.named(&gauge(1))), (90, 45));
+    assert_eq!((m.named(&gauge(0)), m.named(&gauge(1))), (89, 44));
     // Incremental: only partition 0 moved; the response leaves partition 1 out.
     round(
         2,
         fetch(1, 0, &[(0, 100)], &[]),
-        answer(&[(0, 120, 120)]),
+        answer(&[(0, 120, 120, 100)]),
         &mut m,
     );
-    assert_eq!((m.named(&gauge(0)), m.named(&gauge(1))), (20, 45));
+    assert_eq!((m.named(&gauge(0)), m.named(&gauge(1))), (19, 44));
     // Partition 1 forgotten: a log end for it no longer moves its figure.
-    round(3, fetch(2, 0, &[], &[1]), answer(&[(1, 80, 80)]), &mut m);
-    assert_eq!(m.named(&gauge(1)), 45);
+    round(
+        3,
+        fetch(2, 0, &[], &[1]),
+        answer(&[(1, 80, 80, 60)]),
+        &mut m,
+    );
+    assert_eq!(m.named(&gauge(1)), 44);
     // A read-committed consumer without a session: up to the last stable offset.
     round(
         4,
         fetch(-1, 1, &[(0, 100)], &[]),
-        answer(&[(0, 130, 110)]),
+        answer(&[(0, 130, 110, 100)]),
         &mut m,
     );
-    assert_eq!(m.named(&gauge(0)), 10);
+    assert_eq!(m.named(&gauge(0)), 9);
     // Off when asked.
     let off = Rc::new(config::parse(br#"{"consumer_lag": {"fetch_lag": false}}"#).unwrap());
     let mut m2 = RecordingSink::default();
@@ -283,7 +290,7 @@ fn fetch_lag_follows_positions_and_fetch_sessions() {
     exchange(
         &mut c2,
         &request(ApiKey::Fetch, 12, 1, "reader", &fetch(0, 0, &[(0, 1)], &[])),
-        &response(ApiKey::Fetch, 12, 1, &answer(&[(0, 100, 100)])),
+        &response(ApiKey::Fetch, 12, 1, &answer(&[(0, 100, 100, 1)])),
         &mut m2,
     );
     c2.end(&mut m2);

@@ -135,10 +135,10 @@ pub(super) fn produce_log_ends(
         };
         for p in &t.partition_responses {
             let records = sent
-                .partition_records
+                .partitions
                 .iter()
-                .find(|(partition, _)| *partition == p.index)
-                .map(|(_, n)| *n);
+                .find(|s| s.partition == p.index)
+                .map(|s| s.records);
             if let (0, Some(records)) = (p.error_code, records) {
                 if p.base_offset >= 0 && records > 0 && ends.len() < MAX_PARTITIONS {
                     let end = p

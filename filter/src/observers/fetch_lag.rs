@@ -87,16 +87,17 @@ impl FetchLag {
             let Some(name) = topic_name(&t.topic, store) else {
                 continue;
             };
-            let ends = if fetch.read_committed {
-                &t.stable_ends
-            } else {
-                &t.ends
-            };
-            for &(partition, end) in ends {
+            for p in &t.partitions {
+                let (partition, end) = match (fetch.read_committed, p.end, p.stable_end) {
+                    (false, Some(end), _) | (true, _, Some(end)) => (p.partition, end),
+                    _ => continue,
+                };
                 let Some(&offset) = self.positions.get(&(name.clone(), partition)) else {
                     continue;
                 };
-                let lag = u64::try_from(end.saturating_sub(offset)).unwrap_or(0);
+                // Where the consumer stands once it has the records this response carries.
+                let position = offset.max(p.next_offset);
+                let lag = u64::try_from(end.saturating_sub(position)).unwrap_or(0);
                 let gauge = format!(
                     "client.{client}.principal.{principal}.topic.{}.partition.{partition}.client_fetch_lag",
                     topic_label(&name)

@@ -154,8 +154,10 @@ impl Observer for ConsumerLag {
             let Some(topic) = topic_name(&t.topic, &*self.store) else {
                 continue;
             };
-            for &(partition, end) in &t.ends {
-                self.log_end(&topic, partition, end, m);
+            for p in &t.partitions {
+                if let Some(end) = p.end {
+                    self.log_end(&topic, p.partition, end, m);
+                }
             }
         }
         for (topic, partition, end) in r.log_ends {

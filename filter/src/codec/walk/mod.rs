@@ -54,13 +54,21 @@ pub struct TopicCount {
     pub topic: TopicRef,
     pub bytes: u64,
     pub records: u64,
-    /// Per partition, its log end offset (a Fetch response's high watermark); empty for Produce.
-    pub ends: Vec<(i32, i64)>,
-    /// Per partition, its last stable offset (Fetch v4+); empty for Produce.
-    pub stable_ends: Vec<(i32, i64)>,
-    /// Per partition, its records (a Produce request's: with the response's base offsets,
-    /// where each partition's log ends after the append).
-    pub partition_records: Vec<(i32, u64)>,
+    /// Its partitions, in frame order.
+    pub partitions: Vec<PartitionSummary>,
+}
+
+/// What a walk keeps of one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionSummary {
+    pub partition: i32,
+    pub records: u64,
+    /// Its log end (a Fetch response's high watermark, when it answered without an error).
+    pub end: Option<i64>,
+    /// Its last stable offset (Fetch v4+, likewise).
+    pub stable_end: Option<i64>,
+    /// The offset after the last batch a Fetch response carried for it (0: none, or unknown).
+    pub next_offset: i64,
 }
 
 /// What a walk found, per topic in frame order (a topic named twice is listed twice).

@@ -2,8 +2,8 @@
 //! partitions, each with some fields and a record set. A [`Layout`] says what the fields are.
 
 use super::{
-    Batches, Cursor, Held, PartitionRecords, Stop, TopicCount, TopicRef, Walked, Want,
-    MAX_PARTITIONS,
+    Batches, Cursor, Held, PartitionRecords, PartitionSummary, Stop, TopicCount, TopicRef, Walked,
+    Want, MAX_PARTITIONS,
 };
 
 /// What differs between the frames walked: the fields around the topics and partitions.
@@ -109,23 +109,22 @@ impl<L: Layout> Walker<L> {
     pub fn into_summary(self) -> Walked {
         let topics = self.topics.into_iter().map(|t| {
             let parts = t.partitions.iter().map(L::records_of);
-            let ends = t
-                .partitions
-                .iter()
-                .filter_map(|p| L::log_end(p).map(|end| (L::records_of(p).partition, end)));
-            let stable_ends = t
-                .partitions
-                .iter()
-                .filter_map(|p| L::stable_end(p).map(|end| (L::records_of(p).partition, end)));
             TopicCount {
                 bytes: parts.clone().map(|p| p.bytes).sum(),
                 records: parts.map(|p| p.records).sum(),
-                ends: ends.collect(),
-                stable_ends: stable_ends.collect(),
-                partition_records: t
+                partitions: t
                     .partitions
                     .iter()
-                    .map(|p| (L::records_of(p).partition, L::records_of(p).records))
+                    .map(|p| {
+                        let r = L::records_of(p);
+                        PartitionSummary {
+                            partition: r.partition,
+                            records: r.records,
+                            end: L::log_end(p),
+                            stable_end: L::stable_end(p),
+                            next_offset: r.next_offset,
+                        }
+                    })
                     .collect(),
                 topic: t.topic,
             }
