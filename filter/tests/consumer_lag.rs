@@ -99,6 +99,9 @@ fn committed_lag_follows_log_ends_and_accepted_commits_across_connections() {
     commit(&mut coordinator, 1, "g1", 60, 0, &mut m);
     assert_eq!(m.named(LAG), 40);
     fetch(&mut fetcher, 2, "orders.v1", 120, &mut m);
+    // A connection shares a partition's end at most once a second; the rest on its flush.
+    assert_eq!(m.named(LAG), 40);
+    fetcher.flush(&mut m);
     assert_eq!(m.named(LAG), 60);
     // A commit the broker refuses (REBALANCE_IN_PROGRESS) changes nothing.
     commit(&mut coordinator, 2, "g1", 119, 27, &mut m);
@@ -110,6 +113,7 @@ fn committed_lag_follows_log_ends_and_accepted_commits_across_connections() {
     fetch(&mut conn(&cfg, &store, 3), 1, "orders.v1", 90, &mut m);
     assert_eq!(m.named(LAG), 0);
     fetch(&mut fetcher, 3, "orders.v1", 125, &mut m);
+    fetcher.flush(&mut m);
     assert_eq!(m.named(LAG), 5);
 }
 
@@ -335,7 +339,10 @@ fn produce_responses_move_log_ends() {
             &mut m,
         );
     }
-    // Two appends of 5 records accepted (the third refused: NOT_LEADER_OR_FOLLOWER): end 70.
+    // Two appends of 5 records accepted (the third refused: NOT_LEADER_OR_FOLLOWER): end 70,
+    // the first shared at once, the second on the producer connection's flush.
+    assert_eq!(m.named(LAG), 5);
+    producer.flush(&mut m);
     assert_eq!(m.named(LAG), 10);
 }
 
@@ -379,6 +386,7 @@ fn list_offsets_for_the_latest_offset_moves_log_ends() {
             &response(ApiKey::ListOffsets, version, corr, &resp),
             &mut m,
         );
+        c.flush(&mut m);
         let want = match corr {
             2 | 3 => None,
             4 => Some(20),

@@ -33,11 +33,16 @@ const SCOPE: &str = "~lag";
 const MAX_GROUPS_PER_PARTITION: usize = 64;
 /// Log ends one connection remembers having reported (so an unchanged one costs nothing).
 const MAX_ENDS_PER_CONNECTION: usize = 10_000;
+/// How often one connection shares a partition's log end (the rest wait for its flush).
+const SHARE_EVERY_NS: u64 = 1_000_000_000;
 
 pub struct ConsumerLag {
     config: LagConfig,
     store: Rc<dyn BucketStore>,
-    reported_ends: HashMap<(String, i32), i64>,
+    /// Per partition, the end this connection last shared and when (ns).
+    reported_ends: HashMap<(String, i32), (i64, u64)>,
+    /// Ends seen within a second of the last one shared, for the next flush.
+    pending_ends: HashMap<(String, i32), i64>,
     fetch_lag: Option<FetchLag>,
 }
 
@@ -62,6 +67,7 @@ impl ConsumerLag {
             config,
             store,
             reported_ends: HashMap::new(),
+            pending_ends: HashMap::new(),
         }
     }
 
@@ -82,17 +88,49 @@ impl ConsumerLag {
             .set_text(&groups_key(topic, partition), &groups.join("\n"));
     }
 
-    /// A partition's log end seen (a Fetch response's high watermark, or where a Produce
-    /// request's append ended): raise the shared end, and set the lag of the groups following it.
-    fn log_end(&mut self, topic: &str, partition: i32, end: i64, m: &mut dyn MetricsSink) {
+    /// A partition's log end seen at `now_ns` (a Fetch response's high watermark, where a
+    /// Produce request's append ended, a ListOffsets answer): shared at once if this connection
+    /// has not shared one for the partition within [`SHARE_EVERY_NS`], kept for the next flush
+    /// otherwise (a busy producer would otherwise update the shared store on every request).
+    fn log_end(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        end: i64,
+        now_ns: u64,
+        m: &mut dyn MetricsSink,
+    ) {
         let seen = (topic.to_string(), partition);
-        if self.reported_ends.get(&seen) == Some(&end) {
-            return;
+        match self.reported_ends.get(&seen) {
+            Some(&(last, _)) if last >= end => return,
+            Some(&(_, at)) if now_ns.saturating_sub(at) < SHARE_EVERY_NS => {
+                if self.pending_ends.len() < MAX_ENDS_PER_CONNECTION {
+                    let e = self.pending_ends.entry(seen).or_insert(end);
+                    *e = (*e).max(end);
+                }
+                return;
+            }
+            _ => {}
         }
+        self.share_end(seen, end, now_ns, m);
+    }
+
+    /// Ends kept for later, shared now (before a commit is reported, and on flush).
+    fn share_pending(&mut self, now_ns: u64, m: &mut dyn MetricsSink) {
+        let pending: Vec<_> = self.pending_ends.drain().collect();
+        for (seen, end) in pending {
+            self.share_end(seen, end, now_ns, m);
+        }
+    }
+
+    /// Raise the shared end, and set the lag of the groups following the partition.
+    fn share_end(&mut self, seen: (String, i32), end: i64, now_ns: u64, m: &mut dyn MetricsSink) {
         if self.reported_ends.len() >= MAX_ENDS_PER_CONNECTION {
             self.reported_ends.clear();
         }
-        self.reported_ends.insert(seen, end);
+        let (topic, partition) = (seen.0.clone(), seen.1);
+        let topic = topic.as_str();
+        self.reported_ends.insert(seen, (end, now_ns));
         let end = self.store.raise_number(&end_key(topic, partition), end);
         for group in self.groups(topic, partition) {
             if let Some(c) = self.store.number(&commit_key(&group, topic, partition)) {
@@ -144,6 +182,13 @@ impl Observer for ConsumerLag {
         if let Some(f) = &mut self.fetch_lag {
             f.flush(m);
         }
+        let now = self
+            .reported_ends
+            .values()
+            .map(|&(_, at)| at)
+            .max()
+            .unwrap_or(0);
+        self.share_pending(now, m);
     }
 
     fn on_finished(&mut self, r: &RequestRecord<'_>, m: &mut dyn MetricsSink) {
@@ -156,14 +201,16 @@ impl Observer for ConsumerLag {
             };
             for p in &t.partitions {
                 if let Some(end) = p.end {
-                    self.log_end(&topic, p.partition, end, m);
+                    self.log_end(&topic, p.partition, end, r.sent_at_ns, m);
                 }
             }
         }
         for (topic, partition, end) in r.log_ends {
-            self.log_end(topic, *partition, *end, m);
+            self.log_end(topic, *partition, *end, r.sent_at_ns, m);
         }
         if let Some(c) = r.commits {
+            // The commit's lag against the latest ends this connection saw.
+            self.share_pending(r.sent_at_ns, m);
             for o in &c.offsets {
                 self.store
                     .set_number(&commit_key(&c.group, &o.topic, o.partition), o.offset);
