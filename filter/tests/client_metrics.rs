@@ -693,3 +693,34 @@ fn error_codes_and_broker_throttle_time_per_client() {
         }
     }
 }
+
+/// A Produce response keeps the broker's throttle time after its results: read from the whole
+/// response when it is small (it is, one partition's answer being some 50 bytes).
+#[test]
+fn the_broker_throttle_time_of_produce_responses() {
+    let cfg = config(ON);
+    for chunk in [1, 7, 4096] {
+        let store = Rc::new(LocalStore::default());
+        let mut m = RecordingSink::default();
+        let mut c = conn(&cfg, &store, 1);
+        for (corr, throttle) in [(1, 300), (2, 0), (3, 25)] {
+            let req = produce(corr, "app", &[("orders", &[2])], -1);
+            let resp = response(
+                ApiKey::Produce,
+                9,
+                corr,
+                &ProduceResponse::default().with_throttle_time_ms(throttle),
+            );
+            drive(&mut c, &req, chunk, true, &mut m).unwrap();
+            drive(&mut c, &resp, chunk, false, &mut m).unwrap();
+        }
+        c.end(&mut m);
+        let p = "client.app.principal.none.";
+        assert_eq!(
+            m.named(&format!("{p}client_broker_throttled")),
+            2,
+            "chunk {chunk}"
+        );
+        assert_eq!(m.named(&format!("{p}client_broker_throttle_ms")), 325);
+    }
+}

@@ -182,17 +182,35 @@ fn header_len(api_key: i16, version: i16, prefix: &[u8]) -> Option<usize> {
     }
 }
 
-/// Bytes of a response to read for [`read_head`]: `None` when it has neither field near its
-/// start.
-pub fn head_want(api_key: i16, version: i16) -> Option<usize> {
+const PRODUCE: i16 = 0;
+/// Produce v9+ is flexible: its body ends with tagged fields.
+const PRODUCE_FLEXIBLE: i16 = 9;
+/// A Produce response keeps `throttle_time_ms` after its results: it is read only when the whole
+/// response lies in the first bytes the reader reads anyway (one partition's answer is some 50
+/// bytes).
+const PRODUCE_WHOLE: usize = super::frame::HEAD_WINDOW;
+
+/// Bytes of a response (of `frame_len` bytes after its size field) to read for [`read_head`]:
+/// `None` when it has neither field where they can be read cheaply.
+pub fn head_want(api_key: i16, version: i16, frame_len: usize) -> Option<usize> {
+    if api_key == PRODUCE {
+        return (version >= 1 && frame_len <= PRODUCE_WHOLE).then_some(frame_len);
+    }
     let throttle = throttle_first(api_key, version).then_some(4);
     let error = error_at(api_key, version).map(|at| at + 2);
     // The flexible header's tagged fields: one byte when empty.
     Some(5 + throttle.max(error)?)
 }
 
-/// The broker's throttle time and top-level error code, from a response's first bytes.
-pub fn read_head(api_key: i16, version: i16, prefix: &[u8]) -> ResponseHead {
+/// The broker's throttle time and top-level error code, from a response's first bytes (for
+/// Produce, the whole response of `frame_len` bytes).
+pub fn read_head(api_key: i16, version: i16, prefix: &[u8], frame_len: usize) -> ResponseHead {
+    if api_key == PRODUCE {
+        return ResponseHead {
+            throttle_ms: produce_throttle(version, prefix, frame_len),
+            error_code: None,
+        };
+    }
     let Some(body) = header_len(api_key, version, prefix) else {
         return ResponseHead::default();
     };
@@ -202,6 +220,23 @@ pub fn read_head(api_key: i16, version: i16, prefix: &[u8]) -> ResponseHead {
             .flatten(),
         error_code: error_at(api_key, version).and_then(|at| read_i16(prefix, body + at)),
     }
+}
+
+/// A whole Produce response's `throttle_time_ms`: its last field, followed in flexible versions
+/// by the body's tagged fields (read only when there are none, as brokers send it unless a
+/// partition moved leaders).
+fn produce_throttle(version: i16, frame: &[u8], frame_len: usize) -> Option<i32> {
+    if version < 1 || frame.len() != frame_len {
+        return None;
+    }
+    let end = if version >= PRODUCE_FLEXIBLE {
+        (frame.last() == Some(&0)).then(|| frame_len - 1)?
+    } else {
+        frame_len
+    };
+    // The header (4 bytes, 5 when flexible) comes first: a shorter frame has no throttle time.
+    let at = end.checked_sub(4).filter(|at| *at >= 4)?;
+    read_i32(frame, at)
 }
 
 #[cfg(test)]
@@ -224,14 +259,43 @@ mod tests {
     }
 
     #[test]
+    fn a_whole_produce_response_gives_its_throttle_time_on_every_version() {
+        use kafka_protocol::messages::produce_response::{
+            PartitionProduceResponse, TopicProduceResponse,
+        };
+        use kafka_protocol::messages::{ProduceResponse, TopicName};
+        use kafka_protocol::protocol::{Message, StrBytes};
+        let r = ProduceResponse::default()
+            .with_throttle_time_ms(1234)
+            .with_responses(vec![TopicProduceResponse::default()
+                .with_name(TopicName(StrBytes::from_static_str("orders")))
+                .with_partition_responses(vec![
+                    PartitionProduceResponse::default().with_base_offset(77)
+                ])]);
+        let versions = <ProduceResponse as Message>::VERSIONS;
+        for v in versions.min.max(1)..=versions.max {
+            let b = frame_body(ApiKey::Produce, v, &r);
+            assert_eq!(head_want(0, v, b.len()), Some(b.len()));
+            assert_eq!(read_head(0, v, &b, b.len()).throttle_ms, Some(1234), "v{v}");
+            // Not whole: nothing read.
+            assert_eq!(
+                read_head(0, v, &b[..b.len() - 1], b.len()).throttle_ms,
+                None
+            );
+        }
+        // Too large to read whole for it.
+        assert_eq!(head_want(0, 9, 4096), None);
+    }
+
+    #[test]
     fn throttle_and_error_read_where_the_schemas_put_them() {
         let join = JoinGroupResponse::default()
             .with_throttle_time_ms(250)
             .with_error_code(79);
         for v in [2, 5, 6, 9] {
             let b = frame_body(ApiKey::JoinGroup, v, &join);
-            assert!(head_want(11, v).unwrap() <= b.len());
-            let got = read_head(11, v, &b);
+            assert!(head_want(11, v, b.len()).unwrap() <= b.len());
+            let got = read_head(11, v, &b, b.len());
             assert_eq!(
                 (got.throttle_ms, got.error_code),
                 (Some(250), Some(79)),
@@ -242,24 +306,24 @@ mod tests {
         let av = ApiVersionsResponse::default()
             .with_error_code(35)
             .with_throttle_time_ms(9);
-        let got = read_head(18, 3, &frame_body(ApiKey::ApiVersions, 3, &av));
+        let got = read_head(18, 3, &frame_body(ApiKey::ApiVersions, 3, &av), usize::MAX);
         assert_eq!((got.throttle_ms, got.error_code), (None, Some(35)));
         // Fetch v7+ has a top-level error after its throttle time; v4 only the throttle time.
         let f = FetchResponse::default()
             .with_throttle_time_ms(12)
             .with_error_code(70);
-        let got = read_head(1, 12, &frame_body(ApiKey::Fetch, 12, &f));
+        let got = read_head(1, 12, &frame_body(ApiKey::Fetch, 12, &f), usize::MAX);
         assert_eq!((got.throttle_ms, got.error_code), (Some(12), Some(70)));
-        let got = read_head(1, 4, &frame_body(ApiKey::Fetch, 4, &f));
+        let got = read_head(1, 4, &frame_body(ApiKey::Fetch, 4, &f), usize::MAX);
         assert_eq!((got.throttle_ms, got.error_code), (Some(12), None));
         // Metadata: throttle time only (its errors are per topic).
         let m = MetadataResponse::default().with_throttle_time_ms(3);
-        let got = read_head(3, 12, &frame_body(ApiKey::Metadata, 12, &m));
+        let got = read_head(3, 12, &frame_body(ApiKey::Metadata, 12, &m), usize::MAX);
         assert_eq!((got.throttle_ms, got.error_code), (Some(3), None));
         // Nothing near the start: nothing to read; short or odd bytes: nothing read.
-        assert_eq!(head_want(0, 9), None);
-        assert_eq!(read_head(11, 5, &[0, 0, 0, 7]), ResponseHead::default());
-        assert_eq!(read_head(-1, 0, &[0; 16]), ResponseHead::default());
+        assert_eq!(head_want(8, 0, 100), None);
+        assert_eq!(read_head(11, 5, &[0, 0, 0, 7], 4), ResponseHead::default());
+        assert_eq!(read_head(-1, 0, &[0; 16], 16), ResponseHead::default());
         assert_eq!(error_at(11, -1), None);
         assert_eq!(error_at(11, 99), None);
     }

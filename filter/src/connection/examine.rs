@@ -260,7 +260,7 @@ impl ConnState {
             let want = self
                 .inflight
                 .find_mut(id)
-                .and_then(|r| response_fields::head_want(r.api_key, r.api_version));
+                .and_then(|r| response_fields::head_want(r.api_key, r.api_version, h.frame_len));
             if let Some(want) = want {
                 if h.prefix.len() < want && !h.last_look() {
                     return Err(Step::Need(want));
@@ -282,7 +282,8 @@ impl ConnState {
         }
         if self.pipeline.wants_response_heads() {
             let r = &mut matched.request;
-            r.response_head = response_fields::read_head(r.api_key, r.api_version, h.prefix);
+            r.response_head =
+                response_fields::read_head(r.api_key, r.api_version, h.prefix, h.frame_len);
         }
         let r = matched.request;
         let now_ns = now.get();
