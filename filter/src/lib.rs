@@ -17,6 +17,7 @@
     )
 )]
 
+pub mod acl;
 pub mod api;
 pub mod codec;
 pub mod config;
