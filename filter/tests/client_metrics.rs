@@ -724,3 +724,57 @@ fn the_broker_throttle_time_of_produce_responses() {
         assert_eq!(m.named(&format!("{p}client_broker_throttle_ms")), 325);
     }
 }
+
+/// Produce and Fetch answer per partition: a response is counted under its first partition in
+/// error (Fetch from the walk that counts its records, Produce from the whole small response).
+#[test]
+fn partition_errors_of_produce_and_fetch_responses() {
+    use kafka_protocol::messages::produce_response::{
+        PartitionProduceResponse, TopicProduceResponse,
+    };
+    let cfg = config(ON);
+    let store = Rc::new(LocalStore::default());
+    let mut m = RecordingSink::default();
+    let mut c = conn(&cfg, &store, 1);
+    let fetched = FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
+        .with_topic(TopicName(StrBytes::from_static_str("orders")))
+        .with_partitions(vec![
+            PartitionData::default()
+                .with_partition_index(0)
+                .with_records(Some(record_set(&[1], 0))),
+            PartitionData::default()
+                .with_partition_index(1)
+                .with_error_code(6),
+        ])]);
+    exchange(
+        &mut c,
+        &fetch(1, "app"),
+        &response(ApiKey::Fetch, 12, 1, &fetched),
+        &mut m,
+    );
+    let produced = ProduceResponse::default().with_responses(vec![TopicProduceResponse::default()
+        .with_name(TopicName(StrBytes::from_static_str("orders")))
+        .with_partition_responses(vec![PartitionProduceResponse::default()
+            .with_index(0)
+            .with_error_code(19)])]);
+    exchange(
+        &mut c,
+        &produce(2, "app", &[("orders", &[1])], -1),
+        &response(ApiKey::Produce, 9, 2, &produced),
+        &mut m,
+    );
+    c.end(&mut m);
+    let p = "client.app.principal.none.api.";
+    assert_eq!(
+        m.named(&format!(
+            "{p}Fetch.error.NotLeaderOrFollower.client_response_errors"
+        )),
+        1
+    );
+    assert_eq!(
+        m.named(&format!(
+            "{p}Produce.error.NotEnoughReplicas.client_response_errors"
+        )),
+        1
+    );
+}

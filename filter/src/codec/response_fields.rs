@@ -3,8 +3,8 @@
 //! by encoding a response with a marker value). What a response's first bytes say of them, for
 //! observers.
 
-use kafka_protocol::messages::ApiKey;
-use kafka_protocol::protocol::Encodable;
+use kafka_protocol::messages::{ApiKey, ProduceResponse, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
 use super::{read_i16, read_i32};
 
@@ -183,11 +183,9 @@ fn header_len(api_key: i16, version: i16, prefix: &[u8]) -> Option<usize> {
 }
 
 const PRODUCE: i16 = 0;
-/// Produce v9+ is flexible: its body ends with tagged fields.
-const PRODUCE_FLEXIBLE: i16 = 9;
-/// A Produce response keeps `throttle_time_ms` after its results: it is read only when the whole
-/// response lies in the first bytes the reader reads anyway (one partition's answer is some 50
-/// bytes).
+/// A Produce response keeps `throttle_time_ms` after its results, and its errors per partition:
+/// it is read only when the whole response lies in the first bytes the reader reads anyway (one
+/// partition's answer is some 50 bytes).
 const PRODUCE_WHOLE: usize = super::frame::HEAD_WINDOW;
 
 /// Bytes of a response (of `frame_len` bytes after its size field) to read for [`read_head`]:
@@ -206,10 +204,7 @@ pub fn head_want(api_key: i16, version: i16, frame_len: usize) -> Option<usize> 
 /// Produce, the whole response of `frame_len` bytes).
 pub fn read_head(api_key: i16, version: i16, prefix: &[u8], frame_len: usize) -> ResponseHead {
     if api_key == PRODUCE {
-        return ResponseHead {
-            throttle_ms: produce_throttle(version, prefix, frame_len),
-            error_code: None,
-        };
+        return produce_head(version, prefix, frame_len).unwrap_or_default();
     }
     let Some(body) = header_len(api_key, version, prefix) else {
         return ResponseHead::default();
@@ -222,21 +217,25 @@ pub fn read_head(api_key: i16, version: i16, prefix: &[u8], frame_len: usize) ->
     }
 }
 
-/// A whole Produce response's `throttle_time_ms`: its last field, followed in flexible versions
-/// by the body's tagged fields (read only when there are none, as brokers send it unless a
-/// partition moved leaders).
-fn produce_throttle(version: i16, frame: &[u8], frame_len: usize) -> Option<i32> {
+/// A whole Produce response's `throttle_time_ms` (after its results) and the error of its first
+/// partition in error (Produce answers per partition), decoded with kafka-protocol.
+fn produce_head(version: i16, frame: &[u8], frame_len: usize) -> Option<ResponseHead> {
     if version < 1 || frame.len() != frame_len {
         return None;
     }
-    let end = if version >= PRODUCE_FLEXIBLE {
-        (frame.last() == Some(&0)).then(|| frame_len - 1)?
-    } else {
-        frame_len
-    };
-    // The header (4 bytes, 5 when flexible) comes first: a shorter frame has no throttle time.
-    let at = end.checked_sub(4).filter(|at| *at >= 4)?;
-    read_i32(frame, at)
+    let mut buf = bytes::Bytes::copy_from_slice(frame);
+    ResponseHeader::decode(&mut buf, ProduceResponse::header_version(version)).ok()?;
+    let r = ProduceResponse::decode(&mut buf, version).ok()?;
+    let error_code = r
+        .responses
+        .iter()
+        .flat_map(|t| &t.partition_responses)
+        .map(|p| p.error_code)
+        .find(|c| *c != 0);
+    Some(ResponseHead {
+        throttle_ms: Some(r.throttle_time_ms),
+        error_code,
+    })
 }
 
 #[cfg(test)]
@@ -277,6 +276,7 @@ mod tests {
             let b = frame_body(ApiKey::Produce, v, &r);
             assert_eq!(head_want(0, v, b.len()), Some(b.len()));
             assert_eq!(read_head(0, v, &b, b.len()).throttle_ms, Some(1234), "v{v}");
+            assert_eq!(read_head(0, v, &b, b.len()).error_code, None);
             // Not whole: nothing read.
             assert_eq!(
                 read_head(0, v, &b[..b.len() - 1], b.len()).throttle_ms,
@@ -285,6 +285,17 @@ mod tests {
         }
         // Too large to read whole for it.
         assert_eq!(head_want(0, 9, 4096), None);
+        // Errors are per partition: the first one in error.
+        let failed = r.with_responses(vec![TopicProduceResponse::default()
+            .with_name(TopicName(StrBytes::from_static_str("orders")))
+            .with_partition_responses(vec![
+                PartitionProduceResponse::default().with_index(0),
+                PartitionProduceResponse::default()
+                    .with_index(1)
+                    .with_error_code(6),
+            ])]);
+        let b = frame_body(ApiKey::Produce, 9, &failed);
+        assert_eq!(read_head(0, 9, &b, b.len()).error_code, Some(6));
     }
 
     #[test]

@@ -244,7 +244,17 @@ impl Observer for ClientMetrics {
                     m.record_named(&c.latency_name, us);
                 }
             }
-            if let Some(code) = r.error_code.filter(|c| *c != 0) {
+            // Fetch answers per partition too: its first partition in error, when the
+            // response as a whole has none.
+            let partition_error = || {
+                r.fetched
+                    .into_iter()
+                    .flat_map(|w| &w.topics)
+                    .flat_map(|t| &t.partitions)
+                    .map(|p| p.error_code)
+                    .find(|c| *c != 0)
+            };
+            if let Some(code) = r.error_code.filter(|c| *c != 0).or_else(partition_error) {
                 m.add_named(c.error_name(code, &series.prefix), 1);
             }
         }

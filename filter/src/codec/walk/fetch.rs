@@ -99,6 +99,10 @@ impl Layout for FetchLayout {
         (p.error_code == 0 && p.high_watermark >= 0).then_some(p.high_watermark)
     }
 
+    fn error_code(p: &FetchPartition) -> i16 {
+        p.error_code
+    }
+
     /// The last stable offset, when the partition answered without an error (v4+).
     fn stable_end(p: &FetchPartition) -> Option<i64> {
         (p.error_code == 0 && p.last_stable_offset >= 0).then_some(p.last_stable_offset)

@@ -69,6 +69,8 @@ pub struct PartitionSummary {
     pub stable_end: Option<i64>,
     /// The offset after the last batch a Fetch response carried for it (0: none, or unknown).
     pub next_offset: i64,
+    /// The error a Fetch response gave it (0: none; always 0 in a Produce request).
+    pub error_code: i16,
 }
 
 /// What a walk found, per topic in frame order (a topic named twice is listed twice).

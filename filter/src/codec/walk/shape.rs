@@ -29,6 +29,10 @@ pub trait Layout {
     fn stable_end(_p: &Self::Partition) -> Option<i64> {
         None
     }
+    /// The partition's error code, where the frame gives one.
+    fn error_code(_p: &Self::Partition) -> i16 {
+        0
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +127,7 @@ impl<L: Layout> Walker<L> {
                             end: L::log_end(p),
                             stable_end: L::stable_end(p),
                             next_offset: r.next_offset,
+                            error_code: L::error_code(p),
                         }
                     })
                     .collect(),
