@@ -395,3 +395,47 @@ fn list_offsets_for_the_latest_offset_moves_log_ends() {
         assert_eq!(m.named.get(LAG).copied(), want, "request {corr}");
     }
 }
+
+/// A canary's traffic, rewritten by a name-conversion rule, does not move the figures of the
+/// topic the client names (the broker's `orders-canary` is the canary's `orders`).
+#[test]
+fn rewritten_traffic_does_not_move_shared_lag_figures() {
+    let cfg = Rc::new(
+        config::parse(
+            br#"{"consumer_lag": {}, "rules": [{"name": "c", "match": {"client_id": {"exact": "checkout-canary"}},
+            "topics": {"map": {"orders": "orders-canary"}}, "groups": {"add_suffix": "-canary"}}]}"#,
+        )
+        .unwrap(),
+    );
+    let store = Rc::new(LocalStore::default());
+    let mut m = RecordingSink::default();
+    let mut reader = conn(&cfg, &store, 1);
+    fetch(&mut reader, 1, "orders.v1", 100, &mut m);
+    commit(&mut reader, 2, "g1", 60, 0, &mut m);
+    assert_eq!(m.named(LAG), 40);
+    // The canary fetches the broker's `orders-canary`, far ahead, which it sees as `orders`.
+    let mut canary = conn(&cfg, &store, 2);
+    let req = request(
+        ApiKey::Fetch,
+        12,
+        1,
+        "checkout-canary",
+        &FetchRequest::default(),
+    );
+    let body = FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
+        .with_topic(name("orders-canary"))
+        .with_partitions(vec![PartitionData::default()
+            .with_partition_index(0)
+            .with_high_watermark(5000)
+            .with_records(Some(record_set(&[2], 4998)))])]);
+    drive(&mut canary, &req, 7, true, &mut m).unwrap();
+    let resp = response(ApiKey::Fetch, 12, 1, &body);
+    assert_ne!(
+        drive(&mut canary, &resp, 7, false, &mut m).unwrap(),
+        resp,
+        "rewritten"
+    );
+    canary.end(&mut m);
+    assert_eq!(store.number("lag/end/0/orders"), None);
+    assert_eq!(m.named(LAG), 40);
+}

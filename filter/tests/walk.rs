@@ -345,3 +345,42 @@ fn records_are_never_read() {
         frame.len()
     );
 }
+
+/// A hostile Produce request of many empty topics (three bytes each when flexible) does not make
+/// the walk keep them all: it stops at the cap, marked incomplete.
+#[test]
+fn a_frame_of_countless_empty_topics_is_cut_at_the_cap() {
+    use kafka_filter::codec::walk::{ProduceWalker, Want, MAX_PARTITIONS};
+    // Produce v9 body: transactional_id (null), acks, timeout, topics (compact array).
+    let n = 3 * MAX_PARTITIONS;
+    let mut body = vec![0u8, 0, 1, 0, 0, 0x75, 0x30];
+    let mut count = Vec::new();
+    let mut v = (n + 1) as u32;
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            count.push(b);
+            break;
+        }
+        count.push(b | 0x80);
+    }
+    body.extend(count);
+    for _ in 0..n {
+        // An empty name (compact string length 1), no partitions (compact array 1), no tags.
+        body.extend([1u8, 1, 0]);
+    }
+    body.push(0);
+    let mut w = ProduceWalker::produce(9, 0, body.len());
+    let mut want = w.start();
+    let mut steps = 0;
+    while let Want::Peek { at, len } = want {
+        let end = (at + len).min(body.len());
+        want = w.feed(at, body.get(at..end).unwrap_or_default());
+        steps += 1;
+        assert!(steps < 10 * n, "the walk ends");
+    }
+    let walked = w.into_summary();
+    assert!(!walked.complete);
+    assert!(walked.topics.len() <= MAX_PARTITIONS);
+}

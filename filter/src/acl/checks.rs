@@ -50,9 +50,18 @@ impl Resource {
 pub struct Check {
     pub operation: Operation,
     pub resource: Resource,
-    /// Kafka also accepts the same operation on the cluster instead (CreateTopics: Create on
-    /// the cluster or on each topic).
-    pub or_cluster: bool,
+    /// What Kafka also accepts instead.
+    pub or: Alternative,
+}
+
+/// Another authorization Kafka accepts for a check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alternative {
+    None,
+    /// The same operation on the cluster (CreateTopics: Create on the cluster or the topic).
+    Cluster,
+    /// Write on some topic (an idempotent producer's InitProducerId, since Kafka 2.8).
+    WriteSomeTopic,
 }
 
 /// What a request needs authorized.
@@ -72,7 +81,7 @@ fn check(operation: Operation, resource: Resource) -> Check {
     Check {
         operation,
         resource,
-        or_cluster: false,
+        or: Alternative::None,
     }
 }
 
@@ -106,7 +115,7 @@ fn config_resource(resource_type: i8, name: &str) -> Option<Resource> {
 }
 
 fn decode<T: Decodable>(body: &Bytes, version: i16) -> Option<T> {
-    T::decode(&mut body.clone(), version).ok()
+    crate::codec::budgeted::decode(&mut body.clone(), version)
 }
 
 /// What the request (`body`: after its header) of `api_key` at `version` needs.
@@ -185,6 +194,12 @@ pub fn needs(api_key: i16, version: i16, body: &Bytes) -> Needs {
             all(c)
         }),
         ApiKey::OffsetFetch => decode::<OffsetFetchRequest>(body, version).map(|r| {
+            // Topics left out (null): the group's offsets for every topic, filtered by Describe.
+            let filtered = if version < 8 {
+                r.topics.is_none()
+            } else {
+                r.groups.iter().any(|g| g.topics.is_none())
+            };
             let mut c = Vec::new();
             if version < 8 {
                 c.push(check(Describe, group(&r.group_id)));
@@ -204,7 +219,10 @@ pub fn needs(api_key: i16, version: i16, body: &Bytes) -> Needs {
                     )
                 }));
             }
-            all(c)
+            Needs::Checks {
+                checks: c,
+                filtered,
+            }
         }),
         ApiKey::FindCoordinator => decode::<FindCoordinatorRequest>(body, version).map(|r| {
             let keys: Vec<String> = if version >= 4 {
@@ -257,7 +275,7 @@ pub fn needs(api_key: i16, version: i16, body: &Bytes) -> Needs {
                 .map(|t| Check {
                     operation: Create,
                     resource: topic(&t.name),
-                    or_cluster: true,
+                    or: Alternative::Cluster,
                 })
                 .collect())
         }),
@@ -305,8 +323,16 @@ pub fn needs(api_key: i16, version: i16, body: &Bytes) -> Needs {
         ApiKey::InitProducerId => {
             decode::<InitProducerIdRequest>(body, version).map(|r| match &r.transactional_id {
                 Some(t) => all(vec![check(Write, txn(t))]),
-                None => all(vec![check(IdempotentWrite, Resource::Cluster)]),
+                None => all(vec![Check {
+                    operation: IdempotentWrite,
+                    resource: Resource::Cluster,
+                    or: Alternative::WriteSomeTopic,
+                }]),
             })
+        }
+        // v4+ is sent by brokers only (to verify a partition is in a transaction).
+        ApiKey::AddPartitionsToTxn if version >= 4 => {
+            Some(all(vec![check(ClusterAction, Resource::Cluster)]))
         }
         ApiKey::AddPartitionsToTxn => decode::<AddPartitionsToTxnRequest>(body, version).map(|r| {
             let mut c = Vec::new();
@@ -525,7 +551,7 @@ mod tests {
         match needs(19, 7, &body(&create, 7)) {
             Needs::Checks { checks, .. } => {
                 assert_eq!(checks.len(), 1);
-                assert!(checks[0].or_cluster && checks[0].operation == Create);
+                assert!(checks[0].or == Alternative::Cluster && checks[0].operation == Create);
             }
             other => panic!("{other:?}"),
         }
@@ -559,5 +585,33 @@ mod tests {
             Needs::Unknown
         );
         assert_eq!(needs(18, 3, &Bytes::new()), Needs::Nothing);
+        // Brokers only: AddPartitionsToTxn v4+.
+        assert_eq!(
+            checks_of(needs(24, 4, &Bytes::new())),
+            vec![(ClusterAction, Resource::Cluster)]
+        );
+        // An idempotent producer: IdempotentWrite on the cluster, or Write on some topic.
+        match needs(
+            22,
+            4,
+            &body(
+                &InitProducerIdRequest::default().with_transactional_id(None),
+                4,
+            ),
+        ) {
+            Needs::Checks { checks, .. } => assert_eq!(checks[0].or, Alternative::WriteSomeTopic),
+            other => panic!("{other:?}"),
+        }
+        // A group's offsets for every topic: filtered.
+        let of = OffsetFetchRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g")))
+            .with_topics(None);
+        assert_eq!(
+            needs(9, 7, &body(&of, 7)),
+            Needs::Checks {
+                checks: vec![check(Describe, Resource::Group("g".into()))],
+                filtered: true
+            }
+        );
     }
 }

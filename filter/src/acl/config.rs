@@ -294,6 +294,25 @@ mod tests {
             Verdict::Allowed(None)
         );
         assert!(p.needs_peer());
+        // Implications are for allow entries: a denied Write does not deny Describe.
+        let r = policy(
+            r#"{"default": "deny", "entries": [
+            {"permission": "allow", "operations": ["Read"], "resource_type": "topic", "name": "t"},
+            {"permission": "deny", "operations": ["Write"], "resource_type": "topic", "name": "t"}]}"#,
+        )
+        .unwrap();
+        assert!(r.decide(None, &app, Describe, Topic, "t").allowed());
+        assert!(!r.decide(None, &app, Write, Topic, "t").allowed());
+        // Write on some topic (an idempotent producer): an allow for any name, unless a deny
+        // covers every name.
+        assert!(p.allows_some(None, &app, Write, Topic));
+        assert!(!p.allows_some(None, &other, Write, Topic));
+        let s = policy(
+            r#"{"default": "allow", "entries": [
+            {"permission": "deny", "operations": ["Write"], "resource_type": "topic", "pattern_type": "any"}]}"#,
+        )
+        .unwrap();
+        assert!(!s.allows_some(None, &app, Write, Topic));
     }
 
     #[test]

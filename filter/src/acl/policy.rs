@@ -53,15 +53,17 @@ impl Operation {
             .map_or("All", |(n, _)| n)
     }
 
-    /// Whether an entry granting (or denying) `self` covers a request for `wanted`.
-    fn covers(self, wanted: Operation) -> bool {
+    /// Whether an entry with `self` and `permission` covers a request for `wanted`.
+    fn covers(self, wanted: Operation, permission: Permission) -> bool {
         use Operation::*;
         self == All
             || self == wanted
-            // Kafka's implications: an allowed Read, Write, Delete or Alter lets the client
-            // Describe; an allowed AlterConfigs lets it DescribeConfigs.
-            || (wanted == Describe && matches!(self, Read | Write | Delete | Alter))
-            || (wanted == DescribeConfigs && self == AlterConfigs)
+            // Kafka's implications, for allow entries only: an allowed Read, Write, Delete or
+            // Alter lets the client Describe; an allowed AlterConfigs lets it DescribeConfigs.
+            // A denied Write does not deny Describe.
+            || (permission == Permission::Allow
+                && ((wanted == Describe && matches!(self, Read | Write | Delete | Alter))
+                    || (wanted == DescribeConfigs && self == AlterConfigs)))
     }
 }
 
@@ -141,7 +143,10 @@ impl AclEntry {
         name: &str,
     ) -> bool {
         self.resource_type == resource
-            && self.operations.iter().any(|o| o.covers(op))
+            && self
+                .operations
+                .iter()
+                .any(|o| o.covers(op, self.permission))
             && self.pattern.matches(name)
             && self.matcher.matches(client_id, peer)
     }
@@ -197,6 +202,36 @@ impl Policy {
             (None, Permission::Allow) => Verdict::Allowed(None),
             (None, Permission::Deny) => Verdict::Denied(None),
         }
+    }
+
+    /// Whether `op` is allowed on some resource of the type (Kafka's `authorizeByResourceType`,
+    /// for an idempotent producer's Write on any topic): an allow entry for it applies to the
+    /// client, and no deny entry for it covering every name does.
+    pub fn allows_some(
+        &self,
+        client_id: Option<&str>,
+        peer: &Peer,
+        op: Operation,
+        resource: ResourceType,
+    ) -> bool {
+        let mine = |e: &&AclEntry| {
+            e.resource_type == resource
+                && e.operations.iter().any(|o| o.covers(op, e.permission))
+                && e.matcher.matches(client_id, peer)
+        };
+        let denied_all = self
+            .entries
+            .iter()
+            .filter(mine)
+            .any(|e| e.permission == Permission::Deny && e.pattern == Pattern::Any);
+        if denied_all {
+            return false;
+        }
+        self.entries
+            .iter()
+            .filter(mine)
+            .any(|e| e.permission == Permission::Allow)
+            || self.default == Permission::Allow
     }
 
     /// Whether a decision for this client could depend on its mTLS identity or address.

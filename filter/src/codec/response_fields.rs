@@ -224,8 +224,10 @@ fn produce_head(version: i16, frame: &[u8], frame_len: usize) -> Option<Response
         return None;
     }
     let mut buf = bytes::Bytes::copy_from_slice(frame);
-    ResponseHeader::decode(&mut buf, ProduceResponse::header_version(version)).ok()?;
-    let r = ProduceResponse::decode(&mut buf, version).ok()?;
+    let r = super::budgeted::within(frame_len, || {
+        ResponseHeader::decode(&mut buf, ProduceResponse::header_version(version))
+            .and_then(|_| ProduceResponse::decode(&mut buf, version))
+    })?;
     let error_code = r
         .responses
         .iter()

@@ -280,7 +280,8 @@ impl ConnState {
                 self.unanswered(s, m);
             }
         }
-        if self.pipeline.wants_response_heads() {
+        // A refused request's response answers its stand-in: nothing in it is the client's.
+        if self.pipeline.wants_response_heads() && matched.request.plan.refused.is_none() {
             let r = &mut matched.request;
             r.response_head =
                 response_fields::read_head(r.api_key, r.api_version, h.prefix, h.frame_len);

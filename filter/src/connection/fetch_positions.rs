@@ -5,12 +5,11 @@
 
 use bytes::Bytes;
 use kafka_protocol::messages::FetchRequest;
-use kafka_protocol::protocol::Decodable;
 
 use super::examine::ConnState;
 use crate::codec::frame::{FrameHead, HEAD_WINDOW, MAX_HEAD_BYTES};
 use crate::codec::walk::{TopicRef, MAX_PARTITIONS};
-use crate::codec::Step;
+use crate::codec::{budgeted, Step};
 use crate::pipeline::facts::{Facts, FetchPositions};
 use crate::pipeline::RequestProgress;
 
@@ -45,7 +44,9 @@ impl ConnState {
         }
         let body = h.prefix.get(head.header_len..).unwrap_or_default();
         let version = head.api_version;
-        let Ok(req) = FetchRequest::decode(&mut Bytes::copy_from_slice(body), version) else {
+        let Some(req) =
+            budgeted::decode::<FetchRequest>(&mut Bytes::copy_from_slice(body), version)
+        else {
             log::debug!(
                 "connection {}: a Fetch v{version} request did not decode; its positions are not followed",
                 self.id

@@ -3,6 +3,8 @@
 //! latest offset was told (consumers ask it when they start, lag tools all the time). Both
 //! responses are small and read whole (see `whole_reads`), only when an observer follows log ends.
 
+use std::collections::{HashMap, HashSet};
+
 use bytes::Bytes;
 use kafka_protocol::messages::{
     ListOffsetsRequest, ListOffsetsResponse, ProduceResponse, ResponseHeader,
@@ -13,7 +15,7 @@ use super::examine::ConnState;
 use super::whole_reads::topic_name;
 use crate::codec::frame::{FrameHead, HEAD_WINDOW, MAX_HEAD_BYTES};
 use crate::codec::walk::{TopicRef, MAX_PARTITIONS};
-use crate::codec::Step;
+use crate::codec::{budgeted, Step};
 use crate::limits::BucketStore;
 use crate::pipeline::facts::Facts;
 use crate::pipeline::RequestProgress;
@@ -48,11 +50,10 @@ impl ConnState {
             return Some(Step::Need(h.frame_len));
         }
         let body = h.prefix.get(head.header_len..).unwrap_or_default();
-        let Ok(req) =
-            ListOffsetsRequest::decode(&mut Bytes::copy_from_slice(body), head.api_version)
-        else {
-            return None;
-        };
+        let req = budgeted::decode::<ListOffsetsRequest>(
+            &mut Bytes::copy_from_slice(body),
+            head.api_version,
+        )?;
         if req.isolation_level != 0 {
             return None;
         }
@@ -83,17 +84,23 @@ pub(super) fn list_offsets_log_ends(
     version: i16,
 ) -> Vec<(String, i32, i64)> {
     let mut buf = Bytes::copy_from_slice(frame);
-    let decoded = ResponseHeader::decode(&mut buf, ListOffsetsResponse::header_version(version))
-        .and_then(|_| ListOffsetsResponse::decode(&mut buf, version));
-    let Ok(response) = decoded else {
+    let decoded = budgeted::within(buf.len(), || {
+        ResponseHeader::decode(&mut buf, ListOffsetsResponse::header_version(version))
+            .and_then(|_| ListOffsetsResponse::decode(&mut buf, version))
+    });
+    let Some(response) = decoded else {
         return Vec::new();
     };
     let mut ends = Vec::new();
+    // Sets: a hostile request and response name thousands of partitions each.
+    let asked: HashSet<(&str, i32)> = facts
+        .latest_asked
+        .iter()
+        .map(|(t, p)| (t.as_str(), *p))
+        .collect();
     for t in &response.topics {
         for p in &t.partitions {
-            let asked = facts.latest_asked.iter().any(|(topic, partition)| {
-                *partition == p.partition_index && t.name.as_str() == topic
-            });
+            let asked = asked.contains(&(t.name.as_str(), p.partition_index));
             if asked && p.error_code == 0 && p.offset >= 0 && ends.len() < MAX_PARTITIONS {
                 ends.push((t.name.to_string(), p.partition_index, p.offset));
             }
@@ -115,11 +122,20 @@ pub(super) fn produce_log_ends(
         return Vec::new();
     };
     let mut buf = Bytes::copy_from_slice(frame);
-    let decoded = ResponseHeader::decode(&mut buf, ProduceResponse::header_version(version))
-        .and_then(|_| ProduceResponse::decode(&mut buf, version));
-    let Ok(response) = decoded else {
+    let decoded = budgeted::within(buf.len(), || {
+        ResponseHeader::decode(&mut buf, ProduceResponse::header_version(version))
+            .and_then(|_| ProduceResponse::decode(&mut buf, version))
+    });
+    let Some(response) = decoded else {
         return Vec::new();
     };
+    // Records sent per topic and partition (a topic named twice adds up).
+    let mut sent: HashMap<(&TopicRef, i32), u64> = HashMap::new();
+    for t in &produced.topics {
+        for p in &t.partitions {
+            *sent.entry((&t.topic, p.partition)).or_default() += p.records;
+        }
+    }
     let mut ends = Vec::new();
     for t in &response.responses {
         let topic = if t.name.is_empty() {
@@ -127,18 +143,11 @@ pub(super) fn produce_log_ends(
         } else {
             TopicRef::Name(t.name.to_string())
         };
-        let Some(sent) = produced.topics.iter().find(|c| c.topic == topic) else {
-            continue;
-        };
         let Some(name) = topic_name(&topic, store) else {
             continue;
         };
         for p in &t.partition_responses {
-            let records = sent
-                .partitions
-                .iter()
-                .find(|s| s.partition == p.index)
-                .map(|s| s.records);
+            let records = sent.get(&(&topic, p.index)).copied();
             if let (0, Some(records)) = (p.error_code, records) {
                 if p.base_offset >= 0 && records > 0 && ends.len() < MAX_PARTITIONS {
                     let end = p

@@ -18,7 +18,7 @@ use super::walking::ResponseWalk;
 use crate::codec::frame::{FrameHead, HEAD_WINDOW, MAX_HEAD_BYTES};
 use crate::codec::inflight::Inflight;
 use crate::codec::walk::{id_hex, TopicRef, MAX_PARTITIONS};
-use crate::codec::Step;
+use crate::codec::{budgeted, Step};
 use crate::limits::BucketStore;
 use crate::metrics::MetricsSink;
 use crate::pipeline::facts::{Commits, CommittedOffset, Facts};
@@ -64,8 +64,7 @@ impl ConnState {
         let body = h.prefix.get(head.header_len..).unwrap_or_default();
         let mut buf = Bytes::copy_from_slice(body);
         let commits = match head.api_key {
-            OFFSET_COMMIT => OffsetCommitRequest::decode(&mut buf, head.api_version)
-                .ok()
+            OFFSET_COMMIT => budgeted::decode::<OffsetCommitRequest>(&mut buf, head.api_version)
                 .map(|req| Commits {
                     offsets: offsets(req.topics.iter().flat_map(|t| {
                         t.partitions
@@ -74,16 +73,18 @@ impl ConnState {
                     })),
                     group: req.group_id.to_string(),
                 }),
-            _ => TxnOffsetCommitRequest::decode(&mut buf, head.api_version)
-                .ok()
-                .map(|req| Commits {
-                    offsets: offsets(req.topics.iter().flat_map(|t| {
-                        t.partitions
-                            .iter()
-                            .map(|p| (t.name.as_str(), p.partition_index, p.committed_offset))
-                    })),
-                    group: req.group_id.to_string(),
-                }),
+            _ => {
+                budgeted::decode::<TxnOffsetCommitRequest>(&mut buf, head.api_version).map(|req| {
+                    Commits {
+                        offsets: offsets(req.topics.iter().flat_map(|t| {
+                            t.partitions
+                                .iter()
+                                .map(|p| (t.name.as_str(), p.partition_index, p.committed_offset))
+                        })),
+                        group: req.group_id.to_string(),
+                    }
+                })
+            }
         };
         let Some(commits) = commits else {
             log::debug!(
@@ -206,9 +207,11 @@ pub fn topic_name(topic: &TopicRef, store: &dyn BucketStore) -> Option<String> {
 /// with an id.
 fn learn_topic_ids(frame: &[u8], version: i16, store: &dyn BucketStore) {
     let mut buf = Bytes::copy_from_slice(frame);
-    let decoded = ResponseHeader::decode(&mut buf, MetadataResponse::header_version(version))
-        .and_then(|_| MetadataResponse::decode(&mut buf, version));
-    let Ok(metadata) = decoded else {
+    let decoded = budgeted::within(buf.len(), || {
+        ResponseHeader::decode(&mut buf, MetadataResponse::header_version(version))
+            .and_then(|_| MetadataResponse::decode(&mut buf, version))
+    });
+    let Some(metadata) = decoded else {
         log::debug!("a Metadata v{version} response did not decode; its topic ids are not learned");
         return;
     };
@@ -240,35 +243,37 @@ fn keep_accepted(commits: &mut Commits, api: i16, frame: &[u8], version: i16) {
     let mut buf = Bytes::copy_from_slice(frame);
     // A set: a hostile commit names thousands of partitions in the request and the response.
     let accepted: Option<HashSet<(String, i32)>> = if api == OFFSET_COMMIT {
-        ResponseHeader::decode(&mut buf, OffsetCommitResponse::header_version(version))
-            .and_then(|_| OffsetCommitResponse::decode(&mut buf, version))
-            .ok()
-            .map(|r| {
-                r.topics
-                    .iter()
-                    .flat_map(|t| {
-                        t.partitions
-                            .iter()
-                            .filter(|p| p.error_code == 0)
-                            .map(|p| (t.name.to_string(), p.partition_index))
-                    })
-                    .collect()
-            })
+        budgeted::within(buf.len(), || {
+            ResponseHeader::decode(&mut buf, OffsetCommitResponse::header_version(version))
+                .and_then(|_| OffsetCommitResponse::decode(&mut buf, version))
+        })
+        .map(|r| {
+            r.topics
+                .iter()
+                .flat_map(|t| {
+                    t.partitions
+                        .iter()
+                        .filter(|p| p.error_code == 0)
+                        .map(|p| (t.name.to_string(), p.partition_index))
+                })
+                .collect()
+        })
     } else {
-        ResponseHeader::decode(&mut buf, TxnOffsetCommitResponse::header_version(version))
-            .and_then(|_| TxnOffsetCommitResponse::decode(&mut buf, version))
-            .ok()
-            .map(|r| {
-                r.topics
-                    .iter()
-                    .flat_map(|t| {
-                        t.partitions
-                            .iter()
-                            .filter(|p| p.error_code == 0)
-                            .map(|p| (t.name.to_string(), p.partition_index))
-                    })
-                    .collect()
-            })
+        budgeted::within(buf.len(), || {
+            ResponseHeader::decode(&mut buf, TxnOffsetCommitResponse::header_version(version))
+                .and_then(|_| TxnOffsetCommitResponse::decode(&mut buf, version))
+        })
+        .map(|r| {
+            r.topics
+                .iter()
+                .flat_map(|t| {
+                    t.partitions
+                        .iter()
+                        .filter(|p| p.error_code == 0)
+                        .map(|p| (t.name.to_string(), p.partition_index))
+                })
+                .collect()
+        })
     };
     let Some(accepted) = accepted else {
         commits.offsets.clear();

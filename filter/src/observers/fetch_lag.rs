@@ -19,14 +19,28 @@ use crate::pipeline::RequestRecord;
 
 const SCOPE: &str = "~fetch-lag";
 /// Partitions one connection's session is followed for (a consumer's assignment).
-const MAX_POSITIONS: usize = 10_000;
+const MAX_POSITIONS: usize = 4096;
 const NONE: &str = "none";
+/// Kafka's longest topic name: longer ones name no topic, and are not followed.
+const MAX_TOPIC_NAME: usize = 249;
+
+/// A topic name's key in a connection's positions (FNV-1a: not for secrecy, only to keep an
+/// entry small whatever the request names).
+fn name_key(name: &str) -> Option<u64> {
+    (name.len() <= MAX_TOPIC_NAME).then(|| {
+        name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        })
+    })
+}
 
 pub struct FetchLag {
     store: Rc<dyn BucketStore>,
     max_series: u32,
-    /// The fetch session's partitions and the offsets last fetched from.
-    positions: HashMap<(String, i32), i64>,
+    /// The fetch session's partitions (by a hash of the topic's name: a request may name
+    /// topics of any length, and only the response's names are labels) and the offsets last
+    /// fetched from.
+    positions: HashMap<(u64, i32), i64>,
     /// Figures not reported yet, by gauge name.
     pending: HashMap<String, u64>,
     /// What this connection last set each gauge to (admitted series only).
@@ -56,18 +70,18 @@ impl FetchLag {
             self.positions.clear();
         }
         for (topic, partition) in &fetch.forgotten {
-            if let Some(name) = topic_name(topic, store) {
-                self.positions.remove(&(name, *partition));
+            if let Some(key) = topic_name(topic, store).and_then(|n| name_key(&n)) {
+                self.positions.remove(&(key, *partition));
             }
         }
         for (topic, partition, offset) in &fetch.partitions {
-            let Some(name) = topic_name(topic, store) else {
+            let Some(key) = topic_name(topic, store).and_then(|n| name_key(&n)) else {
                 continue;
             };
             if self.positions.len() < MAX_POSITIONS
-                || self.positions.contains_key(&(name.clone(), *partition))
+                || self.positions.contains_key(&(key, *partition))
             {
-                self.positions.insert((name, *partition), *offset);
+                self.positions.insert((key, *partition), *offset);
             }
         }
         let Some(fetched) = r.fetched else {
@@ -87,12 +101,15 @@ impl FetchLag {
             let Some(name) = topic_name(&t.topic, store) else {
                 continue;
             };
+            let Some(key) = name_key(&name) else {
+                continue;
+            };
             for p in &t.partitions {
                 let (partition, end) = match (fetch.read_committed, p.end, p.stable_end) {
                     (false, Some(end), _) | (true, _, Some(end)) => (p.partition, end),
                     _ => continue,
                 };
-                let Some(&offset) = self.positions.get(&(name.clone(), partition)) else {
+                let Some(&offset) = self.positions.get(&(key, partition)) else {
                     continue;
                 };
                 // Where the consumer stands once it has the records this response carries.

@@ -15,7 +15,7 @@ use super::fetch_lag::FetchLag;
 use crate::connection::topic_name;
 use crate::limits::BucketStore;
 use crate::metrics::{metric_label, topic_label, MetricsSink};
-use crate::pipeline::{Observer, RequestRecord};
+use crate::pipeline::{Observer, Outcome, RequestRecord};
 
 /// `consumer_lag` in the plugin configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,6 +194,17 @@ impl Observer for ConsumerLag {
     fn on_finished(&mut self, r: &RequestRecord<'_>, m: &mut dyn MetricsSink) {
         if let Some(f) = &mut self.fetch_lag {
             f.on_fetch(r);
+        }
+        // Log ends and commits live in the store every connection shares, under the names the
+        // client used: a request or response a name-conversion rule rewrote names the client's
+        // view (a canary's `orders` is the broker's `orders-canary`), which must not move the
+        // figures of the topic and group the broker knows by that name. A refused request
+        // committed nothing.
+        if r.outcome.has(Outcome::REWRITTEN)
+            || r.outcome.has(Outcome::RESPONSE_REWRITTEN)
+            || r.refused_with.is_some()
+        {
+            return;
         }
         for t in r.fetched.map_or(&[][..], |w| &w.topics) {
             let Some(topic) = topic_name(&t.topic, &*self.store) else {

@@ -200,6 +200,9 @@ impl LineBuffer {
     }
 }
 
+/// How long after its timeout a call the host never answered is given up.
+const EXPIRE_MARGIN_MS: u64 = 5_000;
+
 /// A batch to POST.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Batch {
@@ -221,8 +224,8 @@ pub enum Delivery {
 pub struct Shipper {
     pub config: HttpSinkConfig,
     pub buffer: SharedLines,
-    /// Calls waiting for their answer: token and lines.
-    in_flight: Vec<(u32, usize)>,
+    /// Calls waiting for their answer: token, lines, and when sent (ns).
+    in_flight: Vec<(u32, usize, u64)>,
 }
 
 impl Shipper {
@@ -253,15 +256,34 @@ impl Shipper {
     }
 
     /// A batch is on its way under `token`.
-    pub fn sent(&mut self, token: u32, lines: usize) {
-        self.in_flight.push((token, lines));
+    pub fn sent(&mut self, token: u32, lines: usize, now_ns: u64) {
+        self.in_flight.push((token, lines, now_ns));
+    }
+
+    /// Calls the host never answered, well past their timeout: given up (their lines are
+    /// dropped, counted by the caller), so that their slots serve again. How many lines.
+    pub fn expire(&mut self, now_ns: u64) -> usize {
+        let give_up_ns = self
+            .config
+            .timeout_ms
+            .saturating_add(EXPIRE_MARGIN_MS)
+            .saturating_mul(1_000_000);
+        let mut lines = 0;
+        self.in_flight.retain(|&(_, n, at)| {
+            let alive = now_ns.saturating_sub(at) < give_up_ns;
+            if !alive {
+                lines += n;
+            }
+            alive
+        });
+        lines
     }
 
     /// The answer to call `token`: its HTTP status (`None`: no response, e.g. the collector is
     /// down or did not answer in time).
     pub fn answered(&mut self, token: u32, status: Option<u16>) -> Option<Delivery> {
-        let at = self.in_flight.iter().position(|(t, _)| *t == token)?;
-        let (_, lines) = self.in_flight.swap_remove(at);
+        let at = self.in_flight.iter().position(|(t, _, _)| *t == token)?;
+        let (_, lines, _) = self.in_flight.swap_remove(at);
         Some(match status {
             Some(200..=299) => Delivery::Accepted(lines),
             _ => Delivery::Failed(lines),
@@ -343,13 +365,24 @@ mod tests {
         assert!(!b.push("c".into(), 0), "full: dropped");
         drop(b);
         let first = s.due(0).unwrap();
-        s.sent(7, first.lines);
+        s.sent(7, first.lines, 0);
         assert_eq!(s.due(0), None, "one call in flight at most");
         assert_eq!(s.answered(7, None), Some(Delivery::Failed(1)));
         assert_eq!(s.answered(7, Some(200)), None, "answered once");
         let second = s.due(0).unwrap();
-        s.sent(8, second.lines);
+        s.sent(8, second.lines, 0);
         assert_eq!(s.answered(8, Some(204)), Some(Delivery::Accepted(1)));
+        // A call never answered is given up past its timeout: its slot serves again.
+        assert!(s.buffer.borrow_mut().push("d".into(), 0));
+        let third = s.due(0).unwrap();
+        s.sent(9, third.lines, 0);
+        assert_eq!(s.expire(5 * S), 0, "within its timeout and margin");
+        assert_eq!(s.expire(11 * S), 1);
+        assert_eq!(
+            s.answered(9, Some(200)),
+            None,
+            "an answer after that counts nothing"
+        );
         let mut bytes = LineBuffer::new(100, 1024);
         assert!(!bytes.push("x".repeat(2000), 0), "over the byte bound");
     }

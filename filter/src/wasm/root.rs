@@ -80,6 +80,13 @@ impl KafkaRoot {
             return;
         };
         let now = now_ns();
+        let expired = shipper.expire(now);
+        if expired > 0 {
+            log::warn!("request log: the collector's answer never came; {expired} lines dropped");
+            let mut m = self.metrics.borrow_mut();
+            m.add_named("request_log_batches_failed", 1);
+            m.add_named("request_log_dropped", expired as i64);
+        }
         while let Some(batch) = shipper.due(now) {
             let c = &shipper.config;
             let headers = vec![
@@ -96,7 +103,7 @@ impl KafkaRoot {
                 Duration::from_millis(c.timeout_ms),
             );
             match sent {
-                Ok(token) => shipper.sent(token, batch.lines),
+                Ok(token) => shipper.sent(token, batch.lines, now),
                 Err(e) => {
                     log::warn!(
                         "request log: cannot send to cluster `{}` ({e:?}); {} lines dropped",

@@ -230,6 +230,11 @@ impl<P> Found<'_, P> {
                     TopicRef::Name(c.string(flexible)?.ok_or(Stop::Invalid)?.to_string())
                 };
                 let parts = c.count(flexible)?;
+                // Topics count against the same cap as partitions: a topic of no partition is
+                // three bytes, and each kept costs far more.
+                if self.topics.len() >= MAX_PARTITIONS {
+                    return Err(Stop::Invalid);
+                }
                 self.topics.push(Topic {
                     topic,
                     partitions: Vec::new(),

@@ -10,11 +10,12 @@
 //! cannot go into it (the field comes before the records): the client is held, and the next
 //! response it gets while the hold runs carries what is left.
 //!
-//! What the topics do not account for is not let through: a walk that stopped early (past
-//! `MAX_PARTITIONS` partitions, a field too large) leaves the rest of the frame to the key's
-//! `~other` topic bucket; so do topics past [`MAX_TOPICS_PER_FRAME`]; and frames that are not
-//! walked at all (versions the walkers do not read) are charged whole to the key's bucket at
-//! their head, as a limit without `per_topic` does.
+//! What the topics do not account for is not let through: the frame's framing (its headers and
+//! topic names) and whatever a walk that stopped early (past `MAX_PARTITIONS` partitions, a field
+//! too large) did not count go to the key's `~other` topic bucket; so do topics past
+//! [`MAX_TOPICS_PER_FRAME`]; and frames that are not walked at all (versions the walkers do not
+//! read) are charged whole to the key's bucket at their head, as a limit without `per_topic`
+//! does. A frame is so charged its full size, as without `per_topic`.
 
 use crate::codec::walk::{id_hex, TopicRef, Walked, FETCH_VERSIONS, PRODUCE_VERSIONS};
 use crate::connection::topic_id_key;
@@ -84,10 +85,10 @@ fn bytes_per_topic(stage: &RateLimitStage, cx: &TopicsCx, walked: &Walked) -> Ve
             other = other.saturating_add(t.bytes);
         }
     }
-    if !walked.complete {
-        let counted: u64 = walked.topics.iter().map(|t| t.bytes).sum();
-        other = other.saturating_add(cx.frame_bytes.saturating_sub(counted));
-    }
+    // What the record sets do not account for: the frame's framing (topic names among it, which
+    // a client could make most of a frame), and whatever a walk cut short did not count.
+    let counted: u64 = walked.topics.iter().map(|t| t.bytes).sum();
+    other = other.saturating_add(cx.frame_bytes.saturating_sub(counted));
     if other > 0 {
         out.push((OTHER.to_string(), other));
     }
