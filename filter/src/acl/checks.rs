@@ -114,6 +114,21 @@ fn config_resource(resource_type: i8, name: &str) -> Option<Resource> {
     }
 }
 
+/// `operation` on each config resource (type and name); `None` if one is of a type the table
+/// does not know.
+fn config_checks<'a>(
+    resources: impl Iterator<Item = (i8, &'a str)>,
+    operation: Operation,
+) -> Option<Needs> {
+    let checks = resources
+        .map(|(t, name)| config_resource(t, name).map(|res| check(operation, res)))
+        .collect::<Option<Vec<_>>>()?;
+    Some(Needs::Checks {
+        checks,
+        filtered: false,
+    })
+}
+
 fn decode<T: Decodable>(body: &Bytes, version: i16) -> Option<T> {
     crate::codec::budgeted::decode(&mut body.clone(), version)
 }
@@ -387,35 +402,29 @@ pub fn needs(api_key: i16, version: i16, body: &Bytes) -> Needs {
                 .collect())
         }),
         ApiKey::DescribeConfigs => decode::<DescribeConfigsRequest>(body, version).and_then(|r| {
-            r.resources
-                .iter()
-                .map(|x| {
-                    config_resource(x.resource_type, &x.resource_name)
-                        .map(|res| check(DescribeConfigs, res))
-                })
-                .collect::<Option<Vec<_>>>()
-                .map(all)
+            config_checks(
+                r.resources
+                    .iter()
+                    .map(|x| (x.resource_type, x.resource_name.as_str())),
+                DescribeConfigs,
+            )
         }),
         ApiKey::AlterConfigs => decode::<AlterConfigsRequest>(body, version).and_then(|r| {
-            r.resources
-                .iter()
-                .map(|x| {
-                    config_resource(x.resource_type, &x.resource_name)
-                        .map(|res| check(AlterConfigs, res))
-                })
-                .collect::<Option<Vec<_>>>()
-                .map(all)
+            config_checks(
+                r.resources
+                    .iter()
+                    .map(|x| (x.resource_type, x.resource_name.as_str())),
+                AlterConfigs,
+            )
         }),
         ApiKey::IncrementalAlterConfigs => decode::<IncrementalAlterConfigsRequest>(body, version)
             .and_then(|r| {
-                r.resources
-                    .iter()
-                    .map(|x| {
-                        config_resource(x.resource_type, &x.resource_name)
-                            .map(|res| check(AlterConfigs, res))
-                    })
-                    .collect::<Option<Vec<_>>>()
-                    .map(all)
+                config_checks(
+                    r.resources
+                        .iter()
+                        .map(|x| (x.resource_type, x.resource_name.as_str())),
+                    AlterConfigs,
+                )
             }),
         ApiKey::DescribeAcls
         | ApiKey::DescribeCluster

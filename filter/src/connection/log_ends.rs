@@ -12,8 +12,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, HeaderVersion};
 
 use super::examine::ConnState;
-use super::whole_reads::topic_name;
-use crate::codec::frame::{FrameHead, HEAD_WINDOW, MAX_HEAD_BYTES};
+use super::whole_reads::{topic_name, Whole};
+use crate::codec::frame::FrameHead;
 use crate::codec::walk::{TopicRef, MAX_PARTITIONS};
 use crate::codec::{budgeted, Step};
 use crate::limits::BucketStore;
@@ -33,27 +33,15 @@ impl ConnState {
         p: &mut RequestProgress,
         h: &FrameHead<'_>,
     ) -> Option<Step> {
-        let head = &p.head;
-        if head.api_key != LIST_OFFSETS
-            || head.api_version < 1
-            || !head.header_decoded
-            || !head.version_known
-            || h.frame_len > MAX_HEAD_BYTES
-            || !self.pipeline.wants_log_ends()
-        {
-            return None;
-        }
-        if h.prefix.len() < h.frame_len && !h.last_look() {
-            if h.frame_len > HEAD_WINDOW && !self.held_request.take(&self.budget, h.frame_len) {
-                return None;
-            }
-            return Some(Step::Need(h.frame_len));
-        }
-        let body = h.prefix.get(head.header_len..).unwrap_or_default();
-        let req = budgeted::decode::<ListOffsetsRequest>(
-            &mut Bytes::copy_from_slice(body),
-            head.api_version,
-        )?;
+        let wanted = p.head.api_key == LIST_OFFSETS
+            && p.head.api_version >= 1
+            && self.pipeline.wants_log_ends();
+        let mut body = match self.whole_request(p, h, wanted) {
+            Whole::Body(b) => b,
+            Whole::Need(step) => return Some(step),
+            Whole::Skip => return None,
+        };
+        let req = budgeted::decode::<ListOffsetsRequest>(&mut body, p.head.api_version)?;
         if req.isolation_level != 0 {
             return None;
         }

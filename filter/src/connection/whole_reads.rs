@@ -36,7 +36,39 @@ const METADATA_TOPIC_IDS: i16 = 10;
 /// larger commit is not followed.
 const MAX_WHOLE_BYTES: usize = MAX_HEAD_BYTES;
 
+/// A request an observer reads whole: its body once all of it is shown, or the step that
+/// collects it, or nothing (not wanted, too large, or no room).
+pub(super) enum Whole {
+    Body(Bytes),
+    Need(Step),
+    Skip,
+}
+
 impl ConnState {
+    /// Read a request whole if `wanted` (by an observer): up to [`MAX_WHOLE_BYTES`], collected in
+    /// the VM and counted in its held-bytes budget like a held frame (when that is used up, the
+    /// request passes unread).
+    pub(super) fn whole_request(
+        &mut self,
+        p: &RequestProgress,
+        h: &FrameHead<'_>,
+        wanted: bool,
+    ) -> Whole {
+        let head = &p.head;
+        if !wanted || !head.header_decoded || !head.version_known || h.frame_len > MAX_WHOLE_BYTES {
+            return Whole::Skip;
+        }
+        if h.prefix.len() < h.frame_len && !h.last_look() {
+            if h.frame_len > HEAD_WINDOW && !self.held_request.take(&self.budget, h.frame_len) {
+                return Whole::Skip;
+            }
+            return Whole::Need(Step::Need(h.frame_len));
+        }
+        Whole::Body(Bytes::copy_from_slice(
+            h.prefix.get(head.header_len..).unwrap_or_default(),
+        ))
+    }
+
     /// An OffsetCommit or TxnOffsetCommit request is read whole when an observer follows
     /// commits; `Some(step)` while more of it is needed.
     pub(super) fn read_commit_request(
@@ -44,47 +76,31 @@ impl ConnState {
         p: &mut RequestProgress,
         h: &FrameHead<'_>,
     ) -> Option<Step> {
+        let wanted = matches!(p.head.api_key, OFFSET_COMMIT | TXN_OFFSET_COMMIT)
+            && self.pipeline.wants_commits();
+        let mut buf = match self.whole_request(p, h, wanted) {
+            Whole::Body(b) => b,
+            Whole::Need(step) => return Some(step),
+            Whole::Skip => return None,
+        };
         let head = &p.head;
-        if !matches!(head.api_key, OFFSET_COMMIT | TXN_OFFSET_COMMIT)
-            || !head.header_decoded
-            || !head.version_known
-            || h.frame_len > MAX_WHOLE_BYTES
-            || !self.pipeline.wants_commits()
-        {
-            return None;
-        }
-        if h.prefix.len() < h.frame_len && !h.last_look() {
-            // Collected in the VM: counted in its held-bytes budget like a held frame; when it
-            // does not fit, the commit is not followed.
-            if h.frame_len > HEAD_WINDOW && !self.held_request.take(&self.budget, h.frame_len) {
-                return None;
-            }
-            return Some(Step::Need(h.frame_len));
-        }
-        let body = h.prefix.get(head.header_len..).unwrap_or_default();
-        let mut buf = Bytes::copy_from_slice(body);
-        let commits = match head.api_key {
-            OFFSET_COMMIT => budgeted::decode::<OffsetCommitRequest>(&mut buf, head.api_version)
-                .map(|req| Commits {
+        // OffsetCommit and TxnOffsetCommit ask alike: a group, per topic, per partition, an offset.
+        macro_rules! commits {
+            ($request:ty) => {
+                budgeted::decode::<$request>(&mut buf, head.api_version).map(|req| Commits {
                     offsets: offsets(req.topics.iter().flat_map(|t| {
                         t.partitions
                             .iter()
                             .map(|p| (t.name.as_str(), p.partition_index, p.committed_offset))
                     })),
                     group: req.group_id.to_string(),
-                }),
-            _ => {
-                budgeted::decode::<TxnOffsetCommitRequest>(&mut buf, head.api_version).map(|req| {
-                    Commits {
-                        offsets: offsets(req.topics.iter().flat_map(|t| {
-                            t.partitions
-                                .iter()
-                                .map(|p| (t.name.as_str(), p.partition_index, p.committed_offset))
-                        })),
-                        group: req.group_id.to_string(),
-                    }
                 })
-            }
+            };
+        }
+        let commits = if head.api_key == OFFSET_COMMIT {
+            commits!(OffsetCommitRequest)
+        } else {
+            commits!(TxnOffsetCommitRequest)
         };
         let Some(commits) = commits else {
             log::debug!(
@@ -242,38 +258,30 @@ fn offsets<'a>(all: impl Iterator<Item = (&'a str, i32, i64)>) -> Vec<CommittedO
 fn keep_accepted(commits: &mut Commits, api: i16, frame: &[u8], version: i16) {
     let mut buf = Bytes::copy_from_slice(frame);
     // A set: a hostile commit names thousands of partitions in the request and the response.
-    let accepted: Option<HashSet<(String, i32)>> = if api == OFFSET_COMMIT {
-        budgeted::within(buf.len(), || {
-            ResponseHeader::decode(&mut buf, OffsetCommitResponse::header_version(version))
-                .and_then(|_| OffsetCommitResponse::decode(&mut buf, version))
-        })
-        .map(|r| {
-            r.topics
-                .iter()
-                .flat_map(|t| {
-                    t.partitions
-                        .iter()
-                        .filter(|p| p.error_code == 0)
-                        .map(|p| (t.name.to_string(), p.partition_index))
-                })
-                .collect()
-        })
+    // OffsetCommit and TxnOffsetCommit answer alike: per topic, per partition, an error code.
+    macro_rules! accepted {
+        ($response:ty) => {
+            budgeted::within(buf.len(), || {
+                ResponseHeader::decode(&mut buf, <$response>::header_version(version))
+                    .and_then(|_| <$response>::decode(&mut buf, version))
+            })
+            .map(|r| {
+                r.topics
+                    .iter()
+                    .flat_map(|t| {
+                        t.partitions
+                            .iter()
+                            .filter(|p| p.error_code == 0)
+                            .map(|p| (t.name.to_string(), p.partition_index))
+                    })
+                    .collect::<HashSet<_>>()
+            })
+        };
+    }
+    let accepted = if api == OFFSET_COMMIT {
+        accepted!(OffsetCommitResponse)
     } else {
-        budgeted::within(buf.len(), || {
-            ResponseHeader::decode(&mut buf, TxnOffsetCommitResponse::header_version(version))
-                .and_then(|_| TxnOffsetCommitResponse::decode(&mut buf, version))
-        })
-        .map(|r| {
-            r.topics
-                .iter()
-                .flat_map(|t| {
-                    t.partitions
-                        .iter()
-                        .filter(|p| p.error_code == 0)
-                        .map(|p| (t.name.to_string(), p.partition_index))
-                })
-                .collect()
-        })
+        accepted!(TxnOffsetCommitResponse)
     };
     let Some(accepted) = accepted else {
         commits.offsets.clear();
