@@ -155,13 +155,13 @@ impl KafkaConnection {
         self.state.pipeline.needs_peer()
     }
 
-    /// What the connection presents (mTLS identity, source address).
     /// The VM's buffer of request-log lines for the HTTP collector (see
     /// `observers::log_sink`).
     pub fn set_collector(&mut self, lines: &crate::observers::log_sink::SharedLines) {
         self.state.pipeline.set_collector(lines);
     }
 
+    /// What the connection presents (mTLS identity, source address).
     pub fn set_peer(&mut self, peer: Peer) {
         self.state.identity.peer = peer;
         self.state.pipeline.on_identity(&self.state.identity);

@@ -10,9 +10,9 @@
 
 use std::rc::Rc;
 
-use super::client_topics::TopicCounters;
 use kafka_protocol::error::ResponseError;
 
+use super::client_topics::TopicCounters;
 use crate::api::{label_name, ApiLabel};
 use crate::limits::BucketStore;
 use crate::metrics::{len_i64, MetricsSink};
