@@ -9,7 +9,7 @@ use super::examine::ConnState;
 use crate::codec::frame::{FrameHead, Peeked};
 use crate::codec::inflight::Inflight;
 use crate::codec::walk::{
-    FetchWalker, Layout, ProduceWalker, Walker, Want, FETCH_VERSIONS, PRODUCE_VERSIONS,
+    walks_request, walks_response, FetchWalker, Layout, ProduceWalker, Walker, Want,
 };
 use crate::codec::{RequestHead, Step};
 use crate::metrics::MetricsSink;
@@ -145,9 +145,7 @@ impl ConnState {
         head: &RequestHead,
         frame_len: usize,
     ) -> Option<ProduceWalker> {
-        (head.api_key == PRODUCE
-            && head.header_decoded
-            && PRODUCE_VERSIONS.contains(&head.api_version)
+        (walks_request(head.api_key, head.api_version, head.header_decoded)
             && self.pipeline.wants_topics())
         .then(|| ProduceWalker::produce(head.api_version, head.header_len, frame_len))
     }
@@ -257,8 +255,7 @@ impl ConnState {
         m: &mut dyn MetricsSink,
     ) -> Result<Step, (Inflight, Then)> {
         // A refused request's response answers its stand-in, not a Fetch.
-        if request.api_key != FETCH
-            || !FETCH_VERSIONS.contains(&request.api_version)
+        if !walks_response(request.api_key, request.api_version)
             || request.plan.refused.is_some()
             || !self.pipeline.wants_topics()
         {

@@ -26,6 +26,20 @@ pub type FetchWalker = Walker<FetchLayout>;
 /// Versions the walkers read (those `kafka-protocol` has schemas for, which the tests check).
 pub const PRODUCE_VERSIONS: std::ops::RangeInclusive<i16> = 3..=13;
 pub const FETCH_VERSIONS: std::ops::RangeInclusive<i16> = 4..=18;
+const PRODUCE: i16 = 0;
+const FETCH: i16 = 1;
+
+/// Whether a walker reads this request: a Produce request whose header decoded, at a version
+/// the walkers know.
+pub fn walks_request(api_key: i16, version: i16, header_decoded: bool) -> bool {
+    api_key == PRODUCE && header_decoded && PRODUCE_VERSIONS.contains(&version)
+}
+
+/// Whether a walker reads the response to this request: a Fetch response, at a version the
+/// walkers know.
+pub fn walks_response(api_key: i16, version: i16) -> bool {
+    api_key == FETCH && FETCH_VERSIONS.contains(&version)
+}
 
 /// What a walker wants next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,7 +17,7 @@
 //! read) are charged whole to the key's bucket at their head, as a limit without `per_topic`
 //! does. A frame is so charged its full size, as without `per_topic`.
 
-use crate::codec::walk::{id_hex, TopicRef, Walked, FETCH_VERSIONS, PRODUCE_VERSIONS};
+use crate::codec::walk::{id_hex, walks_request, walks_response, TopicRef, Walked};
 use crate::connection::topic_id_key;
 use crate::limits::{Charge, Kind, Limit, Mode};
 use crate::metrics::{topic_label, MetricsSink};
@@ -46,11 +46,7 @@ pub(super) struct TopicBucket {
 /// Whether the frame's topics will be counted as it passes (then a `per_topic` limit is charged
 /// per topic; otherwise whole, at its head).
 pub(super) fn walked(api_key: i16, version: i16, header_decoded: bool) -> bool {
-    match api_key {
-        super::PRODUCE => header_decoded && PRODUCE_VERSIONS.contains(&version),
-        super::FETCH => FETCH_VERSIONS.contains(&version),
-        _ => false,
-    }
+    walks_request(api_key, version, header_decoded) || walks_response(api_key, version)
 }
 
 /// Whether `l` charges this kind per topic, for a frame whose topics are counted.
