@@ -90,11 +90,7 @@ fn topic(name: &TopicName) -> Resource {
 }
 
 fn topic_or_id(name: &TopicName, id: &[u8; 16], by_id: bool) -> Resource {
-    if by_id {
-        Resource::Topic(TopicRef::Id(*id))
-    } else {
-        topic(name)
-    }
+    Resource::Topic(TopicRef::named(by_id, name, id))
 }
 
 fn group(g: &GroupId) -> Resource {

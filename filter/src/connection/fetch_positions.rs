@@ -40,13 +40,7 @@ impl ConnState {
             return None;
         };
         let by_id = version >= FETCH_TOPIC_IDS;
-        let topic_of = |name: &kafka_protocol::messages::TopicName, id: &[u8; 16]| {
-            if by_id {
-                TopicRef::Id(*id)
-            } else {
-                TopicRef::Name(name.to_string())
-            }
-        };
+        let topic_of = |name: &str, id: &[u8; 16]| TopicRef::named(by_id, name, id);
         let partitions = req
             .topics
             .iter()

@@ -57,6 +57,18 @@ pub enum TopicRef {
     Id([u8; 16]),
 }
 
+impl TopicRef {
+    /// The topic a message names: by its id in the versions that name topics so, by its name
+    /// otherwise (the message carries both fields; the other is left at its default).
+    pub fn named(by_id: bool, name: &str, id: &[u8; 16]) -> Self {
+        if by_id {
+            TopicRef::Id(*id)
+        } else {
+            TopicRef::Name(name.to_string())
+        }
+    }
+}
+
 /// A topic id in hex, as labels, keys and log lines show it.
 pub fn id_hex(id: &[u8; 16]) -> String {
     id.iter().map(|b| format!("{b:02x}")).collect()
