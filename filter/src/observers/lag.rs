@@ -43,6 +43,8 @@ pub struct ConsumerLag {
     reported_ends: HashMap<(String, i32), (i64, u64)>,
     /// Ends seen within a second of the last one shared, for the next flush.
     pending_ends: HashMap<(String, i32), i64>,
+    /// The time of the last request this connection finished (the flush's clock).
+    last_ns: u64,
     fetch_lag: Option<FetchLag>,
 }
 
@@ -68,6 +70,7 @@ impl ConsumerLag {
             store,
             reported_ends: HashMap::new(),
             pending_ends: HashMap::new(),
+            last_ns: 0,
         }
     }
 
@@ -182,16 +185,11 @@ impl Observer for ConsumerLag {
         if let Some(f) = &mut self.fetch_lag {
             f.flush(m);
         }
-        let now = self
-            .reported_ends
-            .values()
-            .map(|&(_, at)| at)
-            .max()
-            .unwrap_or(0);
-        self.share_pending(now, m);
+        self.share_pending(self.last_ns, m);
     }
 
     fn on_finished(&mut self, r: &RequestRecord<'_>, m: &mut dyn MetricsSink) {
+        self.last_ns = self.last_ns.max(r.sent_at_ns);
         if let Some(f) = &mut self.fetch_lag {
             f.on_fetch(r);
         }
