@@ -10,6 +10,8 @@ use std::rc::Rc;
 
 use serde::Deserialize;
 
+use crate::metrics::MetricsSink;
+
 /// `request_log.http` in the plugin configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpSinkConfig {
@@ -198,6 +200,15 @@ impl LineBuffer {
         self.oldest_ns = now_ns;
         (body, n)
     }
+}
+
+/// Lines that never reached the collector (the buffer was full, or their batch failed).
+pub const DROPPED: &str = "request_log_dropped";
+
+/// Count a batch of `lines` the collector did not take.
+pub fn count_failed_batch(m: &mut dyn MetricsSink, lines: usize) {
+    m.add_named("request_log_batches_failed", 1);
+    m.add_named(DROPPED, i64::try_from(lines).unwrap_or(i64::MAX));
 }
 
 /// How long after its timeout a call the host never answered is given up.

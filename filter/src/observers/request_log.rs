@@ -11,7 +11,7 @@ use crate::api::label_name;
 use crate::codec::walk::{id_hex, TopicRef, Walked};
 use crate::matching::Matcher;
 use crate::metrics::MetricsSink;
-use crate::observers::log_sink::{HttpSinkConfig, SharedLines};
+use crate::observers::log_sink::{HttpSinkConfig, SharedLines, DROPPED};
 use crate::pipeline::{Observer, Outcome, RequestRecord};
 
 /// `request_log` in the plugin configuration.
@@ -173,7 +173,7 @@ impl Observer for RequestLog {
         if let Some(c) = &self.collector {
             // The request's own time: the host's clock is not read again for it.
             if !c.borrow_mut().push(line, r.sent_at_ns) {
-                m.add_named("request_log_dropped", 1);
+                m.add_named(DROPPED, 1);
             }
         }
     }

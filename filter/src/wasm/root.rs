@@ -11,7 +11,7 @@ use super::shared_store::SharedDataStore;
 use super::stream::{KafkaStream, VmShared};
 use crate::config::{self, Config};
 use crate::metrics::MetricsSink;
-use crate::observers::log_sink::{Delivery, Shipper};
+use crate::observers::log_sink::{count_failed_batch, Delivery, Shipper};
 use crate::pipeline::held::HeldBudget;
 
 #[derive(Default)]
@@ -64,8 +64,7 @@ impl Context for KafkaRoot {
             Some(Delivery::Accepted(n)) => m.add_named("request_log_delivered", n as i64),
             Some(Delivery::Failed(n)) => {
                 log::debug!("request log: the collector answered {status:?}; {n} lines dropped");
-                m.add_named("request_log_batches_failed", 1);
-                m.add_named("request_log_dropped", n as i64);
+                count_failed_batch(&mut *m, n);
             }
             None => {}
         }
@@ -83,9 +82,7 @@ impl KafkaRoot {
         let expired = shipper.expire(now);
         if expired > 0 {
             log::warn!("request log: the collector's answer never came; {expired} lines dropped");
-            let mut m = self.metrics.borrow_mut();
-            m.add_named("request_log_batches_failed", 1);
-            m.add_named("request_log_dropped", expired as i64);
+            count_failed_batch(&mut *self.metrics.borrow_mut(), expired);
         }
         while let Some(batch) = shipper.due(now) {
             let c = &shipper.config;
@@ -110,9 +107,7 @@ impl KafkaRoot {
                         c.cluster,
                         batch.lines
                     );
-                    let mut m = self.metrics.borrow_mut();
-                    m.add_named("request_log_batches_failed", 1);
-                    m.add_named("request_log_dropped", batch.lines as i64);
+                    count_failed_batch(&mut *self.metrics.borrow_mut(), batch.lines);
                     return;
                 }
             }
