@@ -134,6 +134,23 @@ pub struct AclEntry {
 }
 
 impl AclEntry {
+    /// Whether the entry applies to this client and operation on resources of this type,
+    /// whatever their name.
+    fn applies_to_type(
+        &self,
+        client_id: Option<&str>,
+        peer: &Peer,
+        op: Operation,
+        resource: ResourceType,
+    ) -> bool {
+        self.resource_type == resource
+            && self
+                .operations
+                .iter()
+                .any(|o| o.covers(op, self.permission))
+            && self.matcher.matches(client_id, peer)
+    }
+
     fn applies(
         &self,
         client_id: Option<&str>,
@@ -142,13 +159,7 @@ impl AclEntry {
         resource: ResourceType,
         name: &str,
     ) -> bool {
-        self.resource_type == resource
-            && self
-                .operations
-                .iter()
-                .any(|o| o.covers(op, self.permission))
-            && self.pattern.matches(name)
-            && self.matcher.matches(client_id, peer)
+        self.pattern.matches(name) && self.applies_to_type(client_id, peer, op, resource)
     }
 }
 
@@ -214,11 +225,7 @@ impl Policy {
         op: Operation,
         resource: ResourceType,
     ) -> bool {
-        let mine = |e: &&AclEntry| {
-            e.resource_type == resource
-                && e.operations.iter().any(|o| o.covers(op, e.permission))
-                && e.matcher.matches(client_id, peer)
-        };
+        let mine = |e: &&AclEntry| e.applies_to_type(client_id, peer, op, resource);
         let denied_all = self
             .entries
             .iter()
