@@ -6,6 +6,7 @@ use std::rc::Rc;
 
 use serde::Deserialize;
 
+use crate::acl::{parse_acls, AclError, Policy, RawAcls};
 use crate::api::api_key_named;
 use crate::limits::{parse_limits, Limit, LimitError, RawLimit};
 use crate::matching::RawMatch;
@@ -59,6 +60,8 @@ pub struct Config {
     pub consumer_lag: Option<LagConfig>,
     /// The request log; `None`: none written.
     pub request_log: Option<Rc<RequestLogConfig>>,
+    /// Kafka-style ACLs; `None`: no authorization (everything the broker allows).
+    pub acls: Option<Rc<Policy>>,
 }
 
 impl Default for Config {
@@ -74,6 +77,7 @@ impl Default for Config {
             client_metrics: None,
             consumer_lag: None,
             request_log: None,
+            acls: None,
         }
     }
 }
@@ -93,6 +97,7 @@ struct RawConfig {
     client_metrics: Option<RawClientMetrics>,
     consumer_lag: Option<RawLag>,
     request_log: Option<RawRequestLog>,
+    acls: Option<RawAcls>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -194,6 +199,8 @@ pub enum ConfigError {
     Rule(#[from] RuleError),
     #[error("invalid plugin configuration: `limits`: {0}")]
     Limit(#[from] LimitError),
+    #[error("invalid plugin configuration: {0}")]
+    Acl(#[from] AclError),
 }
 
 /// Parse the plugin configuration. Empty (or whitespace) means all defaults.
@@ -216,6 +223,19 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
     let defaults = Config::default();
     let rules = parse_rules(raw.rules)?;
     let limits = parse_limits(raw.limits)?;
+    let acls = match raw.acls {
+        None => None,
+        Some(a) => Some(Rc::new(parse_acls(a)?)),
+    };
+    if raw.on_frame_error == Some(FrameErrorPolicy::PassThrough) && acls.is_some() {
+        return Err(ConfigError::Field {
+            field: "on_frame_error",
+            message: "\"pass_through\" cannot be used with `acls`: a connection under ACLs \
+                      must never be forwarded unchecked, so a stream that cannot be framed always \
+                      closes there"
+                .into(),
+        });
+    }
     if raw.on_frame_error == Some(FrameErrorPolicy::PassThrough) && !rules.is_empty() {
         return Err(ConfigError::Field {
             field: "on_frame_error",
@@ -292,6 +312,7 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
             None => None,
             Some(r) => Some(Rc::new(parse_request_log(r)?)),
         },
+        acls,
         consumer_lag: match raw.consumer_lag {
             None => None,
             Some(l) => Some(LagConfig {

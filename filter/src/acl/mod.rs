@@ -1,10 +1,8 @@
-//! Kafka-style ACLs enforced in front of any broker (issue 15, in progress): who (the `match`
+//! Kafka-style ACLs enforced in front of any broker: who (the `match`
 //! forms of rules and limits), `allow` or `deny`, operations, resource type and pattern, as
 //! Kafka's own authorizer has them. [`policy`] is the model and its decision, [`config`] parses
-//! the plugin configuration's `acls`, [`checks`] says what each request needs authorized.
-//!
-//! Not wired into the pipeline yet: the plugin configuration does not accept `acls` until the
-//! stage that enforces them exists, so no configuration can believe it is protected.
+//! the plugin configuration's `acls`, [`checks`] says what each request needs authorized. The
+//! pipeline stage that enforces them is `stages::authorize`.
 
 pub mod checks;
 pub mod config;

@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::limits::BucketStore;
 use crate::metrics::MetricsSink;
 use crate::observers::{ClientMetrics, ConsumerLag, RequestLog};
+use crate::stages::authorize::AuthorizeStage;
 use crate::stages::ratelimit::RateLimitStage;
 use crate::stages::rewrite::RewriteStage;
 
@@ -44,6 +45,18 @@ impl Pipeline {
     /// The stages and observers the configuration asks for.
     pub fn for_config(id: u32, config: &Rc<Config>, limits: Rc<dyn BucketStore>) -> Self {
         let mut stages: Vec<Box<dyn Stage>> = Vec::new();
+        // Authorization first: it decides on what the client asked for, and a denied request
+        // costs the limits nothing.
+        if let Some(policy) = &config.acls {
+            let log = config.request_log.as_deref();
+            stages.push(Box::new(AuthorizeStage::new(
+                id,
+                Rc::clone(policy),
+                config.max_held_frame_bytes,
+                log.is_none_or(|l| l.envoy_log),
+                log.is_some_and(|l| l.http.is_some()),
+            )));
+        }
         // Limits account requests as the client named them, before any rewrite.
         if !config.limits.is_empty() {
             stages.push(Box::new(RateLimitStage::new(
@@ -118,6 +131,9 @@ impl Pipeline {
 
     /// Give the observers that write lines the VM's buffer for the HTTP collector.
     pub fn set_collector(&mut self, lines: &crate::observers::log_sink::SharedLines) {
+        for s in &mut self.stages {
+            s.set_collector(lines);
+        }
         for o in &mut self.observers {
             o.set_collector(lines);
         }
@@ -224,12 +240,72 @@ impl Pipeline {
                 Decision::Close => return Flow::Done(Action::Close),
                 d => {
                     let name = stage.name();
-                    return self.frame_flow(d, frame, &mut p.plan, name);
+                    return match self.frame_flow(d, frame, &mut p.plan, name) {
+                        // The stages after it are shown the replacement.
+                        Flow::Done(Action::Replace(bytes)) => {
+                            p.next += 1;
+                            self.run_replaced(p, identity, bytes, now_ns, m)
+                        }
+                        other => other,
+                    };
                 }
             }
             p.next += 1;
         }
         Flow::Done(Action::Forward)
+    }
+
+    /// The stages from `p.next` on, shown a request a stage before them replaced (whole).
+    fn run_replaced(
+        &mut self,
+        p: &mut RequestProgress,
+        identity: &Identity,
+        mut replaced: Vec<u8>,
+        now_ns: u64,
+        m: &mut dyn MetricsSink,
+    ) -> Flow {
+        while p.next < self.stages.len() {
+            let action = Action::Replace(replaced);
+            let view = replaced_view(&action, &EMPTY_VIEW);
+            let mut decision = Decision::Pass;
+            // A stage that asks for more of a frame it was shown whole is asked again.
+            for _ in 0..2 {
+                let Some(stage) = self.stages.get_mut(p.next) else {
+                    break;
+                };
+                let mut cx = RequestCx {
+                    head: &p.head,
+                    identity,
+                    now_ns,
+                    plan: &mut p.plan,
+                    stage: p.next,
+                };
+                decision = stage.on_request(&mut cx, &view, m);
+                if !matches!(decision, Decision::NeedHead(_) | Decision::NeedFrame) {
+                    break;
+                }
+            }
+            let Action::Replace(bytes) = action else {
+                return Flow::Done(Action::Close);
+            };
+            replaced = bytes;
+            match decision {
+                Decision::Pass => {}
+                Decision::Delay(ms) => {
+                    p.delay_ms = p.delay_ms.max(ms);
+                    p.plan.outcome.set(Outcome::DELAYED);
+                }
+                Decision::Refuse(code) => return Flow::Done(self.refuse_request(p, code)),
+                Decision::Close => return Flow::Done(Action::Close),
+                Decision::Replace(bytes) => replaced = bytes,
+                d => {
+                    let name = self.stages.get(p.next).map_or("?", |s| s.name());
+                    return self.misapplied(name, decision_name(&d));
+                }
+            }
+            p.next += 1;
+        }
+        Flow::Done(Action::Replace(replaced))
     }
 
     /// Ask the stages that watch the request, latest first, about its response.
@@ -401,6 +477,15 @@ impl Pipeline {
         }
     }
 }
+
+/// What [`replaced_view`] starts from when there is no frame of its own to fall back on.
+const EMPTY_VIEW: FrameView<'static> = FrameView {
+    bytes: &[],
+    frame_len: 0,
+    collected: true,
+    last_look: true,
+    shared: None,
+};
 
 fn decision_name(d: &Decision) -> &'static str {
     match d {

@@ -136,6 +136,10 @@ pub trait Stage {
     /// The connection's identity changed (the peer became known).
     fn on_identity(&mut self, _identity: &Identity) {}
 
+    /// The VM's buffer of lines for the request log's HTTP collector (see
+    /// `observers::log_sink`), for a stage that writes lines.
+    fn set_collector(&mut self, _lines: &crate::observers::log_sink::SharedLines) {}
+
     /// A request whose header has been read. Called again for the same frame after
     /// [`Decision::NeedHead`] or [`Decision::NeedFrame`].
     fn on_request(
