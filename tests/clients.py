@@ -683,9 +683,16 @@ class RawKafka:
     """
 
     def __init__(self, port: int, host: str = "127.0.0.1", client_id: str | None = "e2e-raw",
-                 timeout: float = 15.0):
+                 timeout: float = 15.0, tls: "ClientTls | None" = None):
         import socket
         self.sock = socket.create_connection((host, port), timeout=timeout)
+        if tls is not None:
+            import ssl
+            ctx = ssl.create_default_context(cafile=tls.ca)
+            ctx.check_hostname = False
+            if tls.cert:
+                ctx.load_cert_chain(tls.cert, tls.key)
+            self.sock = ctx.wrap_socket(self.sock)
         self.client_id = client_id
         self._corr = 0
 
@@ -966,9 +973,9 @@ class RdkafkaOps(ClientOps):
     name = "rdkafka"
 
     def conf(self, **extra: Any) -> dict:
-        tls = {} if self.tls is None else {
-            "security.protocol": "ssl", "ssl.ca.location": self.tls.ca,
-            "ssl.certificate.location": self.tls.cert, "ssl.key.location": self.tls.key}
+        tls = {} if self.tls is None else {"security.protocol": "ssl", "ssl.ca.location": self.tls.ca}
+        if self.tls is not None and self.tls.cert:
+            tls.update({"ssl.certificate.location": self.tls.cert, "ssl.key.location": self.tls.key})
         return {**rdkafka_common(self.bootstrap), "client.id": self.client_id, **tls, **extra}
 
     def _admin(self) -> Any:

@@ -135,8 +135,8 @@ fn a_mixed_produce_forwards_the_allowed_topic_and_merges_the_denied_one() {
             ("payments".into(), 29)
         ]
     );
-    assert_eq!(m.named("acl.operation.Write.resource.topic.acl_denied"), 2);
-    assert_eq!(m.named("acl.operation.Write.resource.topic.acl_allowed"), 1);
+    assert_eq!(m.named("acl.operation.Write.resource.topic.denied"), 2);
+    assert_eq!(m.named("acl.operation.Write.resource.topic.allowed"), 1);
     assert_eq!(m.named("acl_requests_split"), 1);
     assert_eq!(m.named("acl_audit_lines"), 3, "connection + two denials");
 }
@@ -643,4 +643,80 @@ fn an_encoded_split_keeps_the_records_it_forwards() {
             .unwrap(),
         &common::record_set(&[2], 0)
     );
+}
+
+#[test]
+fn a_broker_answering_with_more_than_was_asked_shows_nothing_denied() {
+    // Every named topic denied: asked for none; a broker that answers with all of them anyway
+    // (tansu does) has them filtered out.
+    let mut conn = KafkaConnection::new(1, config(POLICY));
+    let mut m = RecordingSink::default();
+    let named = MetadataRequest::default().with_topics(Some(vec![
+        MetadataRequestTopic::default().with_name(Some(name("payments")))
+    ]));
+    let fwd = drive(
+        &mut conn,
+        &request(ApiKey::Metadata, 12, 1, "reader", &named),
+        1000,
+        true,
+        &mut m,
+    )
+    .unwrap();
+    let sent: MetadataRequest = forwarded(&fwd, ApiKey::Metadata, 12);
+    assert_eq!(sent.topics, Some(vec![]));
+    let back = drive(
+        &mut conn,
+        &metadata_response(1, &[("payments", 2), ("orders", 1)]),
+        1000,
+        false,
+        &mut m,
+    )
+    .unwrap();
+    let got: MetadataResponse = answered(&back, ApiKey::Metadata, 12, 1);
+    assert_eq!(
+        metadata_topics(&got),
+        [("orders".into(), 0), ("payments".into(), 29)]
+    );
+    assert!(got.topics[1].topic_id.is_nil());
+}
+
+#[test]
+fn find_coordinator_answers_each_denied_key() {
+    let mut conn = KafkaConnection::new(1, config(POLICY));
+    let mut m = RecordingSink::default();
+    let body = FindCoordinatorRequest::default()
+        .with_key_type(1)
+        .with_coordinator_keys(vec![StrBytes::from_static_str("tx")]);
+    let fwd = drive(
+        &mut conn,
+        &request(ApiKey::FindCoordinator, 4, 1, "writer", &body),
+        1000,
+        true,
+        &mut m,
+    )
+    .unwrap();
+    assert_eq!(fwd, substitute_request(1));
+    let stand_in = response(ApiKey::ApiVersions, 0, 1, &ApiVersionsResponse::default());
+    let back = drive(&mut conn, &stand_in, 1000, false, &mut m).unwrap();
+    let got: FindCoordinatorResponse = answered(&back, ApiKey::FindCoordinator, 4, 1);
+    let keys: Vec<_> = got
+        .coordinators
+        .iter()
+        .map(|c| (c.key.to_string(), c.error_code, c.node_id.0))
+        .collect();
+    assert_eq!(keys, [("tx".into(), 53, -1)]);
+    // v3: one key, the top-level error.
+    let body = FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("elsewhere"));
+    drive(
+        &mut conn,
+        &request(ApiKey::FindCoordinator, 3, 2, "reader", &body),
+        1000,
+        true,
+        &mut m,
+    )
+    .unwrap();
+    let stand_in = response(ApiKey::ApiVersions, 0, 2, &ApiVersionsResponse::default());
+    let back = drive(&mut conn, &stand_in, 1000, false, &mut m).unwrap();
+    let got: FindCoordinatorResponse = answered(&back, ApiKey::FindCoordinator, 3, 2);
+    assert_eq!(got.error_code, 30);
 }

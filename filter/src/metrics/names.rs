@@ -102,6 +102,15 @@ pub const STATS_TAGS: &[(&str, &str)] = &[
         "kafka_error",
         r"^wasmcustom\.kafka\.client\.[^.]+\.principal\.[^.]+\.api\.[^.]+\.(error\.([^.]+)\.)client_response_errors$",
     ),
+    // ACL decisions, by operation and resource type (`kafka.acl.operation.<Op>.resource.<t>.`).
+    (
+        "kafka_acl_operation",
+        r"^wasmcustom\.kafka\.acl\.(operation\.([^.]+)\.)",
+    ),
+    (
+        "kafka_acl_resource",
+        r"^wasmcustom\.kafka\.acl\.operation\.[^.]+\.(resource\.([^.]+)\.)",
+    ),
 ];
 
 /// Slots per per-API family: every API key the crate knows plus `unknown`.

@@ -18,7 +18,7 @@ pub mod filters;
 pub mod split;
 pub mod versions;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -345,7 +345,7 @@ impl AuthorizeStage {
                 .write(cx.identity, Self::client(cx), cx.now_ns, &e, m);
         }
         for (op, rt, allowed, n) in counted {
-            let outcome = if allowed { "acl_allowed" } else { "acl_denied" };
+            let outcome = if allowed { "allowed" } else { "denied" };
             m.add_named(
                 &format!(
                     "acl.operation.{}.resource.{}.{outcome}",
@@ -400,25 +400,29 @@ impl AuthorizeStage {
             })
             .collect();
         self.account(cx, &decided, api.is_some_and(administrative), m);
-        // Groups are resources of their own only in DescribeGroups; elsewhere a denied group,
-        // transactional id or cluster covers the whole request.
-        let per_group = api == Some(ApiKey::DescribeGroups);
+        // Groups and transactional ids are resources of their own only where a request names
+        // several (DescribeGroups, FindCoordinator); elsewhere a denied group, transactional id
+        // or cluster covers the whole request.
+        let per_key = matches!(api, Some(ApiKey::DescribeGroups | ApiKey::FindCoordinator));
         let whole = decided.iter().find(|d| {
             !d.allowed
                 && match d.check.resource {
                     Resource::Topic(_) => false,
-                    Resource::Group(_) => !per_group,
-                    _ => true,
+                    Resource::Group(_) | Resource::TransactionalId(_) => !per_key,
+                    Resource::Cluster => true,
                 }
         });
-        let denied: HashSet<Key> = decided
+        let denied: HashMap<Key, i16> = decided
             .iter()
             .filter(|d| !d.allowed)
-            .filter_map(|d| match &d.check.resource {
-                Resource::Topic(TopicRef::Name(n)) => Some(Key::Topic(n.clone())),
-                Resource::Topic(TopicRef::Id(id)) => Some(Key::TopicId(*id)),
-                Resource::Group(g) => Some(Key::Group(g.clone())),
-                _ => None,
+            .filter_map(|d| {
+                let key = match &d.check.resource {
+                    Resource::Topic(TopicRef::Name(n)) => Key::Topic(n.clone()),
+                    Resource::Topic(TopicRef::Id(id)) => Key::TopicId(*id),
+                    Resource::Group(g) | Resource::TransactionalId(g) => Key::Group(g.clone()),
+                    Resource::Cluster => return None,
+                };
+                Some((key, error_for(d.check.resource.resource_type())))
             })
             .collect();
         let splits =
@@ -461,10 +465,7 @@ impl AuthorizeStage {
                 Named::TopicId(id) => Key::TopicId(*id),
                 Named::Group(g) => Key::Group(g.to_string()),
             };
-            denied.contains(&key).then_some(match key {
-                Key::Group(_) => GROUP_AUTHORIZATION_FAILED,
-                _ => TOPIC_AUTHORIZATION_FAILED,
-            })
+            denied.get(&key).copied()
         };
         let limits = Limits {
             no_auto_create: api == Some(ApiKey::Metadata) && !self.may_auto_create(cx, &body),
@@ -483,7 +484,7 @@ impl AuthorizeStage {
                 m.add_named("acl_requests_split", 1);
                 let header = frame.bytes.get(..head.header_len).unwrap_or_default();
                 let kind = if api == Some(ApiKey::Metadata) {
-                    NOTE_MERGE | NOTE_METADATA
+                    NOTE_MERGE | NOTE_METADATA | NOTE_FILTER
                 } else {
                     NOTE_MERGE
                 };
@@ -554,7 +555,9 @@ impl AuthorizeStage {
         let head = cx.head;
         let api = ApiKey::try_from(head.api_key).ok();
         if api == Some(ApiKey::Metadata) {
-            let kind = NOTE_METADATA | if filtered { NOTE_FILTER } else { 0 };
+            // Filtered even when it names its topics: a broker may answer with more than was
+            // asked for (tansu answers an empty list with every topic).
+            let kind = NOTE_METADATA | NOTE_FILTER;
             if !filtered && !self.may_auto_create(cx, body) {
                 let none = |_: Named<'_>| None;
                 let limits = Limits {

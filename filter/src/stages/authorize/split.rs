@@ -11,6 +11,7 @@ use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
 use kafka_protocol::messages::fetch_response::{self, FetchableTopicResponse};
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
@@ -49,6 +50,7 @@ pub struct DeniedTopic {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denied {
     Topics(Vec<DeniedTopic>),
+    /// Groups, or a FindCoordinator request's keys (groups or transactional ids).
     Groups(Vec<(String, i16)>),
 }
 
@@ -97,7 +99,8 @@ pub fn splits(api_key: i16) -> bool {
             | ApiKey::OffsetCommit
             | ApiKey::CreateTopics
             | ApiKey::DeleteTopics
-            | ApiKey::DescribeGroups)
+            | ApiKey::DescribeGroups
+            | ApiKey::FindCoordinator)
     )
 }
 
@@ -331,6 +334,37 @@ pub fn split(
             };
             topics(forward, denied)
         }
+        ApiKey::FindCoordinator => {
+            let mut r: FindCoordinatorRequest = decode(body, version)?;
+            let mut denied = Vec::new();
+            let forward = if version >= 4 {
+                r.coordinator_keys
+                    .retain(|k| match deny(Named::Group(k.as_str())) {
+                        None => true,
+                        Some(code) => {
+                            denied.push((k.as_str().to_string(), code));
+                            false
+                        }
+                    });
+                (!r.coordinator_keys.is_empty()).then_some(())
+            } else {
+                match deny(Named::Group(r.key.as_str())) {
+                    None => Some(()),
+                    Some(code) => {
+                        denied.push((r.key.as_str().to_string(), code));
+                        None
+                    }
+                }
+            };
+            let forward = match forward {
+                Some(()) => Some(encode(&r, version)?),
+                None => None,
+            };
+            Some(Split {
+                forward,
+                denied: Denied::Groups(denied),
+            })
+        }
         ApiKey::DescribeGroups => {
             let mut r: DescribeGroupsRequest = decode(body, version)?;
             let mut denied = Vec::new();
@@ -496,6 +530,27 @@ pub fn merge(
             }));
             encode(&r, version)
         }
+        ApiKey::FindCoordinator => {
+            let mut r: FindCoordinatorResponse = base(response, version)?;
+            let Denied::Groups(keys) = denied else {
+                return encode(&r, version);
+            };
+            if version >= 4 {
+                r.coordinators.extend(keys.iter().map(|(k, code)| {
+                    Coordinator::default()
+                        .with_key(StrBytes::from_string(k.clone()))
+                        .with_node_id(BrokerId(-1))
+                        .with_port(-1)
+                        .with_error_code(*code)
+                }));
+            } else if let Some((_, code)) = keys.first() {
+                r = r
+                    .with_error_code(*code)
+                    .with_node_id(BrokerId(-1))
+                    .with_port(-1);
+            }
+            encode(&r, version)
+        }
         ApiKey::DescribeGroups => {
             let mut r: DescribeGroupsResponse = base(response, version)?;
             if let Denied::Groups(groups) = denied {
@@ -527,6 +582,7 @@ pub fn mergeable(api_key: i16, version: i16) -> bool {
         ApiKey::CreateTopics => CreateTopicsResponse::VERSIONS,
         ApiKey::DeleteTopics => DeleteTopicsResponse::VERSIONS,
         ApiKey::DescribeGroups => DescribeGroupsResponse::VERSIONS,
+        ApiKey::FindCoordinator => FindCoordinatorResponse::VERSIONS,
         _ => return false,
     };
     (range.min..=range.max).contains(&version)
