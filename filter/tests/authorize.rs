@@ -720,3 +720,32 @@ fn find_coordinator_answers_each_denied_key() {
     let got: FindCoordinatorResponse = answered(&back, ApiKey::FindCoordinator, 3, 2);
     assert_eq!(got.error_code, 30);
 }
+
+#[test]
+fn an_allowed_single_topic_produce_streams_through_without_being_held() {
+    use kafka_filter::codec::source::CountingSource;
+    use kafka_filter::connection::Verdict;
+    let body = ProduceRequest::default().with_acks(1).with_topic_data(vec![TopicProduceData::default()
+        .with_name(name("orders"))
+        .with_partition_data(vec![PartitionProduceData::default()
+            .with_records(Some(Bytes::from(vec![7u8; 4 << 20])))])]);
+    let req = request(ApiKey::Produce, 9, 1, "writer", &body);
+    let mut conn = KafkaConnection::new(1, config(POLICY));
+    let mut m = RecordingSink::default();
+    let (mut forwarded, mut copied) = (Vec::new(), 0);
+    for chunk in req.chunks(64 * 1024) {
+        let mut src = CountingSource::new(chunk);
+        match conn.on_request_data(&mut src, || 0, &mut m) {
+            Verdict::Continue => forwarded.extend_from_slice(chunk),
+            other => panic!("{other:?}"),
+        }
+        copied += src.copied;
+    }
+    assert_eq!(forwarded, req);
+    assert!(copied < 4096, "{copied} bytes copied into the filter");
+    assert_eq!(m.named("acl.operation.Write.resource.topic.allowed"), 1);
+    // The same for a topic the client may not write: held, split, answered.
+    let denied = produce(2, "writer", &["payments"], 1);
+    let fwd = drive(&mut conn, &denied, 50, true, &mut m).unwrap();
+    assert_eq!(fwd, substitute_request(2));
+}

@@ -33,6 +33,7 @@ use crate::codec::walk::TopicRef;
 use crate::metrics::MetricsSink;
 use crate::pipeline::refusal::framed;
 use crate::pipeline::{Decision, FrameView, RequestCx, ResponseCx, Stage};
+use crate::topics::produce_head;
 use audit::{Audit, Event};
 use split::{Denied, Limits, Named};
 
@@ -51,6 +52,9 @@ const NOTE_METADATA: u32 = 4 << 24;
 const NOTE_FILTER: u32 = 8 << 24;
 const NOTE_ANSWER: u32 = 16 << 24;
 const SEQ_MASK: u32 = (1 << 24) - 1;
+
+/// What a Produce request's head is read with at first: its names and the first partition's.
+const PRODUCE_HEAD_ASK: usize = 256;
 
 /// Topic ids a connection may have named for it (from its Metadata responses), at most.
 const MAX_TOPIC_IDS: usize = 10_000;
@@ -494,6 +498,74 @@ impl AuthorizeStage {
         }
     }
 
+    /// A Produce request of one topic, from its first bytes (the names come before the records):
+    /// allowed, it passes without being held. `None`: it must be held whole and decided there
+    /// (several topics, a denial to answer per partition, or names that do not scan).
+    fn produce_head(
+        &mut self,
+        cx: &mut RequestCx<'_>,
+        frame: &FrameView<'_>,
+        m: &mut dyn MetricsSink,
+    ) -> Option<Decision> {
+        if !produce_head::VERSIONS.contains(&cx.head.api_version) {
+            return None;
+        }
+        let body = frame.bytes.get(cx.head.header_len..)?;
+        let (txn, topic) = match produce_head::scan(body, cx.head.api_version) {
+            produce_head::Scan::Need(n) if !frame.last_look => {
+                let want = cx
+                    .head
+                    .header_len
+                    .saturating_add(n)
+                    .max(PRODUCE_HEAD_ASK.min(frame.frame_len));
+                return Some(Decision::NeedHead(want));
+            }
+            produce_head::Scan::Names {
+                transactional_id,
+                topic_count: 1,
+                first_topic: Some(topic),
+                ..
+            } => (transactional_id, topic),
+            _ => return None,
+        };
+        let text = |r: std::ops::Range<usize>| {
+            body.get(r)
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .map(str::to_string)
+        };
+        let mut checks = Vec::with_capacity(2);
+        if let Some(r) = txn {
+            checks.push(Check {
+                operation: Operation::Write,
+                resource: Resource::TransactionalId(text(r)?),
+                or: Alternative::None,
+            });
+        }
+        checks.push(Check {
+            operation: Operation::Write,
+            resource: Resource::Topic(TopicRef::Name(text(topic)?)),
+            or: Alternative::None,
+        });
+        let decided: Vec<(bool, Option<usize>, Option<&'static str>)> =
+            checks.iter().map(|c| self.decide(cx, c)).collect();
+        if !decided.iter().all(|d| d.0) {
+            return None;
+        }
+        self.log_connection(cx, m);
+        let decided: Vec<Decided<'_>> = checks
+            .iter()
+            .zip(decided)
+            .map(|(check, (allowed, entry, reason))| Decided {
+                check,
+                allowed,
+                entry,
+                reason,
+            })
+            .collect();
+        self.account(cx, &decided, false, m);
+        Some(Decision::Pass)
+    }
+
     /// Fetch responses the stage merges into are held whole: the forwarded Fetch asks for no
     /// more than can be held (less a margin for what a broker may add past `max_bytes`).
     fn fetch_max_bytes(&self) -> i32 {
@@ -669,6 +741,11 @@ impl Stage for AuthorizeStage {
             );
         }
         if !frame.collected && !frame.whole() {
+            if api == ApiKey::Produce {
+                if let Some(d) = self.produce_head(cx, frame, m) {
+                    return d;
+                }
+            }
             return Decision::NeedFrame;
         }
         self.decide_request(cx, frame, m)
