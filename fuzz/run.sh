@@ -19,7 +19,7 @@ seconds=${2:?usage: fuzz/run.sh fuzz|smoke SECONDS [TARGET...]}
 shift 2
 cd "$(dirname "$0")"
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(request_stream response_stream prefix_rule canary_rule)
+[ ${#targets[@]} -gt 0 ] || targets=(request_stream response_stream prefix_rule canary_rule acl)
 triple=$(rustc -vV | sed -n 's/^host: //p')
 # Inputs of the rule targets are sequences of operations: give them room.
 args=(-max_len=16384 -timeout=10 -rss_limit_mb=2048 -print_final_stats=1)

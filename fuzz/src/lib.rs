@@ -2,6 +2,7 @@
 //! the wasm host, cutting streams into frames, reading names per API with kafka-protocol,
 //! generating valid frames, and the oracles.
 
+pub mod acl_oracle;
 pub mod drive;
 pub mod frames;
 pub mod gen;

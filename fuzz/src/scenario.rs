@@ -109,6 +109,18 @@ const MAX_OPS: usize = 96;
 
 /// A rule target: the operations above, then the oracle.
 pub fn rule(model: &'static Model, data: &[u8]) {
+    let conn = run(model, data);
+    oracle::check(model, &conn);
+}
+
+/// The ACL target: the operations above under a policy, then its oracle.
+pub fn acl(data: &[u8]) {
+    let conn = run(&crate::acl_oracle::ACL, data);
+    crate::acl_oracle::check(&conn);
+}
+
+/// The operations of `data` on a connection under `model`'s configuration.
+fn run(model: &'static Model, data: &[u8]) -> Conn {
     thread_local! {
         static CONFIGS: std::cell::RefCell<Vec<(&'static str, Rc<Config>)>> = Default::default();
     }
@@ -171,7 +183,7 @@ pub fn rule(model: &'static Model, data: &[u8]) {
         }
     }
     conn.finish();
-    oracle::check(model, &conn);
+    conn
 }
 
 fn pick_version(c: &mut Cursor<'_>, api_key: i16) -> i16 {
