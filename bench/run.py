@@ -100,6 +100,17 @@ ALL_FEATURES_CONFIG: dict[str, Any] = {
     # per topic (frames walked as they pass, the rewritten ones too), and committed consumer lag.
     "client_metrics": {"max_clients": 100},
     "consumer_lag": {},
+    # ACLs (issue 15): every request checked against a policy that allows the load generator's
+    # client id on its topic and denies everything else (a denial would fail the run: the
+    # generator checks every response's error codes).
+    "acls": {"default": "deny", "entries": [
+        {"match": {"client_id": {"exact": "kafka-load"}}, "permission": "allow", "operations": ["All"],
+         "resource_type": "topic", "name": TOPIC},
+        {"match": {"client_id": {"exact": "kafka-load"}}, "permission": "allow", "operations": ["All"],
+         "resource_type": "group", "pattern_type": "any"},
+        {"match": {"client_id": {"prefix": "intruder-"}}, "permission": "deny", "operations": ["All"],
+         "resource_type": "topic", "pattern_type": "any"},
+    ]},
 }
 ALL_FEATURES_LABEL = "filter, all features (topic conversion on every request)"
 # The same document with no rule in it; while ALL_FEATURES_CONFIG equals it, the report uses the
