@@ -18,7 +18,7 @@ NODE_STAMP := tests/istio/node_modules/.installed
 PROM_DEB := prometheus=2.42.0+ds-5+b6
 PROM := .deps/prometheus/usr/bin/prometheus
 
-.PHONY: all wasm wasm-fault deps rust-deps py-deps node-deps prom-deps test unit unit-wasm e2e demo example-canary example-tenants example-ratelimit bench lint fmt validate-config clean fuzz fuzz-smoke fuzz-seeds
+.PHONY: all wasm wasm-fault deps rust-deps py-deps node-deps prom-deps test unit unit-wasm e2e demo example-canary example-tenants example-ratelimit example-acls bench lint fmt validate-config clean fuzz fuzz-smoke fuzz-seeds
 
 all: wasm
 
@@ -103,6 +103,10 @@ example-canary: wasm py-deps
 
 example-tenants: wasm py-deps
 	$(VPY) examples/tenants.py
+
+# Two teams under ACLs by client id, and what the filter answers when one reaches for the other's.
+example-acls: wasm py-deps
+	$(VPY) examples/acls.py
 
 # A producer held to its rate limit beside one that is not.
 example-ratelimit: wasm py-deps

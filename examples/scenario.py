@@ -63,11 +63,13 @@ def run(name: str, rules: dict, body: Body, client: str) -> int:
     workdir = Path(tempfile.mkdtemp(prefix=f"kafka-filter-{name}-"))
     listener_port, admin_port, broker_port = free_ports(3)
     broker = Broker(workdir=workdir, port=broker_port, advertised_port=listener_port)
+    # The audit log (ACLs) is written through Envoy's wasm log, at info.
     envoy = Envoy(broker_port, plugin_config=rules, workdir=workdir, listener_port=listener_port,
-                  admin_port=admin_port)
+                  admin_port=admin_port, component_log_level="wasm:info" if "acls" in rules else None)
     check = Checks()
     try:
         entries = [(kind, e) for kind in ("rules", "limits") for e in rules.get(kind, [])]
+        entries += [("acls", e) for e in rules.get("acls", {}).get("entries", [])]
         what = " and ".join(sorted({k for k, _ in entries}))
         step(f"tansu on 127.0.0.1:{broker_port}, Envoy on 127.0.0.1:{listener_port} with the {what}:")
         for _, e in entries:

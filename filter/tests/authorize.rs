@@ -725,10 +725,13 @@ fn find_coordinator_answers_each_denied_key() {
 fn an_allowed_single_topic_produce_streams_through_without_being_held() {
     use kafka_filter::codec::source::CountingSource;
     use kafka_filter::connection::Verdict;
-    let body = ProduceRequest::default().with_acks(1).with_topic_data(vec![TopicProduceData::default()
-        .with_name(name("orders"))
-        .with_partition_data(vec![PartitionProduceData::default()
-            .with_records(Some(Bytes::from(vec![7u8; 4 << 20])))])]);
+    let body =
+        ProduceRequest::default()
+            .with_acks(1)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(name("orders"))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_records(Some(Bytes::from(vec![7u8; 4 << 20])))])]);
     let req = request(ApiKey::Produce, 9, 1, "writer", &body);
     let mut conn = KafkaConnection::new(1, config(POLICY));
     let mut m = RecordingSink::default();

@@ -499,7 +499,7 @@ impl AuthorizeStage {
     }
 
     /// A Produce request of one topic, from its first bytes (the names come before the records):
-    /// allowed, it passes without being held. `None`: it must be held whole and decided there
+    /// allowed, it passes without being held or decoded (also when its bytes are all there). `None`: it must be held whole and decided there
     /// (several topics, a denial to answer per partition, or names that do not scan).
     fn produce_head(
         &mut self,
@@ -740,12 +740,12 @@ impl Stage for AuthorizeStage {
                 m,
             );
         }
-        if !frame.collected && !frame.whole() {
-            if api == ApiKey::Produce {
-                if let Some(d) = self.produce_head(cx, frame, m) {
-                    return d;
-                }
+        if !frame.collected && api == ApiKey::Produce {
+            if let Some(d) = self.produce_head(cx, frame, m) {
+                return d;
             }
+        }
+        if !frame.collected && !frame.whole() {
             return Decision::NeedFrame;
         }
         self.decide_request(cx, frame, m)
