@@ -24,9 +24,12 @@ BAD_CONFIGS = [
     ('{"on_frame_error": "pass_through", "rules": [{"name": "t", "topics": {"prefix": "t."}}]}',
      "on_frame_error"),
     ('{"max_held_frame_bytes": 4096, "max_held_bytes": 2048}', "max_held_bytes"),
+    ('{"acls": {"default": "deny", "entries": [{"permission": "allow", "operations": ["Read"], '
+     '"resource_type": "topic", "name": "a"}, {"permission": "allow", "operations": ["Write"], '
+     '"resource_type": "group", "name": "g"}]}}', "acls.entries[1].operations"),
 ]
 IDS = ["unknown-field", "negative-max_frame_bytes", "bad-on_frame_error", "zero-max_inflight_requests",
-       "pass_through-with-rules", "budget-below-frame"]
+       "pass_through-with-rules", "budget-below-frame", "acl-operation-not-for-groups"]
 
 
 @pytest.mark.parametrize("document, field", BAD_CONFIGS, ids=IDS)

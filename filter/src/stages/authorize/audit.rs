@@ -174,6 +174,33 @@ mod tests {
     }
 
     #[test]
+    fn lines_go_to_the_collector_when_there_is_one() {
+        use crate::observers::log_sink::LineBuffer;
+        let lines = std::rc::Rc::new(std::cell::RefCell::new(LineBuffer::new(10, 1 << 20)));
+        let mut m = Recorder::default();
+        let e = Event {
+            event: "connection",
+            api: "Metadata".into(),
+            api_version: 12,
+            correlation_id: 1,
+            operation: "Connect",
+            resource_type: "cluster",
+            resource: "kafka-cluster",
+            outcome: "allowed",
+            entry: None,
+            reason: None,
+        };
+        let mut without = Audit::new(1, false, false);
+        without.set_collector(&lines);
+        without.write(&Identity::default(), Some("c"), 1, &e, &mut m);
+        assert!(lines.borrow().is_empty());
+        let mut with = Audit::new(1, false, true);
+        with.set_collector(&lines);
+        with.write(&Identity::default(), Some("c"), 1, &e, &mut m);
+        assert_eq!(lines.borrow().len(), 1);
+    }
+
+    #[test]
     fn a_connection_writes_a_burst_then_a_few_a_second() {
         let mut a = Audit::new(1, false, false);
         let mut m = Recorder::default();
