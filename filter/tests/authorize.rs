@@ -95,6 +95,17 @@ fn answered<T: Decodable>(bytes: &[u8], api: ApiKey, version: i16, corr: i32) ->
     r
 }
 
+/// What the client gets once the broker answers the stand-in of request `corr`.
+fn answer_stand_in(conn: &mut KafkaConnection, corr: i32, m: &mut RecordingSink) -> Vec<u8> {
+    let stand_in = response(
+        ApiKey::ApiVersions,
+        0,
+        corr,
+        &ApiVersionsResponse::default(),
+    );
+    drive(conn, &stand_in, 1000, false, m).unwrap()
+}
+
 fn produce_errors(r: &ProduceResponse) -> Vec<(String, i16)> {
     let mut v: Vec<(String, i16)> = r
         .responses
@@ -154,8 +165,7 @@ fn a_wholly_denied_produce_never_reaches_the_broker() {
     )
     .unwrap();
     assert_eq!(fwd, substitute_request(3));
-    let stand_in = response(ApiKey::ApiVersions, 0, 3, &ApiVersionsResponse::default());
-    let back = drive(&mut conn, &stand_in, 1000, false, &mut m).unwrap();
+    let back = answer_stand_in(&mut conn, 3, &mut m);
     let got: ProduceResponse = answered(&back, ApiKey::Produce, 9, 3);
     assert_eq!(produce_errors(&got), [("orders".into(), 29)]);
     assert_eq!(got.responses[0].partition_responses[0].base_offset, -1);
@@ -192,8 +202,7 @@ fn a_denied_transactional_id_denies_the_whole_produce() {
     )
     .unwrap();
     assert_eq!(fwd, substitute_request(5));
-    let stand_in = response(ApiKey::ApiVersions, 0, 5, &ApiVersionsResponse::default());
-    let back = drive(&mut conn, &stand_in, 1000, false, &mut m).unwrap();
+    let back = answer_stand_in(&mut conn, 5, &mut m);
     let got: ProduceResponse = answered(&back, ApiKey::Produce, 9, 5);
     assert_eq!(produce_errors(&got), [("orders".into(), 53)]);
 }
@@ -313,8 +322,7 @@ fn topic_ids_are_allowed_only_once_named_and_then_by_their_name() {
     // Not named yet: denied, answered here.
     let fwd = drive(&mut conn, &fetch_by_id(1, 1), 1000, true, &mut m).unwrap();
     assert_eq!(fwd, substitute_request(1));
-    let stand_in = response(ApiKey::ApiVersions, 0, 1, &ApiVersionsResponse::default());
-    let back = drive(&mut conn, &stand_in, 1000, false, &mut m).unwrap();
+    let back = answer_stand_in(&mut conn, 1, &mut m);
     let got: FetchResponse = answered(&back, ApiKey::Fetch, 13, 1);
     assert_eq!(got.responses[0].partitions[0].error_code, 29);
     assert_eq!(got.responses[0].topic_id.as_bytes(), &[1; 16]);
@@ -476,8 +484,7 @@ fn a_denied_group_answers_with_the_group_error() {
     )
     .unwrap();
     assert_eq!(fwd, substitute_request(1));
-    let stand_in = response(ApiKey::ApiVersions, 0, 1, &ApiVersionsResponse::default());
-    let back = drive(&mut conn, &stand_in, 1000, false, &mut m).unwrap();
+    let back = answer_stand_in(&mut conn, 1, &mut m);
     let got: JoinGroupResponse = answered(&back, ApiKey::JoinGroup, 7, 1);
     assert_eq!(got.error_code, 30);
 }
@@ -697,8 +704,7 @@ fn find_coordinator_answers_each_denied_key() {
     )
     .unwrap();
     assert_eq!(fwd, substitute_request(1));
-    let stand_in = response(ApiKey::ApiVersions, 0, 1, &ApiVersionsResponse::default());
-    let back = drive(&mut conn, &stand_in, 1000, false, &mut m).unwrap();
+    let back = answer_stand_in(&mut conn, 1, &mut m);
     let got: FindCoordinatorResponse = answered(&back, ApiKey::FindCoordinator, 4, 1);
     let keys: Vec<_> = got
         .coordinators
@@ -716,8 +722,7 @@ fn find_coordinator_answers_each_denied_key() {
         &mut m,
     )
     .unwrap();
-    let stand_in = response(ApiKey::ApiVersions, 0, 2, &ApiVersionsResponse::default());
-    let back = drive(&mut conn, &stand_in, 1000, false, &mut m).unwrap();
+    let back = answer_stand_in(&mut conn, 2, &mut m);
     let got: FindCoordinatorResponse = answered(&back, ApiKey::FindCoordinator, 3, 2);
     assert_eq!(got.error_code, 30);
 }

@@ -114,6 +114,19 @@ fn encode<T: Encodable>(m: &T, version: i16) -> Option<BytesMut> {
     Some(out)
 }
 
+/// The re-encoded request, or `None` (nothing to forward) when `nothing_left`; `None` outside
+/// if it does not encode.
+fn forward_unless<T: Encodable>(
+    nothing_left: bool,
+    r: &T,
+    version: i16,
+) -> Option<Option<BytesMut>> {
+    if nothing_left {
+        return Some(None);
+    }
+    encode(r, version).map(Some)
+}
+
 fn name_of(n: &TopicName) -> String {
     n.as_str().to_string()
 }
@@ -193,11 +206,7 @@ pub fn split(
                 },
             );
             r.topic_data = kept;
-            let forward = if r.topic_data.is_empty() {
-                None
-            } else {
-                Some(encode(&r, version)?)
-            };
+            let forward = forward_unless(r.topic_data.is_empty(), &r, version)?;
             topics(forward, denied)
         }
         ApiKey::Fetch => {
@@ -216,11 +225,7 @@ pub fn split(
                 r.max_bytes = r.max_bytes.clamp(0, limits.fetch_max_bytes);
             }
             // A fetch session's forgotten topics name nothing to read: they stay.
-            let forward = if r.topics.is_empty() && r.session_id == 0 {
-                None
-            } else {
-                Some(encode(&r, version)?)
-            };
+            let forward = forward_unless(r.topics.is_empty() && r.session_id == 0, &r, version)?;
             topics(forward, denied)
         }
         ApiKey::Metadata => {
@@ -260,11 +265,7 @@ pub fn split(
                 },
             );
             r.topics = kept;
-            let forward = if r.topics.is_empty() {
-                None
-            } else {
-                Some(encode(&r, version)?)
-            };
+            let forward = forward_unless(r.topics.is_empty(), &r, version)?;
             topics(forward, denied)
         }
         ApiKey::OffsetCommit => {
@@ -278,11 +279,7 @@ pub fn split(
                 },
             );
             r.topics = kept;
-            let forward = if r.topics.is_empty() {
-                None
-            } else {
-                Some(encode(&r, version)?)
-            };
+            let forward = forward_unless(r.topics.is_empty(), &r, version)?;
             topics(forward, denied)
         }
         ApiKey::CreateTopics => {
@@ -293,11 +290,7 @@ pub fn split(
                 |t| denied_topic(&t.name, &Uuid::nil(), Vec::new()),
             );
             r.topics = kept;
-            let forward = if r.topics.is_empty() {
-                None
-            } else {
-                Some(encode(&r, version)?)
-            };
+            let forward = forward_unless(r.topics.is_empty(), &r, version)?;
             topics(forward, denied)
         }
         ApiKey::DeleteTopics => {
@@ -327,11 +320,8 @@ pub fn split(
                 r.topic_names = kept;
                 d
             };
-            let forward = if r.topics.is_empty() && r.topic_names.is_empty() {
-                None
-            } else {
-                Some(encode(&r, version)?)
-            };
+            let forward =
+                forward_unless(r.topics.is_empty() && r.topic_names.is_empty(), &r, version)?;
             topics(forward, denied)
         }
         ApiKey::FindCoordinator => {
@@ -375,11 +365,7 @@ pub fn split(
                     false
                 }
             });
-            let forward = if r.groups.is_empty() {
-                None
-            } else {
-                Some(encode(&r, version)?)
-            };
+            let forward = forward_unless(r.groups.is_empty(), &r, version)?;
             Some(Split {
                 forward,
                 denied: Denied::Groups(denied),
