@@ -146,6 +146,7 @@ fn a_mixed_produce_forwards_the_allowed_topic_and_merges_the_denied_one() {
             ("payments".into(), 29)
         ]
     );
+    conn.flush(&mut m);
     assert_eq!(m.named("acl.operation.Write.resource.topic.denied"), 2);
     assert_eq!(m.named("acl.operation.Write.resource.topic.allowed"), 1);
     assert_eq!(m.named("acl_requests_split"), 1);
@@ -752,6 +753,9 @@ fn an_allowed_single_topic_produce_streams_through_without_being_held() {
     }
     assert_eq!(forwarded, req);
     assert!(copied < 4096, "{copied} bytes copied into the filter");
+    // Decisions are counted at the connection's flush, not with a host call per request.
+    assert_eq!(m.named("acl.operation.Write.resource.topic.allowed"), 0);
+    conn.flush(&mut m);
     assert_eq!(m.named("acl.operation.Write.resource.topic.allowed"), 1);
     // The same for a topic the client may not write: held, split, answered.
     let denied = produce(2, "writer", &["payments"], 1);

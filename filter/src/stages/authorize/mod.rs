@@ -128,6 +128,8 @@ pub struct AuthorizeStage {
     /// Topic ids named by this connection's Metadata responses (as the client names them).
     topic_ids: HashMap<[u8; 16], String>,
     connection_logged: bool,
+    /// Decisions counted since the last flush: operation, resource type, allowed, how many.
+    decisions: Vec<(Operation, ResourceType, bool, i64)>,
 }
 
 impl AuthorizeStage {
@@ -147,6 +149,7 @@ impl AuthorizeStage {
             next_seq: 0,
             topic_ids: HashMap::new(),
             connection_logged: false,
+            decisions: Vec::new(),
         }
     }
 
@@ -310,16 +313,17 @@ impl AuthorizeStage {
         admin: bool,
         m: &mut dyn MetricsSink,
     ) {
-        let mut counted: Vec<(Operation, ResourceType, bool, i64)> = Vec::new();
         for d in decided {
+            // Kept until the next flush: a host call per request would cost more than the
+            // decision itself.
             let key = (
                 d.check.operation,
                 d.check.resource.resource_type(),
                 d.allowed,
             );
-            match counted.iter_mut().find(|c| (c.0, c.1, c.2) == key) {
+            match self.decisions.iter_mut().find(|c| (c.0, c.1, c.2) == key) {
                 Some(c) => c.3 += 1,
-                None => counted.push((key.0, key.1, key.2, 1)),
+                None => self.decisions.push((key.0, key.1, key.2, 1)),
             }
             if d.allowed && !admin {
                 continue;
@@ -347,17 +351,6 @@ impl AuthorizeStage {
             e.reason = d.reason;
             self.audit
                 .write(cx.identity, Self::client(cx), cx.now_ns, &e, m);
-        }
-        for (op, rt, allowed, n) in counted {
-            let outcome = if allowed { "allowed" } else { "denied" };
-            m.add_named(
-                &format!(
-                    "acl.operation.{}.resource.{}.{outcome}",
-                    op.name(),
-                    rt.name()
-                ),
-                n,
-            );
         }
     }
 
@@ -706,6 +699,20 @@ impl Stage for AuthorizeStage {
 
     fn set_collector(&mut self, lines: &crate::observers::log_sink::SharedLines) {
         self.audit.set_collector(lines);
+    }
+
+    fn flush(&mut self, m: &mut dyn MetricsSink) {
+        for (op, rt, allowed, n) in self.decisions.drain(..) {
+            let outcome = if allowed { "allowed" } else { "denied" };
+            m.add_named(
+                &format!(
+                    "acl.operation.{}.resource.{}.{outcome}",
+                    op.name(),
+                    rt.name()
+                ),
+                n,
+            );
+        }
     }
 
     fn on_request(
