@@ -9,7 +9,8 @@
 //! so their content does not matter. With `rule` (the literal word), a name conversion rule maps
 //! `bench` to `bench-physical`: every request and response is then held and rewritten.
 //!
-//! A fourth argument `clients` keeps per-client metrics (the Produce request is walked).
+//! A fourth argument `clients` keeps per-client metrics (the Produce request is walked); `acls`
+//! checks every request against the ACL policy of `make bench`'s all-features row.
 //! `core_cost small <requests> [chunk_bytes] [rule]` does the same with the `small` workload of
 //! `make bench` instead: a Metadata v12 request for one topic and an ApiVersions v3 request,
 //! alternating (`requests` counts both).
@@ -35,6 +36,12 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Encodable, HeaderVersion, StrBytes};
 
 const VERSION: i16 = 9;
+
+/// The ACL policy of `make bench`'s all-features row, for this example's client ids.
+const ACLS: &[u8] = br#"{"acls": {"default": "deny", "entries": [
+    {"match": {"client_id": {"prefix": "bench-"}}, "permission": "allow", "operations": ["All"], "resource_type": "topic", "name": "bench"},
+    {"match": {"client_id": {"prefix": "bench-"}}, "permission": "allow", "operations": ["All"], "resource_type": "group", "pattern_type": "any"},
+    {"match": {"client_id": {"prefix": "intruder-"}}, "permission": "deny", "operations": ["All"], "resource_type": "topic", "pattern_type": "any"}]}}"#;
 
 fn topic(name: &'static str) -> TopicName {
     TopicName(StrBytes::from_static_str(name))
@@ -229,6 +236,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else if std::env::args().nth(4).as_deref() == Some("clients") {
         // Per-client metrics: the request is walked for its topics (one partition, one batch).
         config::parse(br#"{"client_metrics": {}}"#)?
+    } else if std::env::args().nth(4).as_deref() == Some("acls") {
+        // ACLs: the request is decided from its names (the bench's policy).
+        config::parse(ACLS)?
     } else {
         Config::default()
     };
