@@ -762,3 +762,150 @@ fn an_allowed_single_topic_produce_streams_through_without_being_held() {
     let fwd = drive(&mut conn, &denied, 50, true, &mut m).unwrap();
     assert_eq!(fwd, substitute_request(2));
 }
+
+fn fetch_session_request(corr: i32, session: i32, epoch: i32, topics: &[&str]) -> Vec<u8> {
+    let body = FetchRequest::default()
+        .with_max_bytes(1 << 20)
+        .with_session_id(session)
+        .with_session_epoch(epoch)
+        .with_topics(
+            topics
+                .iter()
+                .map(|t| {
+                    FetchTopic::default()
+                        .with_topic(name(t))
+                        .with_partitions(vec![FetchPartition::default()])
+                })
+                .collect(),
+        );
+    request(ApiKey::Fetch, 12, corr, "reader", &body)
+}
+
+#[test]
+fn only_fetch_sessions_opened_on_the_connection_are_used() {
+    let mut conn = KafkaConnection::new(1, config(POLICY));
+    let mut m = RecordingSink::default();
+    // Someone else's session (guessed), naming nothing: never forwarded.
+    let fwd = drive(
+        &mut conn,
+        &fetch_session_request(1, 777, 5, &[]),
+        1000,
+        true,
+        &mut m,
+    )
+    .unwrap();
+    assert_eq!(fwd, substitute_request(1));
+    let back = answer_stand_in(&mut conn, 1, &mut m);
+    let got: FetchResponse = answered(&back, ApiKey::Fetch, 12, 1);
+    assert_eq!(got.error_code, 70, "FETCH_SESSION_ID_NOT_FOUND");
+    assert_eq!(m.named("acl_fetch_sessions_refused"), 1);
+    // A full fetch opens one: the broker's answer names it (read from its first bytes).
+    let full = fetch_session_request(2, 0, 0, &["orders"]);
+    assert_eq!(drive(&mut conn, &full, 1000, true, &mut m).unwrap(), full);
+    let opened = FetchResponse::default()
+        .with_session_id(4242)
+        .with_responses(vec![FetchableTopicResponse::default()
+            .with_topic(name("orders"))
+            .with_partitions(vec![
+                PartitionData::default().with_records(Some(common::record_set(&[50], 0)))
+            ])]);
+    let resp = response(ApiKey::Fetch, 12, 2, &opened);
+    assert_eq!(drive(&mut conn, &resp, 7, false, &mut m).unwrap(), resp);
+    // Its incremental fetches pass untouched; a final one closes it.
+    for (corr, epoch) in [(3, 1), (4, -1)] {
+        let inc = fetch_session_request(corr, 4242, epoch, &[]);
+        assert_eq!(drive(&mut conn, &inc, 1000, true, &mut m).unwrap(), inc);
+        drive(
+            &mut conn,
+            &response(ApiKey::Fetch, 12, corr, &FetchResponse::default()),
+            1000,
+            false,
+            &mut m,
+        )
+        .unwrap();
+    }
+    let after = fetch_session_request(5, 4242, 2, &[]);
+    assert_eq!(
+        drive(&mut conn, &after, 1000, true, &mut m).unwrap(),
+        substitute_request(5)
+    );
+}
+
+#[test]
+fn delete_topics_naming_a_topic_and_an_id_is_denied() {
+    use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+    let cfg = r#"{"acls": {"default": "allow", "entries": []}}"#;
+    let mut conn = KafkaConnection::new(1, config(cfg));
+    let mut m = RecordingSink::default();
+    let body = DeleteTopicsRequest::default().with_topics(vec![DeleteTopicState::default()
+        .with_name(Some(name("orders")))
+        .with_topic_id(uuid::Uuid::from_bytes([9; 16]))]);
+    let fwd = drive(
+        &mut conn,
+        &request(ApiKey::DeleteTopics, 6, 1, "x", &body),
+        1000,
+        true,
+        &mut m,
+    )
+    .unwrap();
+    assert_eq!(fwd, substitute_request(1));
+}
+
+#[test]
+fn a_request_naming_too_many_resources_closes_the_connection() {
+    let cfg = r#"{"acls": {"default": "allow", "entries": []}}"#;
+    let mut conn = KafkaConnection::new(1, config(cfg));
+    let mut m = RecordingSink::default();
+    let names: Vec<String> = (0..10_001).map(|i| format!("t{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let body = MetadataRequest::default().with_topics(Some(
+        refs.iter()
+            .map(|t| MetadataRequestTopic::default().with_name(Some(name(t))))
+            .collect(),
+    ));
+    assert_eq!(
+        drive(
+            &mut conn,
+            &request(ApiKey::Metadata, 12, 1, "x", &body),
+            65536,
+            true,
+            &mut m
+        ),
+        None
+    );
+    assert_eq!(m.named("acl_unreadable_denied"), 1);
+}
+
+#[test]
+fn a_denied_request_the_filter_would_answer_at_great_length_closes_the_connection() {
+    // 100,001 denied partitions: the answer would be built in the VM, bounded like held frames.
+    let body =
+        ProduceRequest::default()
+            .with_acks(1)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(name("payments"))
+                .with_partition_data(
+                    (0..100_001)
+                        .map(|i| {
+                            PartitionProduceData::default()
+                                .with_index(i)
+                                .with_records(None)
+                        })
+                        .collect(),
+                )]);
+    let mut conn = KafkaConnection::new(1, config(POLICY));
+    let mut m = RecordingSink::default();
+    let req = request(ApiKey::Produce, 9, 1, "writer", &body);
+    assert_eq!(drive(&mut conn, &req, 65536, true, &mut m), None);
+    // A smaller one is answered.
+    let mut conn = KafkaConnection::new(1, config(POLICY));
+    let fwd = drive(
+        &mut conn,
+        &produce(2, "writer", &["payments"], 1),
+        1000,
+        true,
+        &mut m,
+    )
+    .unwrap();
+    assert_eq!(fwd, substitute_request(2));
+}

@@ -134,34 +134,21 @@ pub struct AclEntry {
 }
 
 impl AclEntry {
-    /// Whether the entry applies to this client and operation on resources of this type,
-    /// whatever their name.
-    fn applies_to_type(
-        &self,
-        client_id: Option<&str>,
-        peer: &Peer,
-        op: Operation,
-        resource: ResourceType,
-    ) -> bool {
+    /// Whether the entry applies to this operation on resources of this type, whatever their
+    /// name (its `match` is decided apart, once per client: see [`Applicable`]).
+    fn covers(&self, op: Operation, resource: ResourceType) -> bool {
         self.resource_type == resource
             && self
                 .operations
                 .iter()
                 .any(|o| o.covers(op, self.permission))
-            && self.matcher.matches(client_id, peer)
-    }
-
-    fn applies(
-        &self,
-        client_id: Option<&str>,
-        peer: &Peer,
-        op: Operation,
-        resource: ResourceType,
-        name: &str,
-    ) -> bool {
-        self.pattern.matches(name) && self.applies_to_type(client_id, peer, op, resource)
     }
 }
+
+/// The entries whose `match` a client meets: what every decision for it looks at (matched
+/// once per client, not once per resource of each request).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applicable(Vec<usize>);
 
 /// What the policy says of one operation on one resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,6 +173,22 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The entries that apply to this client.
+    pub fn applicable(&self, client_id: Option<&str>, peer: &Peer) -> Applicable {
+        Applicable(
+            self.entries
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.matcher.matches(client_id, peer))
+                .map(|(i, _)| i)
+                .collect(),
+        )
+    }
+
+    fn entries_of<'a>(&'a self, a: &'a Applicable) -> impl Iterator<Item = &'a AclEntry> + 'a {
+        a.0.iter().filter_map(|i| self.entries.get(*i))
+    }
+
     /// The decision for `op` on the resource `name` of type `resource`, for a client.
     pub fn decide(
         &self,
@@ -195,9 +198,20 @@ impl Policy {
         resource: ResourceType,
         name: &str,
     ) -> Verdict {
+        self.decide_for(&self.applicable(client_id, peer), op, resource, name)
+    }
+
+    /// [`Self::decide`] for a client whose entries are known.
+    pub fn decide_for(
+        &self,
+        a: &Applicable,
+        op: Operation,
+        resource: ResourceType,
+        name: &str,
+    ) -> Verdict {
         let mut allowed_by = None;
-        for e in &self.entries {
-            if !e.applies(client_id, peer, op, resource, name) {
+        for e in self.entries_of(a) {
+            if !e.covers(op, resource) || !e.pattern.matches(name) {
                 continue;
             }
             match e.permission {
@@ -225,20 +239,16 @@ impl Policy {
         op: Operation,
         resource: ResourceType,
     ) -> bool {
-        let mine = |e: &&AclEntry| e.applies_to_type(client_id, peer, op, resource);
-        let denied_all = self
-            .entries
-            .iter()
-            .filter(mine)
-            .any(|e| e.permission == Permission::Deny && e.pattern == Pattern::Any);
-        if denied_all {
+        self.allows_some_for(&self.applicable(client_id, peer), op, resource)
+    }
+
+    /// [`Self::allows_some`] for a client whose entries are known.
+    pub fn allows_some_for(&self, a: &Applicable, op: Operation, resource: ResourceType) -> bool {
+        let mine = || self.entries_of(a).filter(|e| e.covers(op, resource));
+        if mine().any(|e| e.permission == Permission::Deny && e.pattern == Pattern::Any) {
             return false;
         }
-        self.entries
-            .iter()
-            .filter(mine)
-            .any(|e| e.permission == Permission::Allow)
-            || self.default == Permission::Allow
+        mine().any(|e| e.permission == Permission::Allow) || self.default == Permission::Allow
     }
 
     /// Whether a decision for this client could depend on its mTLS identity or address.

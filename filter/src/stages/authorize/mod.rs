@@ -14,10 +14,12 @@
 //! operations are written to the audit log ([`audit`]).
 
 pub mod audit;
+pub mod fetch_sessions;
 pub mod filters;
 pub mod split;
 pub mod versions;
 
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
@@ -26,13 +28,14 @@ use kafka_protocol::messages::{ApiKey, MetadataRequest, ResponseHeader};
 use kafka_protocol::protocol::Decodable;
 
 use crate::acl::checks::{self, Alternative, Check, Needs, Resource};
+use crate::acl::policy::Applicable;
 use crate::acl::{Operation, Policy, ResourceType, Verdict};
 use crate::api::label_name;
 use crate::codec::budgeted;
 use crate::codec::walk::TopicRef;
 use crate::metrics::MetricsSink;
 use crate::pipeline::refusal::framed;
-use crate::pipeline::{Decision, FrameView, RequestCx, ResponseCx, Stage};
+use crate::pipeline::{Decision, FrameView, Identity, Peer, RequestCx, ResponseCx, Stage};
 use crate::topics::produce_head;
 use audit::{Audit, Event};
 use split::{Denied, Limits, Named};
@@ -51,10 +54,27 @@ const NOTE_MERGE: u32 = 2 << 24;
 const NOTE_METADATA: u32 = 4 << 24;
 const NOTE_FILTER: u32 = 8 << 24;
 const NOTE_ANSWER: u32 = 16 << 24;
+/// The request opens a fetch session: its response says which.
+const NOTE_FETCH_SESSION: u32 = 32 << 24;
 const SEQ_MASK: u32 = (1 << 24) - 1;
 
 /// What a Produce request's head is read with at first: its names and the first partition's.
 const PRODUCE_HEAD_ASK: usize = 256;
+
+/// Resources one request may name under ACLs: past it the request is not read (each is a
+/// decision; a 16 MiB frame could name millions).
+const MAX_CHECKS: usize = 10_000;
+/// Denied partitions (and resources) one request may have answered by the filter.
+const MAX_DENIED_PER_REQUEST: usize = 100_000;
+/// ... and all the requests of a connection waiting for their responses.
+const MAX_DENIED_WAITING: usize = 1_000_000;
+
+const TOO_MANY_DENIED: &str =
+    "more denied partitions than the filter answers for (100000 a request, 1000000 waiting)";
+
+/// Warnings a connection may write to Envoy's log; past them the events are only counted (and
+/// audited, within the audit log's own bound).
+const MAX_WARNINGS: u32 = 5;
 
 /// Topic ids a connection may have named for it (from its Metadata responses), at most.
 const MAX_TOPIC_IDS: usize = 10_000;
@@ -104,7 +124,7 @@ enum Key {
 struct Waiting {
     seq: u32,
     denied: Option<Denied>,
-    client: Option<String>,
+    client: Option<Rc<str>>,
 }
 
 /// One check decided.
@@ -125,9 +145,21 @@ pub struct AuthorizeStage {
     /// or answered here), and the client id the request carried.
     waiting: VecDeque<Waiting>,
     next_seq: u32,
+    /// The fetch sessions the broker opened on this connection.
+    fetch_sessions: fetch_sessions::Sessions,
+    /// The request being decided opens a fetch session (its response is watched for it).
+    opens_session: bool,
+    /// Warnings logged (the first few per connection; then only counted).
+    warned: u32,
+    /// What `waiting` holds, in denied entries (see [`Denied::weight`]).
+    waiting_weight: usize,
+    /// The last client id a watched request carried (shared by its `waiting` entries).
+    last_client: Option<Rc<str>>,
     /// Topic ids named by this connection's Metadata responses (as the client names them).
     topic_ids: HashMap<[u8; 16], String>,
     connection_logged: bool,
+    /// The entries that apply to the last client id seen (see [`Self::entries`]).
+    applicable: RefCell<Option<(Option<String>, Rc<Applicable>)>>,
     /// Decisions counted since the last flush: operation, resource type, allowed, how many.
     decisions: Vec<(Operation, ResourceType, bool, i64)>,
 }
@@ -146,11 +178,30 @@ impl AuthorizeStage {
             max_held_frame_bytes,
             audit: Audit::new(id, envoy_log, collector),
             waiting: VecDeque::new(),
+            waiting_weight: 0,
+            fetch_sessions: fetch_sessions::Sessions::default(),
+            opens_session: false,
+            warned: 0,
+            last_client: None,
             next_seq: 0,
             topic_ids: HashMap::new(),
             connection_logged: false,
+            applicable: RefCell::new(None),
             decisions: Vec::new(),
         }
+    }
+
+    /// The entries that apply to a client: matched once per client id (clients keep one).
+    fn entries(&self, client: Option<&str>, peer: &Peer) -> Rc<Applicable> {
+        let mut cached = self.applicable.borrow_mut();
+        if let Some((c, a)) = cached.as_ref() {
+            if c.as_deref() == client {
+                return Rc::clone(a);
+            }
+        }
+        let a = Rc::new(self.policy.applicable(client, peer));
+        *cached = Some((client.map(str::to_string), Rc::clone(&a)));
+        a
     }
 
     fn client<'a>(cx: &'a RequestCx<'_>) -> Option<&'a str> {
@@ -178,22 +229,26 @@ impl AuthorizeStage {
             },
             r => r.name().unwrap_or_default(),
         };
-        let v = self
-            .policy
-            .decide(client, peer, check.operation, resource_type, name);
+        let v = self.policy.decide_for(
+            &self.entries(client, peer),
+            check.operation,
+            resource_type,
+            name,
+        );
         let alt = match check.or {
             Alternative::None => None,
-            Alternative::Cluster if !v.allowed() => Some(self.policy.decide(
-                client,
-                peer,
+            Alternative::Cluster if !v.allowed() => Some(self.policy.decide_for(
+                &self.entries(client, peer),
                 check.operation,
                 ResourceType::Cluster,
                 crate::acl::config::CLUSTER_NAME,
             )),
             Alternative::WriteSomeTopic if !v.allowed() => {
-                let some =
-                    self.policy
-                        .allows_some(client, peer, Operation::Write, ResourceType::Topic);
+                let some = self.policy.allows_some_for(
+                    &self.entries(client, peer),
+                    Operation::Write,
+                    ResourceType::Topic,
+                );
                 Some(if some { Verdict::Allowed(None) } else { v })
             }
             _ => None,
@@ -252,7 +307,14 @@ impl AuthorizeStage {
         decision: Decision,
         m: &mut dyn MetricsSink,
     ) -> Decision {
-        log::warn!(
+        self.warned = self.warned.saturating_add(1);
+        let level = if self.warned <= MAX_WARNINGS {
+            log::Level::Warn
+        } else {
+            log::Level::Debug
+        };
+        log::log!(
+            level,
             "connection {}: API key {} v{} (correlation id {}) denied under ACLs: {reason}",
             self.id,
             cx.head.api_key,
@@ -285,12 +347,31 @@ impl AuthorizeStage {
         }
         let seq = self.next_seq & SEQ_MASK;
         self.next_seq = self.next_seq.wrapping_add(1);
+        // Clients keep one id: the stage keeps one copy of it.
+        let client = Self::client(cx);
+        if self.last_client.as_deref() != client {
+            self.last_client = client.map(Rc::from);
+        }
+        self.waiting_weight += denied.as_ref().map_or(0, Denied::weight);
         self.waiting.push_back(Waiting {
             seq,
             denied,
-            client: Self::client(cx).map(str::to_string),
+            client: self.last_client.clone(),
         });
-        cx.watch_response(kind | seq);
+        let session = if std::mem::take(&mut self.opens_session) {
+            NOTE_FETCH_SESSION
+        } else {
+            0
+        };
+        cx.watch_response(kind | session | seq);
+    }
+
+    /// Whether remembering `d` for a response would keep more than the stage allows (a request
+    /// naming a huge number of denied partitions, or many such requests unanswered): the
+    /// answers are built in the VM, so they are bounded like the frames it holds.
+    fn too_much(&self, d: &Denied) -> bool {
+        let w = d.weight();
+        w > MAX_DENIED_PER_REQUEST || self.waiting_weight.saturating_add(w) > MAX_DENIED_WAITING
     }
 
     /// What the stage kept for the response that carries `note`.
@@ -298,6 +379,9 @@ impl AuthorizeStage {
         let seq = note & SEQ_MASK;
         // Responses come in request order; anything older was never answered.
         while let Some(w) = self.waiting.pop_front() {
+            self.waiting_weight = self
+                .waiting_weight
+                .saturating_sub(w.denied.as_ref().map_or(0, Denied::weight));
             if w.seq == seq {
                 return Some(w);
             }
@@ -371,6 +455,14 @@ impl AuthorizeStage {
             );
         };
         self.log_connection(cx, m);
+        self.opens_session = false;
+        if head.api_key == ApiKey::Fetch as i16 {
+            match self.fetch_sessions.request(head.api_version, &body) {
+                fetch_sessions::Use::Fine => {}
+                fetch_sessions::Use::Opens => self.opens_session = true,
+                fetch_sessions::Use::Foreign(id) => return self.foreign_session(cx, id, m),
+            }
+        }
         let (checks, filtered) = match checks::needs(head.api_key, head.api_version, &body) {
             Needs::Nothing => return Decision::Pass,
             Needs::Unknown => {
@@ -383,6 +475,14 @@ impl AuthorizeStage {
             }
             Needs::Checks { checks, filtered } => (checks, filtered),
         };
+        if checks.len() > MAX_CHECKS {
+            return self.unreadable(
+                cx,
+                "the request names more resources than the filter checks in one request (10000)",
+                Decision::Close,
+                m,
+            );
+        }
         let api = ApiKey::try_from(head.api_key).ok();
         let decided: Vec<Decided<'_>> = checks
             .iter()
@@ -437,7 +537,7 @@ impl AuthorizeStage {
                     &all,
                     Limits::default(),
                 ) {
-                    return self.answer_here(cx, s.denied, code);
+                    return self.answer_here(cx, s.denied, code, m);
                 }
             }
             return Decision::Refuse(code);
@@ -475,7 +575,10 @@ impl AuthorizeStage {
         match s.forward {
             None => {
                 m.add_named("acl_requests_denied", 1);
-                self.answer_here(cx, s.denied, TOPIC_AUTHORIZATION_FAILED)
+                self.answer_here(cx, s.denied, TOPIC_AUTHORIZATION_FAILED, m)
+            }
+            Some(_) if self.too_much(&s.denied) => {
+                self.unreadable(cx, TOO_MANY_DENIED, Decision::Close, m)
             }
             Some(forward) => {
                 m.add_named("acl_requests_split", 1);
@@ -584,9 +687,8 @@ impl AuthorizeStage {
         let peer = &cx.identity.peer;
         let cluster = self
             .policy
-            .decide(
-                client,
-                peer,
+            .decide_for(
+                &self.entries(client, peer),
                 Operation::Create,
                 ResourceType::Cluster,
                 crate::acl::config::CLUSTER_NAME,
@@ -596,9 +698,8 @@ impl AuthorizeStage {
             || r.topics.iter().flatten().all(|t| {
                 t.name.as_ref().is_some_and(|n| {
                     self.policy
-                        .decide(
-                            client,
-                            peer,
+                        .decide_for(
+                            &self.entries(client, peer),
                             Operation::Create,
                             ResourceType::Topic,
                             n.as_str(),
@@ -644,12 +745,40 @@ impl AuthorizeStage {
         }
         if filtered {
             self.watch(cx, NOTE_FILTER, None);
+        } else if self.opens_session {
+            self.watch(cx, 0, None);
         }
         Decision::Pass
     }
 
+    /// An incremental Fetch of a session the broker did not open on this connection.
+    fn foreign_session(
+        &mut self,
+        cx: &RequestCx<'_>,
+        id: i32,
+        m: &mut dyn MetricsSink,
+    ) -> Decision {
+        m.add_named("acl_fetch_sessions_refused", 1);
+        m.add_named("acl_requests_denied", 1);
+        let session = id.to_string();
+        let mut e = Self::event(cx, "denied", "Read", "fetch_session", &session, "denied");
+        e.reason = Some("a fetch session not opened on this connection");
+        self.audit
+            .write(cx.identity, Self::client(cx), cx.now_ns, &e, m);
+        Decision::Refuse(fetch_sessions::FETCH_SESSION_ID_NOT_FOUND)
+    }
+
     /// The request never reaches the broker; its answer is the denied entries alone.
-    fn answer_here(&mut self, cx: &mut RequestCx<'_>, denied: Denied, code: i16) -> Decision {
+    fn answer_here(
+        &mut self,
+        cx: &mut RequestCx<'_>,
+        denied: Denied,
+        code: i16,
+        m: &mut dyn MetricsSink,
+    ) -> Decision {
+        if self.too_much(&denied) {
+            return self.unreadable(cx, TOO_MANY_DENIED, Decision::Close, m);
+        }
         self.watch(cx, NOTE_ANSWER, Some(denied));
         Decision::Refuse(code)
     }
@@ -663,17 +792,29 @@ impl AuthorizeStage {
         name: &str,
     ) -> bool {
         self.policy
-            .decide(client, &cx.identity.peer, Operation::Describe, t, name)
+            .decide_for(
+                &self.entries(client, &cx.identity.peer),
+                Operation::Describe,
+                t,
+                name,
+            )
             .allowed()
     }
 
     fn response_failed(
-        &self,
+        &mut self,
         cx: &ResponseCx<'_>,
         what: &str,
         m: &mut dyn MetricsSink,
     ) -> Decision {
-        log::warn!(
+        self.warned = self.warned.saturating_add(1);
+        let level = if self.warned <= MAX_WARNINGS {
+            log::Level::Warn
+        } else {
+            log::Level::Debug
+        };
+        log::log!(
+            level,
             "connection {}: the response to API key {} v{} (correlation id {}) {what}; answering with an error",
             self.id, cx.request.api_key, cx.request.api_version, cx.request.correlation_id
         );
@@ -699,6 +840,11 @@ impl Stage for AuthorizeStage {
 
     fn set_collector(&mut self, lines: &crate::observers::log_sink::SharedLines) {
         self.audit.set_collector(lines);
+    }
+
+    /// The peer became known: the entries that apply are matched again.
+    fn on_identity(&mut self, _identity: &Identity) {
+        self.applicable.replace(None);
     }
 
     fn flush(&mut self, m: &mut dyn MetricsSink) {
@@ -764,6 +910,19 @@ impl Stage for AuthorizeStage {
         frame: &FrameView<'_>,
         m: &mut dyn MetricsSink,
     ) -> Decision {
+        let note = cx.note;
+        if note & NOTE_FETCH_SESSION != 0 {
+            let read = self
+                .fetch_sessions
+                .response(cx.request.api_version, frame.bytes);
+            if read.is_none() && !frame.collected && !frame.whole() && !frame.last_look {
+                return Decision::NeedHead(fetch_sessions::HEAD.min(frame.frame_len));
+            }
+            if note & (NOTE_MERGE | NOTE_FILTER | NOTE_METADATA | NOTE_VERSIONS) == 0 {
+                self.take_waiting(note);
+                return Decision::Pass;
+            }
+        }
         if !frame.collected && !frame.whole() {
             return Decision::NeedFrame;
         }
@@ -783,7 +942,6 @@ impl Stage for AuthorizeStage {
             .get(..frame.bytes.len() - body.len())
             .unwrap_or_default();
         let v = req.api_version;
-        let note = cx.note;
         if note & NOTE_VERSIONS != 0 {
             return match versions::limit(v, body) {
                 Some(b) => Decision::Replace(framed(&[header, &b])),

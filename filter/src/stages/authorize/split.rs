@@ -62,6 +62,14 @@ impl Denied {
         }
     }
 
+    /// What keeping it costs, in entries: each denied topic and partition, or group.
+    pub fn weight(&self) -> usize {
+        match self {
+            Denied::Topics(t) => t.iter().map(|t| 1 + t.partitions.len()).sum(),
+            Denied::Groups(g) => g.len(),
+        }
+    }
+
     /// How many resources were denied.
     pub fn len(&self) -> usize {
         match self {

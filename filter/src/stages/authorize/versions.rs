@@ -1,11 +1,15 @@
-//! ApiVersions responses to clients under ACLs: advertise only versions the filter can decode
-//! (a request it cannot read is denied, so a client should not try it), and no version that
+//! ApiVersions responses to clients under ACLs: advertise only the APIs the filter's table of
+//! checks knows and the versions it can decode (a request it cannot read is denied, so a client
+//! should not try it: an AdminClient that is not offered DescribeTopicPartitions describes
+//! topics with Metadata), and no version that
 //! names topics by id alone (Produce v13, Fetch v13+): the ACLs are on names, so such clients
 //! negotiate the versions with names instead.
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 use kafka_protocol::protocol::{Decodable, Encodable};
+
+use crate::acl::checks;
 
 /// The highest version of each API that names its topics.
 fn named_max(api: ApiKey) -> i16 {
@@ -29,6 +33,9 @@ pub fn limit(version: i16, mut body: Bytes) -> Option<BytesMut> {
         let Ok(api) = ApiKey::try_from(k.api_key) else {
             return false;
         };
+        if !checks::in_table(api) {
+            return false;
+        }
         let known = api.valid_versions();
         let (lo, hi) = (
             k.min_version.max(known.min),
