@@ -240,6 +240,9 @@ def test_denied_transactional_id_and_admin_operations(kind, acl_stack, pki):
             t.close()
     with pytest.raises(Exception, match="(?i)authoriz"):
         a.create_topic("team-b.new", 1, timeout=10)
+    # DescribeConfigs answers per resource (no top-level error): the resource gets the error.
+    with pytest.raises(Exception, match="(?i)authoriz"):
+        a.describe_configs("team-b.events")
     with BrokerView(stack.broker.port) as view:
         assert "team-b.new" not in view.topics()
     lines = audit_lines(stack.envoy)

@@ -909,3 +909,62 @@ fn a_denied_request_the_filter_would_answer_at_great_length_closes_the_connectio
     .unwrap();
     assert_eq!(fwd, substitute_request(2));
 }
+
+#[test]
+fn apis_without_a_top_level_error_are_answered_per_resource() {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
+    let mut conn = KafkaConnection::new(1, config(POLICY));
+    let mut m = RecordingSink::default();
+    // OffsetFetch v8 for a group the reader may not read.
+    let body = OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("elsewhere")))
+        .with_topics(None)]);
+    let fwd = drive(
+        &mut conn,
+        &request(ApiKey::OffsetFetch, 8, 1, "reader", &body),
+        1000,
+        true,
+        &mut m,
+    )
+    .unwrap();
+    assert_eq!(fwd, substitute_request(1));
+    let got: OffsetFetchResponse = answered(
+        &answer_stand_in(&mut conn, 1, &mut m),
+        ApiKey::OffsetFetch,
+        8,
+        1,
+    );
+    let groups: Vec<_> = got
+        .groups
+        .iter()
+        .map(|g| (g.group_id.to_string(), g.error_code))
+        .collect();
+    assert_eq!(groups, [("elsewhere".into(), 30)]);
+    // DescribeConfigs of a topic it may not describe the configuration of.
+    let body =
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("payments"))]);
+    let fwd = drive(
+        &mut conn,
+        &request(ApiKey::DescribeConfigs, 4, 2, "reader", &body),
+        1000,
+        true,
+        &mut m,
+    )
+    .unwrap();
+    assert_eq!(fwd, substitute_request(2));
+    let got: DescribeConfigsResponse = answered(
+        &answer_stand_in(&mut conn, 2, &mut m),
+        ApiKey::DescribeConfigs,
+        4,
+        2,
+    );
+    let results: Vec<_> = got
+        .results
+        .iter()
+        .map(|r| (r.resource_name.to_string(), r.error_code))
+        .collect();
+    assert_eq!(results, [("payments".into(), 29)]);
+}

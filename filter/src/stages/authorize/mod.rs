@@ -13,6 +13,7 @@
 //! Every decision is counted by operation and resource type; denials and administrative
 //! operations are written to the audit log ([`audit`]).
 
+pub mod answers;
 pub mod audit;
 pub mod fetch_sessions;
 pub mod filters;
@@ -23,7 +24,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, MetadataRequest, ResponseHeader};
 use kafka_protocol::protocol::Decodable;
 
@@ -76,6 +77,9 @@ const TOO_MANY_DENIED: &str =
 /// audited, within the audit log's own bound).
 const MAX_WARNINGS: u32 = 5;
 
+/// Kafka's longest topic name: longer ones are not kept for their ids.
+const MAX_TOPIC_NAME: usize = 249;
+
 /// Topic ids a connection may have named for it (from its Metadata responses), at most.
 const MAX_TOPIC_IDS: usize = 10_000;
 
@@ -124,6 +128,8 @@ enum Key {
 struct Waiting {
     seq: u32,
     denied: Option<Denied>,
+    /// A whole answer built from the request (see [`answers`]).
+    answer: Option<BytesMut>,
     client: Option<Rc<str>>,
 }
 
@@ -356,6 +362,7 @@ impl AuthorizeStage {
         self.waiting.push_back(Waiting {
             seq,
             denied,
+            answer: None,
             client: self.last_client.clone(),
         });
         let session = if std::mem::take(&mut self.opens_session) {
@@ -379,9 +386,9 @@ impl AuthorizeStage {
         let seq = note & SEQ_MASK;
         // Responses come in request order; anything older was never answered.
         while let Some(w) = self.waiting.pop_front() {
-            self.waiting_weight = self
-                .waiting_weight
-                .saturating_sub(w.denied.as_ref().map_or(0, Denied::weight));
+            let weight = w.denied.as_ref().map_or(0, Denied::weight)
+                + w.answer.as_ref().map_or(0, |a| a.len() / 16);
+            self.waiting_weight = self.waiting_weight.saturating_sub(weight);
             if w.seq == seq {
                 return Some(w);
             }
@@ -540,21 +547,20 @@ impl AuthorizeStage {
                     return self.answer_here(cx, s.denied, code, m);
                 }
             }
-            return Decision::Refuse(code);
+            return self.deny_whole(cx, &body, code, m);
         }
         if denied.is_empty() {
             return self.allowed(cx, frame, &body, filtered, m);
         }
         if !splits {
             m.add_named("acl_requests_denied", 1);
-            return Decision::Refuse(
-                decided
-                    .iter()
-                    .find(|d| !d.allowed)
-                    .map_or(TOPIC_AUTHORIZATION_FAILED, |d| {
-                        error_for(d.check.resource.resource_type())
-                    }),
-            );
+            let code = decided
+                .iter()
+                .find(|d| !d.allowed)
+                .map_or(TOPIC_AUTHORIZATION_FAILED, |d| {
+                    error_for(d.check.resource.resource_type())
+                });
+            return self.deny_whole(cx, &body, code, m);
         }
         let lookup = |n: Named<'_>| {
             let key = match n {
@@ -768,6 +774,34 @@ impl AuthorizeStage {
         Decision::Refuse(fetch_sessions::FETCH_SESSION_ID_NOT_FOUND)
     }
 
+    /// A request of an API not split, denied whole: every resource it names gets `code` where
+    /// the API answers per resource, else the API's generic error response.
+    fn deny_whole(
+        &mut self,
+        cx: &mut RequestCx<'_>,
+        body: &Bytes,
+        code: i16,
+        m: &mut dyn MetricsSink,
+    ) -> Decision {
+        let built = match cx.head.expects_response {
+            true => answers::deny_all(cx.head.api_key, cx.head.api_version, body, code),
+            false => None,
+        };
+        let Some(answer) = built else {
+            return Decision::Refuse(code);
+        };
+        let d = Denied::Groups(Vec::new());
+        if self.waiting_weight.saturating_add(answer.len() / 16) > MAX_DENIED_WAITING {
+            return self.unreadable(cx, TOO_MANY_DENIED, Decision::Close, m);
+        }
+        self.watch(cx, NOTE_ANSWER, Some(d));
+        if let Some(w) = self.waiting.back_mut() {
+            self.waiting_weight += answer.len() / 16;
+            w.answer = Some(answer);
+        }
+        Decision::Refuse(code)
+    }
+
     /// The request never reaches the broker; its answer is the denied entries alone.
     fn answer_here(
         &mut self,
@@ -964,6 +998,9 @@ impl Stage for AuthorizeStage {
                 })
             };
             for (id, n) in learned {
+                if n.len() > MAX_TOPIC_NAME {
+                    continue;
+                }
                 if self.topic_ids.len() < MAX_TOPIC_IDS || self.topic_ids.contains_key(&id) {
                     self.topic_ids.insert(id, n);
                 }
@@ -1000,10 +1037,13 @@ impl Stage for AuthorizeStage {
         if cx.note & NOTE_ANSWER == 0 {
             return None;
         }
-        let denied = self.take_waiting(cx.note)?.denied?;
+        let w = self.take_waiting(cx.note)?;
         let req = cx.request;
         let api = ApiKey::try_from(req.api_key).ok()?;
-        let body = split::merge(req.api_key, req.api_version, None, &denied)?;
+        let body = match w.answer {
+            Some(a) => a,
+            None => split::merge(req.api_key, req.api_version, None, &w.denied?)?,
+        };
         let corr = req.correlation_id.to_be_bytes();
         let tagged: &[u8] = if api.response_header_version(req.api_version) >= 1 {
             &[0]
