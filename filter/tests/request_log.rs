@@ -202,8 +202,9 @@ fn lines_for_the_http_collector_wait_in_a_bounded_buffer() {
     let parsed = config::parse(cfg.as_bytes()).unwrap();
     let mut shipper = Shipper::new(parsed.request_log.as_ref().unwrap().http.clone().unwrap());
     let mut m = RecordingSink::default();
-    let logged = lines_of(102, || {
-        let mut c = conn(cfg, 102);
+    // A connection id of its own: the sampling test above logs for 102 at the same time.
+    let logged = lines_of(105, || {
+        let mut c = conn(cfg, 105);
         c.set_collector(&shipper.buffer);
         for corr in 1..=5 {
             let req = produce(corr, "app");
