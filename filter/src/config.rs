@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use crate::acl::{parse_acls, AclError, Policy, RawAcls};
 use crate::api::api_key_named;
+use crate::brokers::{self, BrokerAddresses, RawBrokerAddresses};
 use crate::limits::{parse_limits, Limit, LimitError, RawLimit};
 use crate::matching::RawMatch;
 use crate::observers::log_sink::{parse_http_sink, RawHttpSink};
@@ -62,6 +63,8 @@ pub struct Config {
     pub request_log: Option<Rc<RequestLogConfig>>,
     /// Kafka-style ACLs; `None`: no authorization (everything the broker allows).
     pub acls: Option<Rc<Policy>>,
+    /// The broker addresses clients get; `None`: as the brokers advertise them.
+    pub broker_addresses: Option<Rc<BrokerAddresses>>,
 }
 
 impl Default for Config {
@@ -78,6 +81,7 @@ impl Default for Config {
             consumer_lag: None,
             request_log: None,
             acls: None,
+            broker_addresses: None,
         }
     }
 }
@@ -98,6 +102,7 @@ struct RawConfig {
     consumer_lag: Option<RawLag>,
     request_log: Option<RawRequestLog>,
     acls: Option<RawAcls>,
+    broker_addresses: Option<RawBrokerAddresses>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -201,6 +206,8 @@ pub enum ConfigError {
     Limit(#[from] LimitError),
     #[error("invalid plugin configuration: {0}")]
     Acl(#[from] AclError),
+    #[error("invalid plugin configuration: field `broker_addresses.{0}`: {1}")]
+    Brokers(String, String),
 }
 
 /// Parse the plugin configuration. Empty (or whitespace) means all defaults.
@@ -313,6 +320,12 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
             Some(r) => Some(Rc::new(parse_request_log(r)?)),
         },
         acls,
+        broker_addresses: match raw.broker_addresses {
+            None => None,
+            Some(b) => Some(Rc::new(
+                brokers::parse(b).map_err(|(f, msg)| ConfigError::Brokers(f, msg))?,
+            )),
+        },
         consumer_lag: match raw.consumer_lag {
             None => None,
             Some(l) => Some(LagConfig {

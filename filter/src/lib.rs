@@ -19,6 +19,7 @@
 
 pub mod acl;
 pub mod api;
+pub mod brokers;
 pub mod codec;
 pub mod config;
 pub mod connection;

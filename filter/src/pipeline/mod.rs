@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::limits::BucketStore;
 use crate::metrics::MetricsSink;
 use crate::observers::{ClientMetrics, ConsumerLag, RequestLog};
+use crate::stages::advertise::AdvertiseStage;
 use crate::stages::authorize::AuthorizeStage;
 use crate::stages::ratelimit::RateLimitStage;
 use crate::stages::rewrite::RewriteStage;
@@ -67,6 +68,11 @@ impl Pipeline {
         }
         if !config.rules.is_empty() {
             stages.push(Box::new(RewriteStage::new(id, Rc::clone(config))));
+        }
+        // Last: on responses (latest stage first) broker endpoints are rewritten before anything
+        // else looks at them.
+        if let Some(b) = &config.broker_addresses {
+            stages.push(Box::new(AdvertiseStage::new(id, Rc::clone(b))));
         }
         let mut observers: Vec<Box<dyn Observer>> = Vec::new();
         if let Some(c) = config.client_metrics {

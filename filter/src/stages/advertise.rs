@@ -1,0 +1,171 @@
+//! Broker addresses as a pipeline stage: the responses that carry broker endpoints are
+//! rewritten to the addresses clients must use (see [`crate::brokers`]), and clients are not
+//! offered the versions that carry endpoints elsewhere.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+use crate::brokers::rewrite::{self, carries_endpoints, max_version};
+use crate::brokers::BrokerAddresses;
+use crate::metrics::MetricsSink;
+use crate::pipeline::refusal::framed;
+use crate::pipeline::{Decision, FrameView, RequestCx, ResponseCx, Stage};
+
+const UNSUPPORTED_VERSION: i16 = 35;
+const NOTE_VERSIONS: u32 = 1;
+const NOTE_ENDPOINTS: u32 = 2;
+/// Warnings one connection writes to Envoy's log; past them unmapped brokers are only counted.
+const MAX_WARNINGS: u32 = 5;
+
+pub struct AdvertiseStage {
+    id: u32,
+    brokers: Rc<BrokerAddresses>,
+    warned: u32,
+}
+
+impl AdvertiseStage {
+    pub fn new(id: u32, brokers: Rc<BrokerAddresses>) -> Self {
+        Self {
+            id,
+            brokers,
+            warned: 0,
+        }
+    }
+
+    fn warn(&mut self, what: std::fmt::Arguments<'_>) {
+        self.warned = self.warned.saturating_add(1);
+        if self.warned <= MAX_WARNINGS {
+            log::warn!("connection {}: {what}", self.id);
+        } else {
+            log::debug!("connection {}: {what}", self.id);
+        }
+    }
+}
+
+/// An ApiVersions response without the versions that carry endpoints in tagged fields.
+fn limit_versions(version: i16, body: &bytes::Bytes) -> Option<bytes::BytesMut> {
+    let mut r = ApiVersionsResponse::decode(&mut body.clone(), version).ok()?;
+    if r.error_code != 0 {
+        return None;
+    }
+    let mut changed = false;
+    for k in &mut r.api_keys {
+        let Ok(api) = ApiKey::try_from(k.api_key) else {
+            continue;
+        };
+        let max = max_version(api);
+        if k.max_version > max && k.min_version <= max {
+            k.max_version = max;
+            changed = true;
+        }
+    }
+    if !changed {
+        return None;
+    }
+    let mut out = bytes::BytesMut::new();
+    r.encode(&mut out, version).ok()?;
+    Some(out)
+}
+
+impl Stage for AdvertiseStage {
+    fn name(&self) -> &'static str {
+        "broker_addresses"
+    }
+
+    fn guards(&self) -> bool {
+        false
+    }
+
+    fn on_request(
+        &mut self,
+        cx: &mut RequestCx<'_>,
+        _frame: &FrameView<'_>,
+        m: &mut dyn MetricsSink,
+    ) -> Decision {
+        let head = cx.head;
+        let Ok(api) = ApiKey::try_from(head.api_key) else {
+            return Decision::Pass;
+        };
+        if !head.header_decoded {
+            return Decision::Pass;
+        }
+        if api == ApiKey::ApiVersions {
+            cx.watch_response(NOTE_VERSIONS);
+        } else if carries_endpoints(api) {
+            cx.watch_response(NOTE_ENDPOINTS);
+        } else if head.api_version > max_version(api) {
+            // Its response would carry a broker's own address: not offered, so not answered.
+            m.add_named("broker_addresses_versions_refused", 1);
+            return Decision::Refuse(UNSUPPORTED_VERSION);
+        }
+        Decision::Pass
+    }
+
+    fn on_response(
+        &mut self,
+        cx: &ResponseCx<'_>,
+        frame: &FrameView<'_>,
+        m: &mut dyn MetricsSink,
+    ) -> Decision {
+        if !frame.collected && !frame.whole() {
+            return Decision::NeedFrame;
+        }
+        let req = cx.request;
+        let Ok(api) = ApiKey::try_from(req.api_key) else {
+            return Decision::Pass;
+        };
+        let Some(mut body) = frame.slice_from(0) else {
+            return Decision::Close;
+        };
+        if ResponseHeader::decode(&mut body, api.response_header_version(req.api_version)).is_err()
+        {
+            return Decision::Close;
+        }
+        let header = frame
+            .bytes
+            .get(..frame.bytes.len() - body.len())
+            .unwrap_or_default();
+        if cx.note == NOTE_VERSIONS {
+            return match limit_versions(req.api_version, &body) {
+                Some(b) => Decision::Replace(framed(&[header, &b])),
+                None => Decision::Pass,
+            };
+        }
+        match rewrite::response(api, req.api_version, &body, &self.brokers) {
+            Ok(r) => {
+                if r.unmapped > 0 {
+                    m.add_named(
+                        "broker_addresses_unmapped",
+                        crate::metrics::len_i64(r.unmapped),
+                    );
+                    self.warn(format_args!(
+                        "a {api:?} response names {} broker(s) with no address in broker_addresses ({})",
+                        r.unmapped,
+                        match self.brokers.unmapped {
+                            crate::brokers::Unmapped::Drop => "left out",
+                            crate::brokers::Unmapped::Keep => "kept as the broker sent them",
+                        }
+                    ));
+                }
+                match r.body {
+                    Some(b) => {
+                        m.add_named("broker_addresses_rewritten", 1);
+                        Decision::Replace(framed(&[header, &b]))
+                    }
+                    None => Decision::Pass,
+                }
+            }
+            Err(rewrite::Undecodable) => {
+                // It may name brokers clients must not reach directly: never passed on as is.
+                self.warn(format_args!(
+                    "a {api:?} v{} response does not decode; answering with an error",
+                    req.api_version
+                ));
+                m.add_named("broker_addresses_errors", 1);
+                Decision::Refuse(-1)
+            }
+        }
+    }
+}
