@@ -231,12 +231,16 @@ mod tests {
 
     #[test]
     fn shipped_bootstrap_carries_the_stats_tags() {
-        let yaml = include_str!("../../../envoy-config/envoy.yaml");
-        for (tag, regex) in STATS_TAGS {
-            assert!(
-                yaml.contains(&format!("- tag_name: {tag}\n    regex: '{regex}'")),
-                "{tag}"
-            );
+        for yaml in [
+            include_str!("../../../envoy-config/envoy.yaml"),
+            include_str!("../../../envoy-config/envoy-brokers.yaml"),
+        ] {
+            for (tag, regex) in STATS_TAGS {
+                assert!(
+                    yaml.contains(&format!("- tag_name: {tag}\n    regex: '{regex}'")),
+                    "{tag}"
+                );
+            }
         }
     }
 
