@@ -17,8 +17,13 @@ NODE_STAMP := tests/istio/node_modules/.installed
 # nothing installed system-wide). Pinned: the tests run this exact server.
 PROM_DEB := prometheus=2.42.0+ds-5+b6
 PROM := .deps/prometheus/usr/bin/prometheus
+# umoci (Debian): the OCI tool the tests inspect `make oci`'s image layout with.
+UMOCI_DEB := umoci=0.4.7+ds-3+b7
+UMOCI := .deps/umoci/usr/bin/umoci
+OCI_DIR := target/oci/kafka-filter
+OCI_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' filter/Cargo.toml | head -1)
 
-.PHONY: all wasm wasm-fault deps rust-deps py-deps node-deps prom-deps test unit unit-wasm e2e demo example-canary example-tenants example-ratelimit example-acls bench lint fmt validate-config clean fuzz fuzz-smoke fuzz-seeds
+.PHONY: all wasm wasm-fault deps rust-deps py-deps node-deps prom-deps oci-deps oci test unit unit-wasm e2e demo example-canary example-tenants example-ratelimit example-acls bench lint fmt validate-config clean fuzz fuzz-smoke fuzz-seeds
 
 all: wasm
 
@@ -48,7 +53,21 @@ $(PROM):
 
 prom-deps: $(PROM)
 
-deps: rust-deps py-deps node-deps prom-deps
+$(UMOCI):
+	mkdir -p .deps/download
+	cd .deps/download && { apt-get download $(UMOCI_DEB) || { apt-get update -qq && apt-get download $(UMOCI_DEB); }; }
+	dpkg -x .deps/download/umoci_*.deb .deps/umoci
+	@test -x $(UMOCI)
+
+oci-deps: $(UMOCI)
+
+# The filter as an OCI image for Istio (a single layer holding plugin.wasm), in an OCI layout
+# directory, built without a container engine; prints the manifest digest. Push it with e.g.
+# `skopeo copy oci:$(OCI_DIR):$(OCI_TAG) docker://<registry>/kafka-filter:$(OCI_TAG)`.
+oci: wasm py-deps
+	$(VPY) istio/build_oci.py $(WASM) $(OCI_DIR) $(OCI_TAG)
+
+deps: rust-deps py-deps node-deps prom-deps oci-deps
 
 wasm: rust-deps
 	cargo build --release --target wasm32-wasip1 -p kafka-filter
@@ -72,7 +91,7 @@ unit-wasm: rust-deps py-deps
 validate-config: wasm py-deps
 	$(VPY) tests/validate_configs.py
 
-e2e: wasm wasm-fault py-deps node-deps prom-deps
+e2e: wasm wasm-fault py-deps node-deps prom-deps oci-deps
 	$(VPY) -m pytest -v tests
 
 test: lint unit unit-wasm validate-config fuzz-smoke e2e
