@@ -20,10 +20,19 @@ PROM := .deps/prometheus/usr/bin/prometheus
 # umoci (Debian): the OCI tool the tests inspect `make oci`'s image layout with.
 UMOCI_DEB := umoci=0.4.7+ds-3+b7
 UMOCI := .deps/umoci/usr/bin/umoci
+# docker-compose (Debian) and the Python packages it needs, unpacked: `make test` checks
+# examples/docker-compose.yaml with `docker-compose config` (no container engine runs here).
+COMPOSE_DEBS := docker-compose python3-attr python3-cached-property python3-certifi python3-chardet \
+  python3-charset-normalizer python3-distro python3-distutils python3-docker python3-dockerpty \
+  python3-docopt python3-dotenv python3-idna python3-importlib-metadata python3-importlib-resources \
+  python3-jsonschema python3-lib2to3 python3-more-itertools python3-pkg-resources python3-pyrsistent \
+  python3-requests python3-six python3-texttable python3-typing-extensions python3-urllib3 \
+  python3-websocket python3-yaml python3-zipp
+COMPOSE := .deps/compose/usr/bin/docker-compose
 OCI_DIR := target/oci/kafka-filter
 OCI_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' filter/Cargo.toml | head -1)
 
-.PHONY: all wasm wasm-fault deps rust-deps py-deps node-deps prom-deps oci-deps oci test unit unit-wasm e2e demo example-canary example-tenants example-ratelimit example-acls bench lint fmt validate-config clean fuzz fuzz-smoke fuzz-seeds
+.PHONY: all wasm wasm-fault deps rust-deps py-deps node-deps prom-deps oci-deps compose-deps oci test unit unit-wasm e2e demo example-canary example-tenants example-ratelimit example-acls bench lint fmt validate-config clean fuzz fuzz-smoke fuzz-seeds
 
 all: wasm
 
@@ -61,13 +70,21 @@ $(UMOCI):
 
 oci-deps: $(UMOCI)
 
+$(COMPOSE):
+	mkdir -p .deps/download/compose
+	cd .deps/download/compose && { apt-get download $(COMPOSE_DEBS) || { apt-get update -qq && apt-get download $(COMPOSE_DEBS); }; }
+	for f in .deps/download/compose/*.deb; do dpkg -x $$f .deps/compose; done
+	@test -f $(COMPOSE)
+
+compose-deps: $(COMPOSE)
+
 # The filter as an OCI image for Istio (a single layer holding plugin.wasm), in an OCI layout
 # directory, built without a container engine; prints the manifest digest. Push it with e.g.
 # `skopeo copy oci:$(OCI_DIR):$(OCI_TAG) docker://<registry>/kafka-filter:$(OCI_TAG)`.
 oci: wasm py-deps
 	$(VPY) istio/build_oci.py $(WASM) $(OCI_DIR) $(OCI_TAG)
 
-deps: rust-deps py-deps node-deps prom-deps oci-deps
+deps: rust-deps py-deps node-deps prom-deps oci-deps compose-deps
 
 wasm: rust-deps
 	cargo build --release --target wasm32-wasip1 -p kafka-filter
@@ -91,7 +108,7 @@ unit-wasm: rust-deps py-deps
 validate-config: wasm py-deps
 	$(VPY) tests/validate_configs.py
 
-e2e: wasm wasm-fault py-deps node-deps prom-deps oci-deps
+e2e: wasm wasm-fault py-deps node-deps prom-deps oci-deps compose-deps
 	$(VPY) -m pytest -v tests
 
 test: lint unit unit-wasm validate-config fuzz-smoke e2e

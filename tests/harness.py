@@ -369,6 +369,8 @@ def rewrite_config(cfg: dict, *, admin_port: int | None = None, listener_port: i
         endpoint = _get(cfg, ("static_resources", "clusters", 0, "load_assignment", "endpoints", 0,
                               "lb_endpoints", 0, "endpoint"))
         endpoint["address"]["socket_address"]["port_value"] = upstream_port
+        # The harness's broker is on loopback (a shipped file may name a host, e.g. compose's).
+        endpoint["address"]["socket_address"]["address"] = HOST
     flts = wasm_filters(cfg)
     if wasm_path is not None:
         for flt in flts:
