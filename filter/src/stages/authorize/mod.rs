@@ -908,16 +908,11 @@ impl Stage for AuthorizeStage {
         if !head.header_decoded {
             return self.unreadable(cx, "the request header does not decode", Decision::Close, m);
         }
-        match api {
-            ApiKey::ApiVersions => {
-                cx.watch_response(NOTE_VERSIONS);
-                return Decision::Pass;
-            }
-            ApiKey::SaslHandshake
-            | ApiKey::SaslAuthenticate
-            | ApiKey::GetTelemetrySubscriptions
-            | ApiKey::PushTelemetry => return Decision::Pass,
-            _ => {}
+        // ApiVersions of any version: it is how a client learns which versions there are (a
+        // broker answers a newer one with v0 and UNSUPPORTED_VERSION).
+        if api == ApiKey::ApiVersions {
+            cx.watch_response(NOTE_VERSIONS);
+            return Decision::Pass;
         }
         if !head.version_known {
             return self.unreadable(
@@ -926,6 +921,15 @@ impl Stage for AuthorizeStage {
                 Decision::Refuse(UNSUPPORTED_VERSION),
                 m,
             );
+        }
+        if matches!(
+            api,
+            ApiKey::SaslHandshake
+                | ApiKey::SaslAuthenticate
+                | ApiKey::GetTelemetrySubscriptions
+                | ApiKey::PushTelemetry
+        ) {
+            return Decision::Pass;
         }
         if !frame.collected && api == ApiKey::Produce {
             if let Some(d) = self.produce_head(cx, frame, m) {
