@@ -29,10 +29,13 @@ COMPOSE_DEBS := docker-compose python3-attr python3-cached-property python3-cert
   python3-requests python3-six python3-texttable python3-typing-extensions python3-urllib3 \
   python3-websocket python3-yaml python3-zipp
 COMPOSE := .deps/compose/usr/bin/docker-compose
+# kubectl (Debian's kubernetes-client): `make test` builds istio/kustomize with `kubectl kustomize`.
+KUBECTL_DEB := kubernetes-client=1.20.5+really1.20.2-1.1+deb12u1
+KUBECTL := .deps/kubectl/usr/bin/kubectl
 OCI_DIR := target/oci/kafka-filter
 OCI_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' filter/Cargo.toml | head -1)
 
-.PHONY: all wasm wasm-fault deps rust-deps py-deps node-deps prom-deps oci-deps compose-deps oci test unit unit-wasm e2e demo example-canary example-tenants example-ratelimit example-acls bench lint fmt validate-config clean fuzz fuzz-smoke fuzz-seeds
+.PHONY: all wasm wasm-fault deps rust-deps py-deps node-deps prom-deps oci-deps compose-deps kubectl-deps oci test unit unit-wasm e2e demo example-canary example-tenants example-ratelimit example-acls bench lint fmt validate-config clean fuzz fuzz-smoke fuzz-seeds
 
 all: wasm
 
@@ -78,13 +81,21 @@ $(COMPOSE):
 
 compose-deps: $(COMPOSE)
 
+$(KUBECTL):
+	mkdir -p .deps/download
+	cd .deps/download && { apt-get download $(KUBECTL_DEB) || { apt-get update -qq && apt-get download $(KUBECTL_DEB); }; }
+	dpkg -x .deps/download/kubernetes-client_*.deb .deps/kubectl
+	@test -x $(KUBECTL)
+
+kubectl-deps: $(KUBECTL)
+
 # The filter as an OCI image for Istio (a single layer holding plugin.wasm), in an OCI layout
 # directory, built without a container engine; prints the manifest digest. Push it with e.g.
 # `skopeo copy oci:$(OCI_DIR):$(OCI_TAG) docker://<registry>/kafka-filter:$(OCI_TAG)`.
 oci: wasm py-deps
 	$(VPY) istio/build_oci.py $(WASM) $(OCI_DIR) $(OCI_TAG)
 
-deps: rust-deps py-deps node-deps prom-deps oci-deps compose-deps
+deps: rust-deps py-deps node-deps prom-deps oci-deps compose-deps kubectl-deps
 
 wasm: rust-deps
 	cargo build --release --target wasm32-wasip1 -p kafka-filter
@@ -108,7 +119,7 @@ unit-wasm: rust-deps py-deps
 validate-config: wasm py-deps
 	$(VPY) tests/validate_configs.py
 
-e2e: wasm wasm-fault py-deps node-deps prom-deps oci-deps compose-deps
+e2e: wasm wasm-fault py-deps node-deps prom-deps oci-deps compose-deps kubectl-deps
 	$(VPY) -m pytest -v tests
 
 test: lint unit unit-wasm validate-config fuzz-smoke e2e
