@@ -55,6 +55,24 @@ impl FrameView<'_> {
         self.bytes.len() >= self.frame_len
     }
 
+    /// A whole response frame cut after its header: the header's bytes, and the body (decoded
+    /// as the header version of `api_key` at `version` says). `None`: the API is not known
+    /// (`Err(())` inside: the header does not decode).
+    pub fn response_parts(&self, api_key: i16, version: i16) -> Option<Result<(&[u8], Bytes), ()>> {
+        use kafka_protocol::messages::{ApiKey, ResponseHeader};
+        use kafka_protocol::protocol::Decodable;
+        let api = ApiKey::try_from(api_key).ok()?;
+        let mut body = self.slice_from(0)?;
+        if ResponseHeader::decode(&mut body, api.response_header_version(version)).is_err() {
+            return Some(Err(()));
+        }
+        let header = self
+            .bytes
+            .get(..self.bytes.len().saturating_sub(body.len()))
+            .unwrap_or_default();
+        Some(Ok((header, body)))
+    }
+
     /// Bytes `from..` of the frame as `Bytes`: shared with the collected frame, or copied.
     pub fn slice_from(&self, from: usize) -> Option<Bytes> {
         let rest = self.bytes.get(from..)?;

@@ -4,7 +4,7 @@
 
 use std::rc::Rc;
 
-use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, ResponseHeader};
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::brokers::rewrite::{self, carries_endpoints, max_version};
@@ -116,17 +116,10 @@ impl Stage for AdvertiseStage {
         let Ok(api) = ApiKey::try_from(req.api_key) else {
             return Decision::Pass;
         };
-        let Some(mut body) = frame.slice_from(0) else {
-            return Decision::Close;
+        let (header, body) = match frame.response_parts(req.api_key, req.api_version) {
+            Some(Ok(parts)) => parts,
+            Some(Err(())) | None => return Decision::Close,
         };
-        if ResponseHeader::decode(&mut body, api.response_header_version(req.api_version)).is_err()
-        {
-            return Decision::Close;
-        }
-        let header = frame
-            .bytes
-            .get(..frame.bytes.len() - body.len())
-            .unwrap_or_default();
         if cx.note == NOTE_VERSIONS {
             return match limit_versions(req.api_version, &body) {
                 Some(b) => Decision::Replace(framed(&[header, &b])),

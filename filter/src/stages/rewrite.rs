@@ -9,8 +9,8 @@
 use std::rc::Rc;
 
 use bytes::BytesMut;
-use kafka_protocol::messages::{ApiKey, ResponseHeader};
-use kafka_protocol::protocol::{Decodable, StrBytes};
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::StrBytes;
 
 use crate::codec::inflight::Inflight;
 use crate::config::Config;
@@ -428,18 +428,11 @@ impl RewriteStage {
     ) -> Decision {
         let frame = view.bytes;
         m.add(MetricKey::RewriteBytesHeld, len_i64(frame.len() + 4));
-        let Some(api) = ApiKey::try_from(req.api_key).ok() else {
-            return Decision::Pass;
+        let (header, bytes) = match view.response_parts(req.api_key, req.api_version) {
+            Some(Ok(parts)) => parts,
+            Some(Err(())) => return self.response_failed(req, "header does not decode", m),
+            None => return Decision::Pass,
         };
-        let header_version = api.response_header_version(req.api_version);
-        let Some(mut bytes) = view.slice_from(0) else {
-            return Decision::Close;
-        };
-        if ResponseHeader::decode(&mut bytes, header_version).is_err() {
-            return self.response_failed(req, "header does not decode", m);
-        }
-        let header_len = frame.len() - bytes.len();
-        let header = frame.get(..header_len).unwrap_or_default();
         let rule = note_rule(note);
         if note & NOTE_LIMIT_VERSIONS != 0 {
             return match versions::limit(req.api_version, bytes, self.policy(rule)) {

@@ -25,8 +25,7 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, MetadataRequest, ResponseHeader};
-use kafka_protocol::protocol::Decodable;
+use kafka_protocol::messages::{ApiKey, MetadataRequest};
 
 use crate::acl::checks::{self, Alternative, Check, Needs, Resource};
 use crate::acl::policy::Applicable;
@@ -305,6 +304,16 @@ impl AuthorizeStage {
             .write(cx.identity, Self::client(cx), cx.now_ns, &e, m);
     }
 
+    /// Warn for the connection's first few events, then only log them at debug.
+    fn warn_level(&mut self) -> log::Level {
+        self.warned = self.warned.saturating_add(1);
+        if self.warned <= MAX_WARNINGS {
+            log::Level::Warn
+        } else {
+            log::Level::Debug
+        }
+    }
+
     /// A request the filter cannot read under ACLs: denied, with `decision`.
     fn unreadable(
         &mut self,
@@ -313,12 +322,7 @@ impl AuthorizeStage {
         decision: Decision,
         m: &mut dyn MetricsSink,
     ) -> Decision {
-        self.warned = self.warned.saturating_add(1);
-        let level = if self.warned <= MAX_WARNINGS {
-            log::Level::Warn
-        } else {
-            log::Level::Debug
-        };
+        let level = self.warn_level();
         log::log!(
             level,
             "connection {}: API key {} v{} (correlation id {}) denied under ACLs: {reason}",
@@ -841,12 +845,7 @@ impl AuthorizeStage {
         what: &str,
         m: &mut dyn MetricsSink,
     ) -> Decision {
-        self.warned = self.warned.saturating_add(1);
-        let level = if self.warned <= MAX_WARNINGS {
-            log::Level::Warn
-        } else {
-            log::Level::Debug
-        };
+        let level = self.warn_level();
         log::log!(
             level,
             "connection {}: the response to API key {} v{} (correlation id {}) {what}; answering with an error",
@@ -968,17 +967,13 @@ impl Stage for AuthorizeStage {
         let Ok(api) = ApiKey::try_from(req.api_key) else {
             return Decision::Pass;
         };
-        let Some(mut body) = frame.slice_from(0) else {
-            return Decision::Close;
+        let (header, body) = match frame.response_parts(req.api_key, req.api_version) {
+            Some(Ok(parts)) => parts,
+            Some(Err(())) => {
+                return self.response_failed(cx, "has a header that does not decode", m)
+            }
+            None => return Decision::Close,
         };
-        if ResponseHeader::decode(&mut body, api.response_header_version(req.api_version)).is_err()
-        {
-            return self.response_failed(cx, "has a header that does not decode", m);
-        }
-        let header = frame
-            .bytes
-            .get(..frame.bytes.len() - body.len())
-            .unwrap_or_default();
         let v = req.api_version;
         if note & NOTE_VERSIONS != 0 {
             return match versions::limit(v, body) {
