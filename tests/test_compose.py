@@ -45,7 +45,8 @@ def test_compose_file_is_valid_and_mounts_the_tested_envoy_config():
     env = cfg["services"]["kafka"]["environment"]
     assert env["KAFKA_ADVERTISED_LISTENERS"] == "PLAINTEXT://kafka:9092"
     plugin = yaml.safe_load(plugin_configuration(load_config(ENVOY_FILE)))
-    published = {p["published"] if isinstance(p, dict) else p.split(":")[0]
+    # "host_ip:published:target" or "published:target" (or the long form).
+    published = {str(p["published"]) if isinstance(p, dict) else p.split(":")[-2]
                  for p in cfg["services"]["envoy"]["ports"]}
     assert plugin["broker_addresses"]["map"] == {env["KAFKA_NODE_ID"]: "localhost:19092"}
     assert {"19092", "9901"} <= {str(p) for p in published}

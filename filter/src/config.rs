@@ -234,6 +234,14 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         None => None,
         Some(a) => Some(Rc::new(parse_acls(a)?)),
     };
+    if raw.on_frame_error == Some(FrameErrorPolicy::PassThrough) && raw.broker_addresses.is_some() {
+        return Err(ConfigError::Field {
+            field: "on_frame_error",
+            message: "\"pass_through\" cannot be used with `broker_addresses`: a connection \
+                      passed through would give clients the brokers' own addresses"
+                .into(),
+        });
+    }
     if raw.on_frame_error == Some(FrameErrorPolicy::PassThrough) && acls.is_some() {
         return Err(ConfigError::Field {
             field: "on_frame_error",

@@ -254,3 +254,93 @@ fn bad_configurations_name_the_field() {
         assert!(err.contains(field), "{doc}: {err}");
     }
 }
+
+#[test]
+fn what_the_filter_cannot_read_closes_the_connection() {
+    // An unknown API key (its response could carry any address).
+    let mut conn = KafkaConnection::new(1, config(CFG));
+    let mut m = RecordingSink::default();
+    let mut unknown = Vec::new();
+    unknown.extend_from_slice(&999i16.to_be_bytes());
+    unknown.extend_from_slice(&0i16.to_be_bytes());
+    unknown.extend_from_slice(&1i32.to_be_bytes());
+    unknown.extend_from_slice(&(-1i16).to_be_bytes());
+    assert_eq!(
+        drive(&mut conn, &common::frame(&unknown), 1000, true, &mut m),
+        None
+    );
+    // A Metadata request whose client id is not UTF-8: its header does not decode.
+    let mut conn = KafkaConnection::new(1, config(CFG));
+    let mut bad = Vec::new();
+    bad.extend_from_slice(&(ApiKey::Metadata as i16).to_be_bytes());
+    bad.extend_from_slice(&4i16.to_be_bytes());
+    bad.extend_from_slice(&2i32.to_be_bytes());
+    bad.extend_from_slice(&2i16.to_be_bytes());
+    bad.extend_from_slice(&[0xff, 0xfe]);
+    bad.extend_from_slice(&(-1i32).to_be_bytes());
+    bad.push(0);
+    assert_eq!(
+        drive(&mut conn, &common::frame(&bad), 1000, true, &mut m),
+        None
+    );
+    assert_eq!(m.named("broker_addresses_closed"), 2);
+}
+
+#[test]
+fn share_groups_are_not_offered() {
+    let body = ApiVersionsResponse::default().with_api_keys(vec![
+        ApiVersion::default()
+            .with_api_key(ApiKey::ShareFetch as i16)
+            .with_min_version(0)
+            .with_max_version(1),
+        ApiVersion::default()
+            .with_api_key(3)
+            .with_min_version(0)
+            .with_max_version(12),
+        ApiVersion::default()
+            .with_api_key(999)
+            .with_min_version(0)
+            .with_max_version(0),
+    ]);
+    let (back, _) = through(
+        CFG,
+        ApiKey::ApiVersions,
+        3,
+        &ApiVersionsRequest::default(),
+        &body,
+    );
+    let got: ApiVersionsResponse = answered(&back, ApiKey::ApiVersions, 3, 1);
+    assert_eq!(
+        got.api_keys.iter().map(|k| k.api_key).collect::<Vec<_>>(),
+        [3]
+    );
+    let err = config::parse(
+        br#"{"on_frame_error": "pass_through", "broker_addresses": {"map": {"1": "a:1"}}}"#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("on_frame_error"), "{err}");
+}
+
+#[test]
+fn a_response_that_would_grow_past_the_held_frame_limit_is_refused() {
+    let cfg = r#"{"max_held_frame_bytes": 4096, "broker_addresses": {"host": "a-very-long-proxy-host-name-for-every-broker-{id}.example", "port_base": 10000}}"#;
+    let ids: Vec<i32> = (1..200).collect();
+    let resp = metadata_brokers(&ids);
+    let mut conn = KafkaConnection::new(1, config(cfg));
+    let mut m = RecordingSink::default();
+    let req = request(ApiKey::Metadata, 12, 1, "app", &MetadataRequest::default());
+    drive(&mut conn, &req, 1000, true, &mut m).unwrap();
+    let back = drive(
+        &mut conn,
+        &response(ApiKey::Metadata, 12, 1, &resp),
+        1 << 20,
+        false,
+        &mut m,
+    );
+    // Refused (or too large to hold at all): never the brokers' own addresses.
+    if let Some(back) = back {
+        let got: MetadataResponse = answered(&back, ApiKey::Metadata, 12, 1);
+        assert!(got.brokers.is_empty(), "{} brokers", got.brokers.len());
+    }
+}

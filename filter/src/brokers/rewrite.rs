@@ -20,12 +20,15 @@ pub fn carries_endpoints(api: ApiKey) -> bool {
     )
 }
 
-/// Versions that carry endpoints in a tagged field at their end (KIP-951 leader discovery):
-/// clients are not offered them, so every endpoint is in a response this module rewrites.
+/// The highest version clients may use: versions whose responses carry broker endpoints this
+/// module does not rewrite are not offered (KIP-951's tagged `node_endpoints` in Produce v10+
+/// and Fetch v16+; ShareFetch and ShareAcknowledge carry them too: -1, not offered at all), so
+/// every endpoint a client is given is in a response this module rewrites.
 pub fn max_version(api: ApiKey) -> i16 {
     match api {
         ApiKey::Produce => 9,
         ApiKey::Fetch => 15,
+        ApiKey::ShareFetch | ApiKey::ShareAcknowledge => -1,
         _ => i16::MAX,
     }
 }

@@ -72,7 +72,11 @@ impl Pipeline {
         // Last: on responses (latest stage first) broker endpoints are rewritten before anything
         // else looks at them.
         if let Some(b) = &config.broker_addresses {
-            stages.push(Box::new(AdvertiseStage::new(id, Rc::clone(b))));
+            stages.push(Box::new(AdvertiseStage::new(
+                id,
+                Rc::clone(b),
+                config.max_held_frame_bytes,
+            )));
         }
         let mut observers: Vec<Box<dyn Observer>> = Vec::new();
         if let Some(c) = config.client_metrics {

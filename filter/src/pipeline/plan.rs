@@ -3,7 +3,9 @@
 //! the stages did, for observers. The same small record whatever the stages are.
 
 /// Stages a pipeline may have: the plan keeps a note for each.
-pub const MAX_STAGES: usize = 4;
+/// Room for every stage the configuration can ask for (authorize, limit, rewrite, broker
+/// addresses) and two more.
+pub const MAX_STAGES: usize = 6;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Plan {

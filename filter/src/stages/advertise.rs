@@ -22,14 +22,18 @@ const MAX_WARNINGS: u32 = 5;
 pub struct AdvertiseStage {
     id: u32,
     brokers: Rc<BrokerAddresses>,
+    /// The largest response it writes (`max_held_frame_bytes`): a broker naming a huge number of
+    /// brokers must not make the VM build a huge answer.
+    max_frame: usize,
     warned: u32,
 }
 
 impl AdvertiseStage {
-    pub fn new(id: u32, brokers: Rc<BrokerAddresses>) -> Self {
+    pub fn new(id: u32, brokers: Rc<BrokerAddresses>, max_frame: usize) -> Self {
         Self {
             id,
             brokers,
+            max_frame,
             warned: 0,
         }
     }
@@ -56,11 +60,16 @@ fn limit_versions(version: i16, body: &bytes::Bytes) -> Option<bytes::BytesMut> 
             continue;
         };
         let max = max_version(api);
-        if k.max_version > max && k.min_version <= max {
+        if k.max_version > max {
             k.max_version = max;
             changed = true;
         }
     }
+    let before = r.api_keys.len();
+    // Not offered at all where nothing is left, or where the API is unknown to the filter.
+    r.api_keys
+        .retain(|k| ApiKey::try_from(k.api_key).is_ok() && k.min_version <= k.max_version);
+    changed |= r.api_keys.len() != before;
     if !changed {
         return None;
     }
@@ -74,8 +83,10 @@ impl Stage for AdvertiseStage {
         "broker_addresses"
     }
 
+    /// A connection whose stream cannot be framed any more closes: passed through, its
+    /// responses would give clients the brokers' own addresses.
     fn guards(&self) -> bool {
-        false
+        true
     }
 
     fn on_request(
@@ -85,11 +96,23 @@ impl Stage for AdvertiseStage {
         m: &mut dyn MetricsSink,
     ) -> Decision {
         let head = cx.head;
+        // What the filter cannot read may be answered with a broker's own address: the
+        // connection closes (an unknown API cannot be answered; a header that does not decode has
+        // no version to trust).
         let Ok(api) = ApiKey::try_from(head.api_key) else {
-            return Decision::Pass;
+            m.add_named("broker_addresses_closed", 1);
+            self.warn(format_args!(
+                "API key {} is unknown to the filter; closing the connection (broker_addresses)",
+                head.api_key
+            ));
+            return Decision::Close;
         };
         if !head.header_decoded {
-            return Decision::Pass;
+            m.add_named("broker_addresses_closed", 1);
+            self.warn(format_args!(
+                "a {api:?} request header does not decode; closing the connection (broker_addresses)"
+            ));
+            return Decision::Close;
         }
         if api == ApiKey::ApiVersions {
             cx.watch_response(NOTE_VERSIONS);
@@ -143,6 +166,14 @@ impl Stage for AdvertiseStage {
                     ));
                 }
                 match r.body {
+                    Some(b) if b.len() > self.max_frame => {
+                        self.warn(format_args!(
+                            "a {api:?} response rewritten would be {} bytes, more than max_held_frame_bytes; answering with an error",
+                            b.len()
+                        ));
+                        m.add_named("broker_addresses_errors", 1);
+                        Decision::Refuse(-1)
+                    }
                     Some(b) => {
                         m.add_named("broker_addresses_rewritten", 1);
                         Decision::Replace(framed(&[header, &b]))
