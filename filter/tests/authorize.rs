@@ -12,7 +12,7 @@ mod common;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use common::{drive, frame, request_from as request, response};
+use common::{drive, request_from as request, response};
 use kafka_filter::config::{self, Config};
 use kafka_filter::connection::KafkaConnection;
 use kafka_filter::metrics::RecordingSink;
@@ -495,22 +495,13 @@ fn what_the_filter_cannot_read_is_denied() {
     // An unknown API key: the connection closes (there is no response to answer with).
     let mut conn = KafkaConnection::new(1, config(POLICY));
     let mut m = RecordingSink::default();
-    let mut unknown = Vec::new();
-    unknown.extend_from_slice(&999i16.to_be_bytes());
-    unknown.extend_from_slice(&0i16.to_be_bytes());
-    unknown.extend_from_slice(&1i32.to_be_bytes());
-    unknown.extend_from_slice(&(-1i16).to_be_bytes());
-    assert_eq!(drive(&mut conn, &frame(&unknown), 1000, true, &mut m), None);
+    let unknown = common::bare_request(999, 0, 1, &[]);
+    assert_eq!(drive(&mut conn, &unknown, 1000, true, &mut m), None);
     assert_eq!(m.named("acl_unreadable_denied"), 1);
     // A version newer than the filter knows: never forwarded.
     let mut conn = KafkaConnection::new(1, config(POLICY));
-    let mut newer = Vec::new();
-    newer.extend_from_slice(&(ApiKey::Produce as i16).to_be_bytes());
-    newer.extend_from_slice(&99i16.to_be_bytes());
-    newer.extend_from_slice(&2i32.to_be_bytes());
-    newer.extend_from_slice(&(-1i16).to_be_bytes());
-    newer.extend_from_slice(&[0; 32]);
-    let fwd = drive(&mut conn, &frame(&newer), 1000, true, &mut m);
+    let newer = common::bare_request(ApiKey::Produce as i16, 99, 2, &[0; 32]);
+    let fwd = drive(&mut conn, &newer, 1000, true, &mut m);
     assert!(
         fwd.is_none() || fwd == Some(substitute_request(2)),
         "{fwd:?}"

@@ -260,15 +260,8 @@ fn what_the_filter_cannot_read_closes_the_connection() {
     // An unknown API key (its response could carry any address).
     let mut conn = KafkaConnection::new(1, config(CFG));
     let mut m = RecordingSink::default();
-    let mut unknown = Vec::new();
-    unknown.extend_from_slice(&999i16.to_be_bytes());
-    unknown.extend_from_slice(&0i16.to_be_bytes());
-    unknown.extend_from_slice(&1i32.to_be_bytes());
-    unknown.extend_from_slice(&(-1i16).to_be_bytes());
-    assert_eq!(
-        drive(&mut conn, &common::frame(&unknown), 1000, true, &mut m),
-        None
-    );
+    let unknown = common::bare_request(999, 0, 1, &[]);
+    assert_eq!(drive(&mut conn, &unknown, 1000, true, &mut m), None);
     // A Metadata request whose client id is not UTF-8: its header does not decode.
     let mut conn = KafkaConnection::new(1, config(CFG));
     let mut bad = Vec::new();

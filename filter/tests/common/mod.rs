@@ -18,6 +18,18 @@ pub fn frame(body: &[u8]) -> Vec<u8> {
     v
 }
 
+/// A request frame built by hand (for API keys and versions kafka-protocol has no schema for):
+/// the fixed header fields, a null client id, then `rest`.
+pub fn bare_request(api_key: i16, version: i16, corr: i32, rest: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&api_key.to_be_bytes());
+    body.extend_from_slice(&version.to_be_bytes());
+    body.extend_from_slice(&corr.to_be_bytes());
+    body.extend_from_slice(&(-1i16).to_be_bytes());
+    body.extend_from_slice(rest);
+    frame(&body)
+}
+
 /// A request frame from client id `client`.
 pub fn request_from<B: Encodable>(
     api: ApiKey,
