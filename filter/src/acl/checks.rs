@@ -313,8 +313,19 @@ pub fn needs(api_key: i16, version: i16, body: &Bytes) -> Needs {
             .map(|r| all(vec![check(Read, group(&r.group_id))])),
         ApiKey::SyncGroup => decode::<SyncGroupRequest>(body, version)
             .map(|r| all(vec![check(Read, group(&r.group_id))])),
+        // Kafka also checks Describe on every topic a member subscribes to by name (a regex is
+        // resolved by the broker, which filters it by Describe itself).
         ApiKey::ConsumerGroupHeartbeat => decode::<ConsumerGroupHeartbeatRequest>(body, version)
-            .map(|r| all(vec![check(Read, group(&r.group_id))])),
+            .map(|r| {
+                let mut c = vec![check(Read, group(&r.group_id))];
+                c.extend(
+                    r.subscribed_topic_names
+                        .iter()
+                        .flatten()
+                        .map(|t| check(Describe, topic(t))),
+                );
+                all(c)
+            }),
         ApiKey::DescribeGroups => decode::<DescribeGroupsRequest>(body, version)
             .map(|r| all(r.groups.iter().map(|g| check(Describe, group(g))).collect())),
         ApiKey::ListGroups => Some(Needs::Checks {
