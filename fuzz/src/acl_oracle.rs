@@ -23,14 +23,15 @@ pub const DENIED_GROUP: &str = "g-secret";
 pub const DENIED_TXN: &str = "t-secret";
 pub const INTRUDER: &str = "intruder";
 
-/// The policy: everything allowed but the names above, every topic for `intruder`, and Create on
-/// the cluster (which, as in Kafka, would allow creating any topic); with
+/// The policy: everything allowed but the names above, every topic for `intruder`, and Create and
+/// ClusterAction on the cluster (which, as in Kafka, would allow creating any topic, and a
+/// follower's Fetch or a broker's AddPartitionsToTxn of any topic); with
 /// per-client metrics and a name-conversion rule after it, so frames the ACL stage replaced are
 /// shown to the stages after it.
 pub const ACL: Model = Model {
     config: r#"{"acls":{"default":"allow","entries":[
         {"permission":"deny","operations":["All"],"resource_type":"topic","name":"secret"},
-        {"permission":"deny","operations":["Create"],"resource_type":"cluster"},
+        {"permission":"deny","operations":["Create","ClusterAction"],"resource_type":"cluster"},
         {"permission":"deny","operations":["All"],"resource_type":"group","name":"g-secret"},
         {"permission":"deny","operations":["All"],"resource_type":"transactional_id","name":"t-secret"},
         {"match":{"client_id":{"exact":"intruder"}},"permission":"deny","operations":["All"],"resource_type":"topic","pattern_type":"any"}]},
