@@ -1,5 +1,6 @@
 //! Wire-level pieces: framing, request and response headers, and the correlation table.
 
+pub mod api_versions;
 pub mod budgeted;
 mod edits;
 pub mod frame;

@@ -4,8 +4,9 @@
 
 use std::rc::Rc;
 
-use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
-use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::messages::ApiKey;
+
+use crate::codec::api_versions::narrow;
 
 use crate::brokers::rewrite::{self, carries_endpoints, max_version};
 use crate::brokers::BrokerAddresses;
@@ -48,34 +49,13 @@ impl AdvertiseStage {
     }
 }
 
-/// An ApiVersions response without the versions that carry endpoints in tagged fields.
+/// An ApiVersions response without the versions that carry endpoints this stage does not
+/// rewrite, nor APIs unknown to the filter.
 fn limit_versions(version: i16, body: &bytes::Bytes) -> Option<bytes::BytesMut> {
-    let mut r = ApiVersionsResponse::decode(&mut body.clone(), version).ok()?;
-    if r.error_code != 0 {
-        return None;
-    }
-    let mut changed = false;
-    for k in &mut r.api_keys {
-        let Ok(api) = ApiKey::try_from(k.api_key) else {
-            continue;
-        };
-        let max = max_version(api);
-        if k.max_version > max {
-            k.max_version = max;
-            changed = true;
-        }
-    }
-    let before = r.api_keys.len();
-    // Not offered at all where nothing is left, or where the API is unknown to the filter.
-    r.api_keys
-        .retain(|k| ApiKey::try_from(k.api_key).is_ok() && k.min_version <= k.max_version);
-    changed |= r.api_keys.len() != before;
-    if !changed {
-        return None;
-    }
-    let mut out = bytes::BytesMut::new();
-    r.encode(&mut out, version).ok()?;
-    Some(out)
+    narrow(version, body, |key, min, max| {
+        let api = ApiKey::try_from(key).ok()?;
+        Some((min, max.min(max_version(api))))
+    })
 }
 
 impl Stage for AdvertiseStage {

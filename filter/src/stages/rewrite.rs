@@ -435,11 +435,9 @@ impl RewriteStage {
         };
         let rule = note_rule(note);
         if note & NOTE_LIMIT_VERSIONS != 0 {
-            return match versions::limit(req.api_version, bytes, self.policy(rule)) {
-                Ok(None) => Decision::Pass,
-                Ok(Some(body)) => Decision::Replace(framed(&[header, &body])),
-                // Versions carry no names: forwarding an unexpected one leaks nothing.
-                Err(_) => Decision::Pass,
+            return match versions::limit(req.api_version, &bytes, self.policy(rule)) {
+                Some(body) => Decision::Replace(framed(&[header, &body])),
+                None => Decision::Pass,
             };
         }
         let Some(rule) = self.rule(rule) else {

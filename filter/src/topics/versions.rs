@@ -2,45 +2,19 @@
 //! that clients negotiate versions it knows and do not try APIs it would refuse.
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::ApiVersionsResponse;
-use kafka_protocol::protocol::{Decodable, Encodable};
 
 use super::rewrite;
 use super::rules::UnsupportedPolicy;
+use crate::codec::api_versions::narrow;
 
-/// The limited response body, or `None` if nothing changed. Errors: the body does not decode
-/// as this version (a broker answering an unsupported ApiVersions version uses v0).
-pub fn limit(
-    version: i16,
-    mut body: Bytes,
-    policy: UnsupportedPolicy,
-) -> Result<Option<BytesMut>, String> {
-    let mut response =
-        ApiVersionsResponse::decode(&mut body, version).map_err(|e| e.to_string())?;
-    if response.error_code != 0 || policy == UnsupportedPolicy::PassThrough {
-        return Ok(None);
+/// The limited response body, or `None` if nothing changed (or it does not decode).
+pub fn limit(version: i16, body: &Bytes, policy: UnsupportedPolicy) -> Option<BytesMut> {
+    if policy == UnsupportedPolicy::PassThrough {
+        return None;
     }
-    let before = response.api_keys.len();
-    let mut changed = false;
-    response.api_keys.retain_mut(|k| {
-        let Some((min, max)) = rewritable_range(k.api_key, k.min_version, k.max_version) else {
-            return false;
-        };
-        if (min, max) != (k.min_version, k.max_version) {
-            changed = true;
-            k.min_version = min;
-            k.max_version = max;
-        }
-        true
-    });
-    if !changed && response.api_keys.len() == before {
-        return Ok(None);
-    }
-    let mut out = BytesMut::new();
-    response
-        .encode(&mut out, version)
-        .map_err(|e| e.to_string())?;
-    Ok(Some(out))
+    narrow(version, body, |key, min, max| {
+        rewritable_range(key, min, max)
+    })
 }
 
 /// The versions of an API, within what the broker offers, that a client under a rule may use:

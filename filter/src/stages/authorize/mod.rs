@@ -976,7 +976,7 @@ impl Stage for AuthorizeStage {
         };
         let v = req.api_version;
         if note & NOTE_VERSIONS != 0 {
-            return match versions::limit(v, body) {
+            return match versions::limit(v, &body) {
                 Some(b) => Decision::Replace(framed(&[header, &b])),
                 // Versions name no resource: an unexpected answer leaks nothing.
                 None => Decision::Pass,

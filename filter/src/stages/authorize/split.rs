@@ -55,25 +55,10 @@ pub enum Denied {
 }
 
 impl Denied {
-    pub fn is_empty(&self) -> bool {
-        match self {
-            Denied::Topics(t) => t.is_empty(),
-            Denied::Groups(g) => g.is_empty(),
-        }
-    }
-
     /// What keeping it costs, in entries: each denied topic and partition, or group.
     pub fn weight(&self) -> usize {
         match self {
             Denied::Topics(t) => t.iter().map(|t| 1 + t.partitions.len()).sum(),
-            Denied::Groups(g) => g.len(),
-        }
-    }
-
-    /// How many resources were denied.
-    pub fn len(&self) -> usize {
-        match self {
-            Denied::Topics(t) => t.len(),
             Denied::Groups(g) => g.len(),
         }
     }

@@ -6,10 +6,10 @@
 //! negotiate the versions with names instead.
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
-use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::messages::ApiKey;
 
 use crate::acl::checks;
+use crate::codec::api_versions::narrow;
 
 /// The highest version of each API that names its topics.
 fn named_max(api: ApiKey) -> i16 {
@@ -22,47 +22,22 @@ fn named_max(api: ApiKey) -> i16 {
 }
 
 /// The limited response body, or `None` if nothing changed or it does not decode.
-pub fn limit(version: i16, mut body: Bytes) -> Option<BytesMut> {
-    let mut response = ApiVersionsResponse::decode(&mut body, version).ok()?;
-    if response.error_code != 0 {
-        return None;
-    }
-    let before = response.api_keys.len();
-    let mut changed = false;
-    response.api_keys.retain_mut(|k| {
-        let Ok(api) = ApiKey::try_from(k.api_key) else {
-            return false;
-        };
-        if !checks::in_table(api) {
-            return false;
-        }
+pub fn limit(version: i16, body: &Bytes) -> Option<BytesMut> {
+    narrow(version, body, |key, min, max| {
+        let api = ApiKey::try_from(key)
+            .ok()
+            .filter(|a| checks::in_table(*a))?;
         let known = api.valid_versions();
-        let (lo, hi) = (
-            k.min_version.max(known.min),
-            k.max_version.min(known.max).min(named_max(api)),
-        );
-        if lo > hi {
-            return false;
-        }
-        if (lo, hi) != (k.min_version, k.max_version) {
-            changed = true;
-            k.min_version = lo;
-            k.max_version = hi;
-        }
-        true
-    });
-    if !changed && response.api_keys.len() == before {
-        return None;
-    }
-    let mut out = BytesMut::new();
-    response.encode(&mut out, version).ok()?;
-    Some(out)
+        Some((min.max(known.min), max.min(known.max).min(named_max(api))))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use kafka_protocol::messages::api_versions_response::ApiVersion;
+    use kafka_protocol::messages::ApiVersionsResponse;
+    use kafka_protocol::protocol::{Decodable, Encodable};
 
     fn response(keys: &[(i16, i16, i16)]) -> Bytes {
         let r = ApiVersionsResponse::default().with_api_keys(
@@ -84,7 +59,7 @@ mod tests {
     fn topic_ids_and_unknown_apis_are_not_offered() {
         let out = limit(
             3,
-            response(&[(0, 3, 13), (1, 4, 18), (3, 0, 12), (999, 0, 1)]),
+            &response(&[(0, 3, 13), (1, 4, 18), (3, 0, 12), (999, 0, 1)]),
         )
         .unwrap();
         let r = ApiVersionsResponse::decode(&mut out.freeze(), 3).unwrap();
@@ -94,7 +69,7 @@ mod tests {
             .map(|k| (k.api_key, k.min_version, k.max_version))
             .collect();
         assert_eq!(got, vec![(0, 3, 12), (1, 4, 12), (3, 0, 12)]);
-        assert!(limit(3, response(&[(3, 0, 12)])).is_none());
-        assert!(limit(3, Bytes::from_static(&[1, 2])).is_none());
+        assert!(limit(3, &response(&[(3, 0, 12)])).is_none());
+        assert!(limit(3, &Bytes::from_static(&[1, 2])).is_none());
     }
 }
