@@ -19,7 +19,8 @@ import yaml
 from clients import CLIENT_OPS, BrokerView, ClientTls, RawKafka
 from conftest import _start_proxied_stack, _stop_stacks, need_wasm
 from harness import REPO, Envoy, wait_until
-from test_e2e_mtls import issue, pki, with_mtls  # noqa: F401 - pki is a fixture used here
+from mesh_pki import issue_workload
+from test_e2e_mtls import pki, with_mtls  # noqa: F401 - pki is a fixture used here
 
 ACLS_MANIFEST = REPO / "istio" / "wasmplugin-acls.yaml"
 SPIFFE = {"team-a": "spiffe://cluster.local/ns/team-a/sa/app",
@@ -103,8 +104,7 @@ def test_each_identity_does_what_its_acls_allow(kind, acl_stack, pki):
     assert set(a.list_topics()) == {"team-a.events"}
     assert set(b.list_topics()) == {"team-b.events"}
     # The auditor (by client id, with a certificate no entry names) sees both, writes nothing.
-    issue(pki, "ops", "/CN=ops", "subjectAltName=URI:spiffe://cluster.local/ns/ops/sa/tools\n"
-          "extendedKeyUsage=clientAuth\n")
+    issue_workload(pki, "ops", "spiffe://cluster.local/ns/ops/sa/tools")
     auditor = client(kind, stack, pki, "ops", client_id="auditor")
     assert {"team-a.events", "team-b.events"} <= set(auditor.list_topics())
     with RawKafka(stack.envoy.listener_port, client_id="auditor", tls=tls_for(pki, "ops")) as raw:

@@ -9,7 +9,6 @@ librdkafka and kafka-python over TLS; what landed where is read on the broker di
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ import yaml
 from clients import CLIENT_OPS, BrokerView, ClientTls
 from conftest import _start_proxied_stack, _stop_stacks, need_wasm
 from harness import REPO, Envoy, wait_until
+from mesh_pki import issue_workload, make_pki
 
 TENANTS_MANIFEST = REPO / "istio" / "wasmplugin-tenants.yaml"
 SPIFFE = {"team-a": "spiffe://cluster.local/ns/team-a/sa/app",
@@ -25,29 +25,9 @@ SPIFFE = {"team-a": "spiffe://cluster.local/ns/team-a/sa/app",
 CLIENT_ID = "app"   # the same for both tenants
 
 
-def openssl(*args: str, cwd: Path) -> None:
-    proc = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, f"openssl {' '.join(args)}: {proc.stderr}"
-
-
-def issue(cwd: Path, name: str, subject: str, ext: str) -> None:
-    """A key and a certificate for `name`, signed by the test CA, with the extensions in `ext`."""
-    (cwd / f"{name}.ext").write_text(ext)
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-subj", subject,
-            "-out", f"{name}.csr", cwd=cwd)
-    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-            "-days", "2", "-sha256", "-extfile", f"{name}.ext", "-out", f"{name}.pem", cwd=cwd)
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("pki")
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-subj", "/CN=e2e mesh CA",
-            "-days", "2", "-out", "ca.pem", cwd=d)
-    issue(d, "server", "/CN=kafka-broker", "subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    for tenant, spiffe in SPIFFE.items():
-        issue(d, tenant, f"/CN={tenant}", f"subjectAltName=URI:{spiffe}\nextendedKeyUsage=clientAuth\n")
-    return d
+    return make_pki(tmp_path_factory.mktemp("pki"), SPIFFE)
 
 
 def tenants_plugin_config() -> dict:
@@ -127,8 +107,7 @@ def test_tenants_are_told_apart_by_their_spiffe_id(client, mtls_stack, pki):
 def test_a_client_without_a_matching_identity_is_not_mapped(mtls_stack, pki, tmp_path):
     """A certificate from the same CA whose SPIFFE id matches no rule: its names pass unchanged
     (this is the shipped manifest's behaviour; a catch-all rule would isolate it too)."""
-    issue(pki, "team-c", "/CN=team-c", "subjectAltName=URI:spiffe://cluster.local/ns/team-c/sa/app\n"
-          "extendedKeyUsage=clientAuth\n")
+    issue_workload(pki, "team-c", "spiffe://cluster.local/ns/team-c/sa/app")
     stack = mtls_stack
     with BrokerView(stack.broker.port) as view:
         view.create_topic("team-a.events", 1)
