@@ -16,7 +16,8 @@ What it shows, with librdkafka and kafka-python:
   the broker without the filter: names unconverted. Why the shipped manifests never use it;
 - a pluginConfig the filter refuses: Envoy rejects the resource whatever the failStrategy (the
   log names the field); with no earlier configuration, every connection is closed; over a
-  running one, the running filter stays.
+  running one, the running filter stays;
+- a WasmPlugin with neither pluginName nor pluginConfig runs the filter with its defaults.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import pytest
 
 from clients import CLIENT_OPS, BrokerView, ClientTls, RawKafka, metadata_partitions
 from conftest import need_wasm
-from harness import Broker, free_ports, require_wasm, wait_until
+from harness import Broker, free_ports, per_api, require_wasm, wait_until
 from istio_sidecar import (
     FAILURE_POLICY,
     SidecarEnvoy,
@@ -295,3 +296,21 @@ def test_a_refused_update_keeps_the_running_filter(module_server, pki, sidecars,
     with BrokerView(sidecar.broker.port) as view:
         assert view.values("team-a.events") == [b"still-converted"]
         assert "events" not in view.topics()
+
+
+def test_a_wasmplugin_without_plugin_name_or_config_runs_with_the_defaults(module_server, pki, sidecars,
+                                                                           tmp_path):
+    """istiod then sends an empty root_id and an empty configuration (an Any with nothing in it,
+    which Envoy hands the filter as zero bytes, as when it is left out)."""
+    plugin = tenants_plugin(module_server)
+    del plugin["spec"]["pluginName"], plugin["spec"]["pluginConfig"]
+    config = istiod_extension_config(plugin)["typed_config"]["config"]
+    assert config["root_id"] == "" and "configuration" not in config
+    sidecar = start(sidecars, tmp_path, plugin, pki)
+    with BrokerView(sidecar.broker.port) as view:
+        view.create_topic("events", 1)
+    sidecar.client("rdkafka", "team-a").produce("events", [b"plain"])
+    with BrokerView(sidecar.broker.port) as view:
+        assert view.values("events") == [b"plain"]
+    wait_until(lambda: per_api(sidecar.envoy.kafka_stats()).get("Produce", 0) >= 1, 20,
+               what="the filter to count the Produce")
