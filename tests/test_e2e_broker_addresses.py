@@ -6,13 +6,18 @@ connection to the broker directly.
 One tansu broker (a multi-broker tansu cluster needs a shared storage engine this machine does
 not run); several brokers are covered at the wire level in filter/tests/broker_addresses.rs.
 Checked from the client side: librdkafka's statistics list every broker connection it has (by
-host:port), kafka-python's cluster metadata the brokers it knows. The control run without the
-rewrite shows the check can fail: there the client follows the broker's own address.
+host:port), kafka-python's cluster metadata the brokers it knows; and beneath the libraries, no
+TCP socket of this process (the clients run in it) is ever connected to the broker's port while
+they run (sampled from /proc). From Envoy's side: every connection the listener accepted went to
+the broker (the cluster's upstream connections equal the listener's). The control run without
+the rewrite shows the checks can fail: there the client follows the broker's own address.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
 
 import pytest
@@ -41,6 +46,63 @@ def start(request, tmp_path, rewrite: bool):
                         admin_port=admin_port)
     stack.envoy.start()
     return stacks, stack, node
+
+
+class DirectConnections:
+    """While open, samples this process's TCP sockets every 10 ms and records those connected to
+    `port` (the broker's own): (local port, remote port) pairs. The clients under test run in
+    this process (librdkafka's threads, kafka-python), so a connection of theirs that bypassed
+    Envoy shows up here whatever the library reports."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.seen: set[tuple[int, int]] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _socket_inodes(self) -> set[str]:
+        inodes = set()
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+        return inodes
+
+    def _sample(self) -> None:
+        inodes = self._socket_inodes()
+        for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+            try:
+                lines = open(table).read().splitlines()[1:]
+            except OSError:
+                continue
+            for line in lines:
+                f = line.split()
+                local, remote, inode = f[1], f[2], f[9]
+                if inode in inodes and int(remote.rsplit(":", 1)[1], 16) == self.port:
+                    self.seen.add((int(local.rsplit(":", 1)[1], 16), self.port))
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(0.01)
+
+    def __enter__(self) -> "DirectConnections":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def envoy_connections(envoy: Envoy) -> tuple[float, float]:
+    """(connections the Kafka listener accepted, connections Envoy opened to the broker)."""
+    s = envoy.stats()
+    return (s.get(f"listener.127.0.0.1_{envoy.listener_port}.downstream_cx_total"),
+            s.get("cluster.kafka_broker.upstream_cx_total"))
 
 
 def rdkafka_brokers(bootstrap: str, topic: str) -> set[str]:
@@ -82,9 +144,13 @@ def test_rdkafka_never_connects_to_the_broker_directly(request, tmp_path):
     try:
         with BrokerView(stack.broker.port) as view:
             view.create_topic("addr", 1)
-        seen = rdkafka_brokers(stack.bootstrap, "addr")
+        with DirectConnections(stack.broker.port) as direct:
+            seen = rdkafka_brokers(stack.bootstrap, "addr")
         print(f"librdkafka broker handles: {seen}")
         assert seen, "no broker handle was up"
+        assert not direct.seen, f"sockets connected to the broker directly: {direct.seen}"
+        accepted, forwarded = envoy_connections(stack.envoy)
+        assert accepted >= 2 and forwarded == accepted, (accepted, forwarded)
         assert all(f":{stack.envoy.listener_port}/" in s for s in seen), seen
         assert not any(f":{stack.broker.port}/" in s for s in seen), seen
         stats = stack.envoy.kafka_stats()
@@ -100,8 +166,10 @@ def test_without_the_rewrite_clients_follow_the_brokers_own_address(request, tmp
     try:
         with BrokerView(stack.broker.port) as view:
             view.create_topic("addr", 1)
-        seen = rdkafka_brokers(stack.bootstrap, "addr")
+        with DirectConnections(stack.broker.port) as direct:
+            seen = rdkafka_brokers(stack.bootstrap, "addr")
         assert any(f":{stack.broker.port}/" in s for s in seen), seen
+        assert direct.seen, "the sampler saw no direct connection where librdkafka reports one"
     finally:
         _stop_stacks(request, stacks)
 
@@ -110,10 +178,14 @@ def test_kafka_python_sees_only_envoy(request, tmp_path):
     stacks, stack, node = start(request, tmp_path, rewrite=True)
     try:
         ops = CLIENT_OPS["kafka-python"](stack.bootstrap, "addr-kp")
-        ops.create_topic("addr-kp", 1)
-        ops.produce("addr-kp", [b"a", b"b"])
-        got, committed = ops.consume("addr-kp", "addr-kp-group", 2)
+        with DirectConnections(stack.broker.port) as direct:
+            ops.create_topic("addr-kp", 1)
+            ops.produce("addr-kp", [b"a", b"b"])
+            got, committed = ops.consume("addr-kp", "addr-kp-group", 2)
         assert len(got) == 2 and committed
+        assert not direct.seen, f"sockets connected to the broker directly: {direct.seen}"
+        accepted, forwarded = envoy_connections(stack.envoy)
+        assert accepted >= 2 and forwarded == accepted, (accepted, forwarded)
         from kafka import KafkaAdminClient
         admin = KafkaAdminClient(bootstrap_servers=stack.bootstrap, client_id="addr-kp-admin")
         try:
