@@ -15,31 +15,45 @@ package registry reachable here carries), so the three steps are ported from Ist
   float64), failure_policy from failStrategy, and a VM (runtime v8, no vm_id) whose code is a
   remote http_uri (cluster "_", timeout 30 s) with the WasmPlugin's sha256, plus the
   ISTIO_META_WASM_* environment variables.
-- the Istio agent (pkg/wasm/convert.go, MaybeConvertWasmExtensionConfig): it fetches the module
-  (sha256 checked, a wasm binary checked), strips the ISTIO_META_ variables and hands Envoy the
-  resource with the code as a local file. If it cannot, it hands Envoy, under the same name, an
-  RBAC network filter instead: allow-all (stat prefix `wasm-default-allow`) when the failure
-  policy is FAIL_OPEN, else deny-all (`wasm-default-deny`).
-- the bootstrap (pkg/bootstrap/config.go): a node id and cluster, and the stats matcher's
-  inclusion list (Istio's required prefixes and suffixes plus the pod's proxyStatsMatcher), with
-  the `sidecar.istio.io/bootstrapOverride` ConfigMap (istio/stats/) merged in.
+- the Istio agent (pkg/wasm/convert.go MaybeConvertWasmExtensionConfig, httpfetcher.go,
+  cache.go): it fetches the module (retrying server errors and failed connections), unpacks a
+  gzip or tar body, checks the sha256 (of the unpacked module) and that it is a wasm binary,
+  strips the ISTIO_META_ variables and hands Envoy the resource with the code as a local file. If
+  it cannot, it hands Envoy, under the same name, an RBAC network filter instead: allow-all (stat
+  prefix `wasm-default-allow`) when the failure policy is FAIL_OPEN, else deny-all
+  (`wasm-default-deny`).
+- the bootstrap (tools/packaging/common/envoy_bootstrap.json, pkg/bootstrap/config.go): a node id
+  and cluster, Istio's own stats tags, and the stats matcher's inclusion list (Istio's required
+  prefixes and suffixes plus the pod's proxyStatsMatcher), with the
+  `sidecar.istio.io/bootstrapOverride` ConfigMap (istio/stats/) merged in (its stats tags after
+  Istio's).
 
 What differs from a mesh, and why it does not change what is tested: ECDS reaches Envoy from a
 file (path_config_source, replaced atomically) rather than over ADS from the agent; Envoy applies
 a resource (accepted, or rejected with the previous one kept) the same way whatever the
 transport. The listener is the broker's inbound one reduced to what the filter sees: Istio's mTLS
-(client certificate required, SPIFFE ids), the filter, tcp_proxy; Istio's own telemetry filters
-are not there.
+(client certificate required, SPIFFE ids), the filter, tcp_proxy. In a mesh the inbound chain of
+a TCP port is: metadata exchange, then AUTHN- and AUTHZ-phase plugins, Istio's RBAC (the
+AuthorizationPolicy), STATS-phase and phaseless plugins (this one), istio.stats, tcp_proxy; so an
+AuthorizationPolicy acts before the filter sees a byte, and metadata exchange has already taken
+its preamble off the stream. Not ported: image pull secrets (istiod puts the secret's contents in
+the VM's environment, the agent fails the fetch when it is missing; no shipped manifest uses
+one), and the agent's cache keyed by URL (with imagePullPolicy IfNotPresent and no sha256 it
+keeps serving the module it fetched first from a URL: pin the sha256).
 """
 
 from __future__ import annotations
 
 import copy
 import decimal
+import gzip
 import hashlib
+import io
 import json
 import math
 import os
+import tarfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -59,8 +73,30 @@ STATS_DIR = REPO / "istio" / "stats"
 # pkg/bootstrap/config.go: what every sidecar keeps in its stats, whatever the pod says.
 REQUIRED_PREFIXES = ["reporter=", "cluster_manager", "listener_manager", "server", "cluster.xds-grpc",
                      "wasm", "component", "istio"]
-REQUIRED_SUFFIXES = ["rbac.allowed", "rbac.denied", "shadow_allowed", "shadow_denied", "downstream_cx_active"]
+REQUIRED_SUFFIXES = ["rbac.allowed", "rbac.denied", "shadow_allowed", "shadow_denied"]
 REQUIRED_REGEXES = [r"vhost\..*\.route\..*"]
+# envoy_bootstrap.json's stats_tags (no extraStatTags): the unanchored ones apply to every metric,
+# the filter's too.
+ISTIO_STATS_TAGS = [
+    {"tag_name": "cluster_name", "regex": r"^cluster\.((.+?(\..+?\.svc\.cluster\.local)?)\.)"},
+    {"tag_name": "tcp_prefix", "regex": r"^tcp\.((.*?)\.)\w+?$"},
+    {"tag_name": "response_code", "regex": r"_rq(_(\d{3}))$"},
+    {"tag_name": "response_code_class", "regex": r"_rq(_(\dxx))$"},
+    {"tag_name": "http_conn_manager_listener_prefix",
+     "regex": r"^listener(?=\.).*?\.http\.(((?:[_.[:digit:]]*|[_\[\]aAbBcCdDeEfF[:digit:]]*))\.)"},
+    {"tag_name": "http_conn_manager_prefix",
+     "regex": r"^http\.(((?:[_.[:digit:]]*|[_\[\]aAbBcCdDeEfF[:digit:]]*))\.)"},
+    {"tag_name": "listener_address",
+     "regex": r"^listener\.(((?:[_.[:digit:]]*|[_\[\]aAbBcCdDeEfF[:digit:]]*))\.)"},
+    {"tag_name": "mongo_prefix", "regex": r"^mongo\.(.+?)\.(collection|cmd|cx_|op_|delays_|decoding_)(.*?)$"},
+    {"tag_name": "cache", "regex": r"(cache\.(.+?)\.)"},
+    {"tag_name": "component", "regex": r"(component\.(.+?)\.)"},
+    {"tag_name": "tag", "regex": r"(tag\.(.+?);\.)"},
+    {"tag_name": "wasm_filter", "regex": r"(wasm_filter\.(.+?)\.)"},
+    {"tag_name": "authz_enforce_result", "regex": r"rbac(\.(allowed|denied))"},
+    {"tag_name": "authz_dry_run_action", "regex": r"(\.istio_dry_run_(allow|deny)_)"},
+    {"tag_name": "authz_dry_run_result", "regex": r"(\.shadow_(allowed|denied))"},
+]
 
 
 # --------------------------------------------------------------------------------------------
@@ -83,8 +119,14 @@ def go_json(value: Any) -> str:
         if ax != 0 and (ax < 1e-6 or ax >= 1e21):
             return repr(x).replace("e-0", "e-")   # Go: shortest digits, exponent without padding
         if x.is_integer():
-            return str(int(x))
+            return "-0" if x == 0 and math.copysign(1, x) < 0 else str(int(x))
         return format(decimal.Decimal(repr(x)), "f")   # shortest digits, never an exponent
+
+    def string(v: str) -> str:
+        # Go's encoding/json escapes what HTML would read and the two JS line separators, and
+        # keeps other characters as UTF-8.
+        return (json.dumps(v, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e")
+                .replace("&", "\\u0026").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
 
     def enc(v: Any) -> str:
         if v is None:
@@ -94,13 +136,11 @@ def go_json(value: Any) -> str:
         if isinstance(v, (int, float)):
             return number(float(v))
         if isinstance(v, str):
-            # Go's encoding/json escapes what HTML would read, and the two JS line separators.
-            return (json.dumps(v, ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e")
-                    .replace("&", "\\u0026").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+            return string(v)
         if isinstance(v, list):
             return "[" + ",".join(enc(i) for i in v) + "]"
         if isinstance(v, dict):
-            return "{" + ",".join(f"{json.dumps(str(k))}:{enc(v[k])}" for k in sorted(v)) + "}"
+            return "{" + ",".join(f"{string(str(k))}:{enc(v[k])}" for k in sorted(v)) + "}"
         raise TypeError(f"pluginConfig holds a {type(v).__name__}")
 
     return enc(value)
@@ -151,8 +191,8 @@ def istiod_extension_config(plugin: dict, resource_version: str = "1") -> dict:
     }
     if spec.get("pluginConfig"):
         config["configuration"] = {"@type": STRING_VALUE, "value": go_json(spec["pluginConfig"])}
-    if spec.get("failStrategy") in FAILURE_POLICY:
-        config["failure_policy"] = FAILURE_POLICY[spec["failStrategy"]]
+    # FAIL_CLOSE is the API's zero value: a WasmPlugin without failStrategy gets it.
+    config["failure_policy"] = FAILURE_POLICY[spec.get("failStrategy") or "FAIL_CLOSE"]
     return {"@type": TYPED_EXTENSION_CONFIG, "name": resource_name(plugin),
             "typed_config": {"@type": WASM_NETWORK, "config": config}}
 
@@ -165,22 +205,59 @@ class FetchError(Exception):
     pass
 
 
-def fetch_module(uri: str, sha256: str, timeout: float, cache_dir: Path) -> Path:
-    """The agent's cache.Get for an http(s) URL: the body, its sha256 checked when one is given,
-    checked to be a wasm binary, stored under its checksum."""
-    try:
-        with urllib.request.urlopen(uri, timeout=timeout) as r:
-            body = r.read()
-    except (urllib.error.URLError, OSError) as e:
-        raise FetchError(f"cannot fetch Wasm module {uri}: {e}") from e
-    digest = hashlib.sha256(body).hexdigest()
+def is_wasm(b: bytes) -> bool:
+    return len(b) >= 8 and b[:4] == b"\0asm"
+
+
+def unbox(body: bytes) -> bytes:
+    """httpfetcher.go unboxIfPossible: gzip and tar layers taken off until a wasm binary shows
+    (a tar's first file); the original bytes if anything fails."""
+    b = body
+    while not is_wasm(b):
+        try:
+            if b[:2] == b"\x1f\x8b":
+                b = gzip.decompress(b)
+            elif len(b) > 262 and b[257:262] == b"ustar":
+                with tarfile.open(fileobj=io.BytesIO(b)) as tar:
+                    first = tar.next()
+                    f = tar.extractfile(first) if first is not None else None
+                    if f is None:
+                        return body
+                    b = f.read()
+            else:
+                return body
+        except (OSError, EOFError, tarfile.TarError):
+            return body
+    return b
+
+
+def fetch_module(uri: str, sha256: str, timeout: float, cache_dir: Path, retries: int = 5) -> Path:
+    """The agent's cache.Get for an http(s) URL: the body (server errors and failed connections
+    retried with a backoff), unpacked, its sha256 checked when one is given, checked to be a wasm
+    binary, stored under its checksum."""
+    delay = 0.1
+    for attempt in range(retries + 1):
+        try:
+            with urllib.request.urlopen(uri, timeout=timeout) as r:
+                body = r.read()
+            break
+        except urllib.error.HTTPError as e:
+            if e.code < 500 or attempt == retries:
+                raise FetchError(f"cannot fetch Wasm module {uri}: {e}") from e
+        except (urllib.error.URLError, OSError) as e:
+            if attempt == retries:
+                raise FetchError(f"cannot fetch Wasm module {uri}: {e}") from e
+        time.sleep(delay)
+        delay *= 2
+    module = unbox(body)
+    digest = hashlib.sha256(module).hexdigest()
     if sha256 and sha256 not in ("nil", digest):
         raise FetchError(f"module downloaded from {uri} has checksum {digest}, which does not match: {sha256}")
-    if body[:4] != b"\0asm":
+    if not is_wasm(module):
         raise FetchError(f"fetched Wasm binary from {uri} is invalid")
     cache_dir.mkdir(parents=True, exist_ok=True)
     path = cache_dir / f"{digest}.wasm"
-    path.write_bytes(body)
+    path.write_bytes(module)
     return path
 
 
@@ -237,8 +314,8 @@ def pod_stats_matcher() -> dict:
 def sidecar_stats_config() -> dict:
     """stats_config as the sidecar's bootstrap has it: Istio's inclusion list with the pod's
     (pkg/bootstrap/config.go: "reporter=", the pod's prefixes, the required ones; the pod's
-    suffixes and regexes before the required ones), tag extraction from the override (Istio's
-    own tags name its own metrics only and are left out)."""
+    suffixes and regexes before the required ones), Istio's stats tags and then the override's
+    (a bootstrap override's repeated fields are appended)."""
     pod = pod_stats_matcher()
     prefixes = [REQUIRED_PREFIXES[0], *pod.get("inclusionPrefixes", []), *REQUIRED_PREFIXES[1:]]
     suffixes = [*pod.get("inclusionSuffixes", []), *REQUIRED_SUFFIXES]
@@ -246,7 +323,7 @@ def sidecar_stats_config() -> dict:
     patterns = ([{"prefix": p} for p in prefixes] + [{"suffix": s} for s in suffixes]
                 + [{"safe_regex": {"regex": r}} for r in regexes])
     override = stats_override()["stats_config"]
-    return {"use_all_default_tags": False, "stats_tags": override["stats_tags"],
+    return {"use_all_default_tags": False, "stats_tags": ISTIO_STATS_TAGS + override["stats_tags"],
             "histogram_bucket_settings": override.get("histogram_bucket_settings", []),
             "stats_matcher": {"inclusion_list": {"patterns": patterns}}}
 

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import io
+import tarfile
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -48,6 +50,7 @@ SPIFFE = {"team-a": "spiffe://cluster.local/ns/team-a/sa/app",
           "team-b": "spiffe://cluster.local/ns/team-b/sa/app"}
 CLIENT_ID = "app"
 MODULE_PATH = "/kafka-filter/plugin.wasm"
+PACKED_PATH = "/kafka-filter/plugin.tar.gz"   # the module in a gzip tar, as in an OCI image layer
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +62,18 @@ class ModuleServer:
     """The module over HTTP, as a WasmPlugin `url: https://...` names it; any other path is 404."""
 
     def __init__(self, module: bytes):
-        body = module
+        packed = io.BytesIO()
+        with tarfile.open(fileobj=packed, mode="w:gz") as tar:
+            info = tarfile.TarInfo("plugin.wasm")
+            info.size = len(module)
+            tar.addfile(info, io.BytesIO(module))
+        bodies = {MODULE_PATH: module, PACKED_PATH: packed.getvalue()}
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):   # noqa: N802 - the standard library's name
-                if self.path == MODULE_PATH:
+                body = bodies.get(self.path)
+                if body is not None:
                     self.send_response(200)
-                    self.send_header("Content-Type", "application/wasm")
                     self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
                     self.wfile.write(body)
@@ -190,6 +198,15 @@ def test_the_wasmplugin_as_istiod_and_the_agent_render_it(module_server, tmp_pat
     vm = converted["typed_config"]["config"]["vm_config"]
     assert Path(vm["code"]["local"]["filename"]).read_bytes() == require_wasm().read_bytes()
     assert "environment_variables" not in vm   # only ISTIO_META_ ones: stripped, as the agent does
+    # The agent unpacks a gzip tar (an image layer served as a file); the sha256 is the module's.
+    packed = tenants_plugin(module_server, url=module_server.url(PACKED_PATH))
+    converted, error = agent_convert(istiod_extension_config(packed), tmp_path / "packed")
+    assert error is None, error
+    filename = converted["typed_config"]["config"]["vm_config"]["code"]["local"]["filename"]
+    assert Path(filename).read_bytes() == require_wasm().read_bytes()
+    # A WasmPlugin without failStrategy gets FAIL_CLOSE, the API's zero value.
+    del packed["spec"]["failStrategy"]
+    assert istiod_extension_config(packed)["typed_config"]["config"]["failure_policy"] == "FAIL_CLOSED"
     # Numbers as istiod writes a Struct: integral ones without a fraction, which the filter's
     # integer fields need.
     assert go_json({"max_frame_bytes": 104857600, "b": [0.5, 1e-7]}) == '{"b":[0.5,1e-7],"max_frame_bytes":104857600}'
@@ -245,7 +262,8 @@ def test_a_module_the_agent_cannot_fetch(strategy, failure, module_server, pki, 
         view.create_topic("team-a.events", 1)
     if strategy != "FAIL_OPEN":
         assert sidecar.refused("team-a")
-        assert envoy.prometheus().value("envoy_wasm_default_deny_rbac_denied") >= 1
+        # Istio's stats tags make the RBAC outcome a label.
+        assert envoy.prometheus().value("envoy_wasm_default_deny_rbac", authz_enforce_result="denied") >= 1
         assert set(sidecar.broker_topics()) == {"team-a.events"}
         return
     # FAIL_OPEN: the client is served without the filter, and its names are not converted.
@@ -314,3 +332,22 @@ def test_a_wasmplugin_without_plugin_name_or_config_runs_with_the_defaults(modul
         assert view.values("events") == [b"plain"]
     wait_until(lambda: per_api(sidecar.envoy.kafka_stats()).get("Produce", 0) >= 1, 20,
                what="the filter to count the Produce")
+
+
+def test_istio_stats_tags_add_a_label_to_a_client_id_ending_in_cache(module_server, pki, sidecars, tmp_path):
+    """Istio's bootstrap tags `(cache\\.(.+?)\\.)` and `(component\\.(.+?)\\.)` are not anchored,
+    so they apply to the filter's metric names too (the README says so): a client id ending in
+    `cache` gets a `cache` label besides its own, which keep their values."""
+    sidecar = start(sidecars, tmp_path, tenants_plugin(module_server), pki)
+    with BrokerView(sidecar.broker.port) as view:
+        view.create_topic("team-a.events", 1)
+    CLIENT_OPS["rdkafka"](sidecar.envoy.bootstrap, "pricecache", tls=sidecar.tls("team-a")).produce(
+        "events", [b"x"])
+
+    def series():
+        return sidecar.envoy.prometheus().find("kafka_client_requests", kafka_client_id="pricecache",
+                                               kafka_api="Produce")
+
+    (labels, value), = wait_until(series, 20, what="the client's Produce series")
+    assert value >= 1 and labels.get("cache") == "principal", labels
+    assert labels["kafka_principal"] == "spiffe___cluster_local_ns_team-a_sa_app", labels
