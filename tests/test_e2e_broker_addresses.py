@@ -4,7 +4,9 @@ Envoy listener (`broker_addresses`), so clients that bootstrap through Envoy nev
 connection to the broker directly.
 
 One tansu broker (a multi-broker tansu cluster needs a shared storage engine this machine does
-not run); several brokers are covered at the wire level in filter/tests/broker_addresses.rs.
+not run); several brokers are covered at the wire level in filter/tests/broker_addresses.rs, and
+the shipped three-broker bootstrap (envoy-config/envoy-brokers.yaml) is booted with the one broker
+behind it.
 Checked from the client side: librdkafka's statistics list every broker connection it has (by
 host:port), kafka-python's cluster metadata the brokers it knows; and beneath the libraries, no
 TCP socket of this process (the clients run in it) is ever connected to the broker's port while
@@ -24,7 +26,7 @@ import pytest
 
 from clients import CLIENT_OPS, BrokerView, rdkafka_common
 from conftest import _stop_stacks, Stack, need_wasm
-from harness import Broker, Envoy, free_ports, wait_until
+from harness import Broker, Envoy, free_ports, wait_until, wasm_filters
 
 
 def start(request, tmp_path, rewrite: bool):
@@ -194,5 +196,58 @@ def test_kafka_python_sees_only_envoy(request, tmp_path):
         finally:
             admin.close()
         assert brokers == {(node, "127.0.0.1", stack.envoy.listener_port)}, brokers
+    finally:
+        _stop_stacks(request, stacks)
+
+
+def test_the_shipped_three_broker_bootstrap_carries_traffic(request, tmp_path):
+    """envoy-config/envoy-brokers.yaml itself (ports rewritten to free ones): its bootstrap
+    listener and three broker listeners, one filter configuration shared through a YAML anchor.
+    One tansu broker stands behind every cluster, so its broker id (tansu has one, fixed) takes
+    the map entry of broker 1: clients bootstrap through the bootstrap listener, are sent to
+    broker 1's listener and use only that one."""
+    need_wasm()
+    admin_port, broker_port, *listener_ports = free_ports(6)
+    broker = Broker(workdir=tmp_path, port=broker_port)   # advertises itself
+    stack = Stack("filter", broker)
+    stacks = [stack]
+    try:
+        broker.start()
+        with BrokerView(broker.port) as view:
+            from kafka.protocol.metadata import MetadataRequest
+            md = view.call(MetadataRequest(topics=[], allow_auto_topic_creation=False), 4)
+            view.create_topic("three", 1)
+        (node,) = [b.node_id for b in md.brokers]
+        envoy = Envoy(broker_port, config="envoy-brokers.yaml", workdir=tmp_path, admin_port=admin_port,
+                      listener_port=listener_ports[0])
+        listeners = envoy.cfg["static_resources"]["listeners"]
+        assert [ls["name"] for ls in listeners] == ["kafka_bootstrap", "kafka_broker_1", "kafka_broker_2",
+                                                    "kafka_broker_3"]
+        for listener, port in zip(listeners, listener_ports):
+            listener["address"]["socket_address"]["port_value"] = port
+        for cluster in envoy.cfg["static_resources"]["clusters"]:
+            for group in cluster["load_assignment"]["endpoints"]:
+                for ep in group["lb_endpoints"]:
+                    ep["endpoint"]["address"]["socket_address"]["port_value"] = broker_port
+        (flt,) = {id(f): f for f in wasm_filters(envoy.cfg)}.values()   # one object: the anchor
+        value = flt["typed_config"]["config"]["configuration"]
+        shipped = json.loads(value["value"])
+        assert sorted(shipped["broker_addresses"]["map"]) == ["1", "2", "3"], shipped
+        value["value"] = json.dumps({**shipped, "broker_addresses": {"map": {
+            str(node): f"127.0.0.1:{listener_ports[1]}", "2": f"127.0.0.1:{listener_ports[2]}",
+            "3": f"127.0.0.1:{listener_ports[3]}"}}})
+        envoy._write_bootstrap()
+        stack.envoy = envoy
+        envoy.start()
+        with DirectConnections(broker.port) as direct:
+            seen = rdkafka_brokers(envoy.bootstrap, "three")
+        assert seen and all(f":{listener_ports[1]}/" in s for s in seen), seen
+        assert not direct.seen, direct.seen
+        s = envoy.stats()
+        accepted = {name: s.get(f"listener.127.0.0.1_{port}.downstream_cx_total")
+                    for name, port in zip(["bootstrap", "1", "2", "3"], listener_ports)}
+        assert accepted["bootstrap"] >= 1 and accepted["1"] >= 2, accepted
+        assert accepted["2"] == accepted["3"] == 0, accepted
+        assert envoy.kafka_stats().get("kafka.broker_addresses_rewritten", 0) > 0
     finally:
         _stop_stacks(request, stacks)
