@@ -64,6 +64,18 @@ class Stack:
     def bootstrap(self) -> str:
         return self.envoy.bootstrap if self.envoy else self.broker.bootstrap
 
+    def start(self) -> "Stack":
+        self.broker.start()
+        if self.envoy is not None:
+            self.envoy.start()
+        return self
+
+    def stop(self) -> None:
+        # Envoy first: it flushes its log file only every few seconds (and at exit).
+        if self.envoy is not None:
+            self.envoy.stop()
+        self.broker.stop()
+
     def logs(self) -> str:
         parts = [f"route={self.route}", self.broker.log_tail(40)]
         if self.envoy is not None:
@@ -137,11 +149,8 @@ def _start_proxied_stack(stacks: list[Stack], route: str, workdir: Path,
 
 
 def _stop_stacks(request: pytest.FixtureRequest, stacks: list[Stack]) -> None:
-    # Envoys stop first: Envoy flushes its log file only every few seconds (and at exit).
     for s in reversed(stacks):
-        if s.envoy is not None:
-            s.envoy.stop()
-        s.broker.stop()
+        s.stop()
     _report_logs(request, stacks)
 
 

@@ -33,7 +33,7 @@ from typing import Iterator
 import pytest
 
 from clients import CLIENT_OPS, BrokerView, ClientTls, RawKafka, metadata_partitions
-from conftest import need_wasm
+from conftest import Stack, _stop_stacks, need_wasm
 from harness import Broker, free_ports, per_api, require_wasm, wait_until
 from istio_sidecar import (
     FAILURE_POLICY,
@@ -114,27 +114,18 @@ def tenants_plugin(server: ModuleServer, **spec) -> dict:
     return plugin
 
 
-class Sidecar:
+class Sidecar(Stack):
     """A tansu broker behind a SidecarEnvoy, the ECDS resource delivered before Envoy starts."""
 
     def __init__(self, workdir: Path, plugin: dict, pki: Path):
         listener_port, admin_port, broker_port = free_ports(3)
-        self.broker = Broker(workdir=workdir, port=broker_port, advertised_port=listener_port)
-        self.envoy = SidecarEnvoy(broker_port, plugin, pki, workdir, listener_port=listener_port,
-                                  admin_port=admin_port)
+        super().__init__("istio-sidecar", Broker(workdir=workdir, port=broker_port, advertised_port=listener_port),
+                         SidecarEnvoy(broker_port, plugin, pki, workdir, listener_port=listener_port,
+                                      admin_port=admin_port))
         self.pki = pki
         self.cache = workdir / "agent-cache"
         resource, self.fetch_error = agent_convert(istiod_extension_config(plugin), self.cache)
         self.envoy.deliver(resource)
-
-    def start(self) -> "Sidecar":
-        self.broker.start()
-        self.envoy.start()
-        return self
-
-    def stop(self) -> None:
-        self.envoy.stop()
-        self.broker.stop()
 
     def tls(self, workload: str) -> ClientTls:
         return ClientTls(ca=str(self.pki / "ca.pem"), cert=str(self.pki / f"{workload}.pem"),
@@ -159,13 +150,12 @@ class Sidecar:
 
 
 @pytest.fixture
-def sidecars(tmp_path) -> Iterator[list[Sidecar]]:
+def sidecars(request) -> Iterator[list[Sidecar]]:
     running: list[Sidecar] = []
     try:
         yield running
     finally:
-        for s in running:
-            s.stop()
+        _stop_stacks(request, running)
 
 
 def start(sidecars: list, tmp_path: Path, plugin: dict, pki: Path) -> Sidecar:

@@ -36,6 +36,7 @@ from typing import Callable, Iterator
 
 import pytest
 
+from conftest import Stack
 from harness import (
     ENVOY_CONFIG_DIR,
     HOST,
@@ -68,14 +69,14 @@ def need_fault_wasm() -> Path:
     return FAULT_WASM
 
 
-class FaultStack:
+class FaultStack(Stack):
     """A tansu broker behind an Envoy running envoy-config/envoy.yaml with the fault build."""
 
     def __init__(self, workdir: Path, failure_policy: str | None):
         listener_port, admin_port, broker_port = free_ports(3)
-        self.broker = Broker(workdir=workdir, port=broker_port, advertised_port=listener_port)
-        self.envoy = Envoy(broker_port, workdir=workdir, listener_port=listener_port,
-                           admin_port=admin_port, wasm_path=need_fault_wasm())
+        super().__init__("filter-fault", Broker(workdir=workdir, port=broker_port, advertised_port=listener_port),
+                         Envoy(broker_port, workdir=workdir, listener_port=listener_port,
+                               admin_port=admin_port, wasm_path=need_fault_wasm()))
         if failure_policy is not None:
             for flt in wasm_filters(self.envoy.cfg):
                 cfg = flt["typed_config"]["config"]
@@ -83,18 +84,6 @@ class FaultStack:
                 if failure_policy != "FAIL_RELOAD":
                     cfg.pop("reload_config", None)
             self.envoy._write_bootstrap()
-
-    def start(self) -> "FaultStack":
-        self.broker.start()
-        self.envoy.start()
-        return self
-
-    def stop(self) -> None:
-        self.envoy.stop()
-        self.broker.stop()
-
-    def logs(self) -> str:
-        return "\n".join([self.broker.log_tail(40), self.envoy.log_tail(80)])
 
     # ---------------------------------------------------------------------------------------
 
