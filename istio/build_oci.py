@@ -106,7 +106,10 @@ def main(argv: list[str]) -> int:
     tag = argv[3] if len(argv) == 4 else "latest"
     d = build(Path(argv[1]), Path(argv[2]), tag)
     print(f"{argv[2]}:{tag} {d}")
-    print(f"  module sha256 (a WasmPlugin's `sha256` for an http(s) url): "
+    # Istio's agent checks `sha256` against the image manifest's digest for oci://, against the
+    # module for http(s)://; the WasmPlugin schema wants the bare hex either way.
+    print(f"  WasmPlugin sha256 for url oci://...:{tag} (the manifest digest): {d.split(':', 1)[1]}")
+    print(f"  WasmPlugin sha256 for an http(s):// url (the module's): "
           f"{hashlib.sha256(Path(argv[1]).read_bytes()).hexdigest()}")
     return 0
 

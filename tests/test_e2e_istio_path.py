@@ -298,3 +298,25 @@ def test_istio_stats_tags_add_a_label_to_a_client_id_ending_in_cache(module_serv
     (labels, value), = wait_until(series, 20, what="the client's Produce series")
     assert value >= 1 and labels.get("cache") == "principal", labels
     assert labels["kafka_principal"] == "spiffe___cluster_local_ns_team-a_sa_app", labels
+
+
+def test_a_changed_plugin_config_reaches_new_connections_and_spares_open_ones(module_server, pki, sidecars,
+                                                                              tmp_path):
+    """The tenants overlay, then the base (no rules) delivered over ECDS: a connection opened
+    before keeps converting, one opened after does not."""
+    sidecar = start(sidecars, tmp_path, tenants_plugin(module_server), pki)
+    envoy = sidecar.envoy
+    with BrokerView(sidecar.broker.port) as view:
+        view.create_topic("team-a.events", 1)
+    with RawKafka(envoy.listener_port, client_id=CLIENT_ID, tls=sidecar.tls("team-a")) as before:
+        assert metadata_partitions(before, "events") == {"events": 1}   # team-a.events, converted
+        (base,) = [d for d in build("base") if d["kind"] == "WasmPlugin"]
+        base["spec"].update({"url": module_server.url(), "sha256": module_server.sha256})
+        resource, error = agent_convert(istiod_extension_config(base, resource_version="2"), sidecar.cache)
+        assert error is None
+        envoy.deliver(resource)
+        wait_until(lambda: envoy.ecds_counters()["update_success"] == 2, 20, what="Envoy to take the update")
+        with RawKafka(envoy.listener_port, client_id=CLIENT_ID, tls=sidecar.tls("team-a")) as after:
+            assert metadata_partitions(after, "team-a.events") == {"team-a.events": 1}   # unconverted
+            assert metadata_partitions(after, "events") == {}
+        assert metadata_partitions(before, "events") == {"events": 1}

@@ -147,3 +147,14 @@ def test_broker_pod_annotations_point_at_the_stats_override():
     assert annotations["sidecar.istio.io/bootstrapOverride"] == doc["metadata"]["name"]
     proxy_config = yaml.safe_load(annotations["proxy.istio.io/config"])
     assert "wasmcustom.kafka" in proxy_config["proxyStatsMatcher"]["inclusionPrefixes"]
+
+
+def test_every_shipped_wasmplugin_has_one_name():
+    """Applying one of them replaces another: a second WasmPlugin selecting the same pods would
+    add a second filter (two tenant filters prefix names twice)."""
+    from test_istio_kustomize import TARGETS, build
+    names = {(d["metadata"]["namespace"], d["metadata"]["name"])
+             for p in MANIFESTS for d in documents(p) if d["kind"] == "WasmPlugin"}
+    names |= {(d["metadata"]["namespace"], d["metadata"]["name"])
+              for t in TARGETS for d in build(t) if d["kind"] == "WasmPlugin"}
+    assert names == {("kafka", "kafka-filter")}, names
