@@ -97,6 +97,33 @@ fn metadata_brokers_get_the_proxy_addresses() {
 }
 
 #[test]
+fn a_host_per_broker_on_one_port() {
+    let cfg = r#"{"broker_addresses": {"host": "kafka-{id}.proxy.example", "port": 9092}}"#;
+    let (back, m) = through(
+        cfg,
+        ApiKey::Metadata,
+        12,
+        &MetadataRequest::default(),
+        &metadata_brokers(&[1, 2, 3]),
+    );
+    let got: MetadataResponse = answered(&back, ApiKey::Metadata, 12, 1);
+    let brokers: Vec<_> = got
+        .brokers
+        .iter()
+        .map(|b| (b.node_id.0, b.host.to_string(), b.port))
+        .collect();
+    assert_eq!(
+        brokers,
+        [
+            (1, "kafka-1.proxy.example".into(), 9092),
+            (2, "kafka-2.proxy.example".into(), 9092),
+            (3, "kafka-3.proxy.example".into(), 9092)
+        ]
+    );
+    assert_eq!(m.named("broker_addresses_unmapped"), 0);
+}
+
+#[test]
 fn an_unmapped_broker_is_left_out_or_kept_and_always_counted() {
     let (back, m) = through(
         ONLY_MAP,
@@ -244,6 +271,10 @@ fn bad_configurations_name_the_field() {
         (
             r#"{"broker_addresses": {"host": "h"}}"#,
             "broker_addresses.port_base",
+        ),
+        (
+            r#"{"broker_addresses": {"host": "h", "port": 9092}}"#,
+            "broker_addresses.host",
         ),
         (
             r#"{"broker_addresses": {"map": {"1": "a:1"}, "unmapped": "hide"}}"#,

@@ -12,7 +12,8 @@
 //! ```
 //!
 //! A broker id in `map` gets that address; any other gets `host` (with `{id}` replaced by the
-//! broker id) and port `port_base + id`, when `port_base` is given. A broker neither covers is
+//! broker id) and either port `port_base + id` or one fixed `port` (then `host` must hold `{id}`:
+//! a name per broker, e.g. a DNS name or SNI route per broker). A broker neither covers is
 //! *unmapped*: never passed through silently, it is counted (`broker_addresses_unmapped`) and,
 //! by `unmapped`, left out of the response (`drop`, the default: a Metadata response lists the
 //! other brokers, a FindCoordinator answer says COORDINATOR_NOT_AVAILABLE, so the client asks
@@ -37,11 +38,20 @@ pub enum Unmapped {
     Keep,
 }
 
+/// The port of the pattern's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatternPort {
+    /// `port_base`: the broker id added.
+    Base(i32),
+    /// `port`: the same for every broker (whose host differs).
+    Fixed(i32),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerAddresses {
     pub map: BTreeMap<i32, Address>,
-    /// `host` (`{id}` replaced) and `port_base`: the address of a broker `map` does not name.
-    pub pattern: Option<(String, i32)>,
+    /// `host` (`{id}` replaced) and its port: the address of a broker `map` does not name.
+    pub pattern: Option<(String, PatternPort)>,
     pub unmapped: Unmapped,
 }
 
@@ -51,8 +61,11 @@ impl BrokerAddresses {
         if let Some(a) = self.map.get(&id) {
             return Some(a.clone());
         }
-        let (host, base) = self.pattern.as_ref()?;
-        let port = base.checked_add(id).filter(|p| (1..=65535).contains(p))?;
+        let (host, port) = self.pattern.as_ref()?;
+        let port = match *port {
+            PatternPort::Base(base) => base.checked_add(id).filter(|p| (1..=65535).contains(p))?,
+            PatternPort::Fixed(port) => port,
+        };
         Some(Address {
             host: host.replace("{id}", &id.to_string()),
             port,
@@ -67,6 +80,7 @@ pub struct RawBrokerAddresses {
     map: BTreeMap<String, String>,
     host: Option<String>,
     port_base: Option<i64>,
+    port: Option<i64>,
     unmapped: Option<Unmapped>,
 }
 
@@ -79,6 +93,17 @@ fn host_ok(h: &str) -> bool {
         && h.bytes().all(|b| {
             b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':' | b'[' | b']')
         })
+}
+
+fn check_host(h: &str) -> Result<(), AddressError> {
+    if host_ok(&h.replace("{id}", "0")) {
+        Ok(())
+    } else {
+        Err((
+            "host".into(),
+            format!("`{h}` is not a host name (with `{{id}}`)"),
+        ))
+    }
 }
 
 pub fn parse(raw: RawBrokerAddresses) -> Result<BrokerAddresses, AddressError> {
@@ -110,15 +135,25 @@ pub fn parse(raw: RawBrokerAddresses) -> Result<BrokerAddresses, AddressError> {
             },
         );
     }
-    let pattern = match (raw.host, raw.port_base) {
-        (None, None) => None,
-        (Some(h), Some(base)) => {
-            if !host_ok(&h.replace("{id}", "0")) {
-                return Err((
-                    "host".into(),
-                    format!("`{h}` is not a host name (with `{{id}}`)"),
-                ));
-            }
+    let pattern = match (raw.host, raw.port_base, raw.port) {
+        (None, None, None) => None,
+        (None, _, _) => {
+            return Err((
+                "host".into(),
+                "is required with `port_base` or `port`".into(),
+            ))
+        }
+        (Some(_), None, None) => {
+            return Err((
+                "port_base".into(),
+                "`port_base` or `port` is required with `host`".into(),
+            ));
+        }
+        (Some(_), Some(_), Some(_)) => {
+            return Err(("port".into(), "give `port` or `port_base`, not both".into()));
+        }
+        (Some(h), Some(base), None) => {
+            check_host(&h)?;
             let base = i32::try_from(base)
                 .ok()
                 .filter(|b| (0..=65535).contains(b))
@@ -128,17 +163,36 @@ pub fn parse(raw: RawBrokerAddresses) -> Result<BrokerAddresses, AddressError> {
                         format!("{base} is out of range, expected 0..=65535"),
                     )
                 })?;
-            Some((h, base))
+            Some((h, PatternPort::Base(base)))
         }
-        (Some(_), None) => {
-            return Err(("port_base".into(), "is required with `host`".into()));
+        (Some(h), None, Some(port)) => {
+            check_host(&h)?;
+            if !h.contains("{id}") {
+                return Err((
+                    "host".into(),
+                    format!(
+                        "`{h}` has no `{{id}}`: with one `port`, every broker would get the same \
+                         address"
+                    ),
+                ));
+            }
+            let port = i32::try_from(port)
+                .ok()
+                .filter(|p| (1..=65535).contains(p))
+                .ok_or_else(|| {
+                    (
+                        "port".to_string(),
+                        format!("{port} is not a port (1..=65535)"),
+                    )
+                })?;
+            Some((h, PatternPort::Fixed(port)))
         }
-        (None, Some(_)) => return Err(("host".into(), "is required with `port_base`".into())),
     };
     if map.is_empty() && pattern.is_none() {
         return Err((
             "map".into(),
-            "give `map` or `host` and `port_base`: without them every broker is unmapped".into(),
+            "give `map`, or `host` with `port_base` or `port`: without them every broker is unmapped"
+                .into(),
         ));
     }
     Ok(BrokerAddresses {
@@ -177,6 +231,14 @@ mod tests {
             })
         );
         assert_eq!(b.address(70000), None, "past the last port");
+        let by_name = parsed(r#"{"host": "kafka-{id}.proxy.example", "port": 9092}"#).unwrap();
+        assert_eq!(
+            by_name.address(70000),
+            Some(Address {
+                host: "kafka-70000.proxy.example".into(),
+                port: 9092
+            })
+        );
         let only_map = parsed(r#"{"map": {"1": "[::1]:9001"}}"#).unwrap();
         assert_eq!(only_map.address(2), None);
         assert_eq!(only_map.unmapped, Unmapped::Drop);
@@ -193,6 +255,13 @@ mod tests {
             (r#"{"host": "h"}"#, "port_base"),
             (r#"{"port_base": 1}"#, "host"),
             (r#"{"host": "h", "port_base": 70000}"#, "port_base"),
+            (r#"{"host": "h", "port": 9092}"#, "host"),
+            (r#"{"host": "h-{id}", "port": 0}"#, "port"),
+            (
+                r#"{"host": "h-{id}", "port": 9092, "port_base": 1}"#,
+                "port",
+            ),
+            (r#"{"port": 9092}"#, "host"),
         ] {
             assert_eq!(parsed(doc).unwrap_err().0, field, "{doc}");
         }
