@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import pytest
 
@@ -24,6 +24,9 @@ from harness import (  # noqa: E402
     free_ports,
     require_wasm,
 )
+
+if TYPE_CHECKING:
+    from module_server import ModuleServer
 
 ROUTES = ("direct", "tcp_proxy", "filter")
 CONFIG_FOR_ROUTE = {"tcp_proxy": "tcp-proxy-only.yaml", "filter": "envoy.yaml"}
@@ -49,6 +52,25 @@ def need_wasm() -> Path:
     except HarnessError as e:
         message = str(e)
     pytest.fail(message, pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> Path:
+    """A mesh CA, a server certificate and one client certificate per mesh_pki.SPIFFE workload;
+    per module, since tests issue more into it."""
+    from mesh_pki import SPIFFE, make_pki
+    return make_pki(tmp_path_factory.mktemp("pki"), SPIFFE)
+
+
+@pytest.fixture(scope="module")
+def module_server() -> Iterator["ModuleServer"]:
+    """The built module over HTTP (tests/module_server.py)."""
+    from module_server import ModuleServer
+    server = ModuleServer(need_wasm().read_bytes())
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @dataclass

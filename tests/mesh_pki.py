@@ -6,6 +6,10 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+# Two workloads in two namespaces, as the shipped tenants and ACL manifests name them.
+SPIFFE = {"team-a": "spiffe://cluster.local/ns/team-a/sa/app",
+          "team-b": "spiffe://cluster.local/ns/team-b/sa/app"}
+
 
 def openssl(*args: str, cwd: Path) -> None:
     proc = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=60)

@@ -19,12 +19,10 @@ import yaml
 from clients import CLIENT_OPS, BrokerView, ClientTls, RawKafka
 from conftest import _start_proxied_stack, _stop_stacks, need_wasm
 from harness import REPO, Envoy, wait_until
-from mesh_pki import issue_workload
-from test_e2e_mtls import pki, with_mtls  # noqa: F401 - pki is a fixture used here
+from mesh_pki import SPIFFE, issue_workload
+from test_e2e_mtls import with_mtls
 
 ACLS_MANIFEST = REPO / "istio" / "wasmplugin-acls.yaml"
-SPIFFE = {"team-a": "spiffe://cluster.local/ns/team-a/sa/app",
-          "team-b": "spiffe://cluster.local/ns/team-b/sa/app"}
 AUDIT = "kafka_audit "
 
 

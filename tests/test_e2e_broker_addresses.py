@@ -22,11 +22,9 @@ import os
 import threading
 import time
 
-import pytest
-
 from clients import CLIENT_OPS, BrokerView, rdkafka_common
 from conftest import _stop_stacks, Stack, need_wasm
-from harness import Broker, Envoy, free_ports, wait_until, wasm_filters
+from harness import Broker, Envoy, free_ports, wasm_filters
 
 
 def start(request, tmp_path, rewrite: bool):

@@ -9,7 +9,6 @@ refuse it. One hostile client cannot take the filter down for the others on the 
 
 from __future__ import annotations
 
-import socket
 import struct
 import threading
 import time

@@ -29,7 +29,7 @@ from typing import Iterator
 import pytest
 
 from clients import CLIENT_OPS, BrokerView, ClientTls, RawKafka, metadata_partitions
-from conftest import Stack, _stop_stacks, need_wasm
+from conftest import Stack, _stop_stacks
 from harness import Broker, free_ports, per_api, require_wasm, wait_until
 from istio_sidecar import (
     FAILURE_POLICY,
@@ -39,28 +39,10 @@ from istio_sidecar import (
     istiod_extension_config,
     istiod_listener_filter,
 )
-from mesh_pki import make_pki
 from module_server import PACKED_PATH, ModuleServer
 from test_istio_kustomize import build
 
-SPIFFE = {"team-a": "spiffe://cluster.local/ns/team-a/sa/app",
-          "team-b": "spiffe://cluster.local/ns/team-b/sa/app"}
 CLIENT_ID = "app"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> Path:
-    return make_pki(tmp_path_factory.mktemp("pki"), SPIFFE)
-
-
-@pytest.fixture(scope="module")
-def module_server() -> Iterator[ModuleServer]:
-    need_wasm()
-    server = ModuleServer(require_wasm().read_bytes())
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def tenants_plugin(server: ModuleServer, **spec) -> dict:

@@ -17,17 +17,10 @@ import yaml
 from clients import CLIENT_OPS, BrokerView, ClientTls
 from conftest import _start_proxied_stack, _stop_stacks, need_wasm
 from harness import REPO, Envoy, wait_until
-from mesh_pki import issue_workload, make_pki
+from mesh_pki import issue_workload
 
 TENANTS_MANIFEST = REPO / "istio" / "wasmplugin-tenants.yaml"
-SPIFFE = {"team-a": "spiffe://cluster.local/ns/team-a/sa/app",
-          "team-b": "spiffe://cluster.local/ns/team-b/sa/app"}
 CLIENT_ID = "app"   # the same for both tenants
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> Path:
-    return make_pki(tmp_path_factory.mktemp("pki"), SPIFFE)
 
 
 def tenants_plugin_config() -> dict:

@@ -11,26 +11,15 @@ recommends a file (a volume) over it.
 from __future__ import annotations
 
 import hashlib
-from typing import Iterator
 
 import pytest
 
 from clients import CLIENT_OPS, BrokerView, RawKafka, metadata_partitions
-from conftest import Stack, _stop_stacks, need_wasm
-from harness import Broker, Envoy, free_ports, per_api, require_wasm, wait_until, wasm_filters
+from conftest import Stack, _stop_stacks
+from harness import Broker, Envoy, free_ports, per_api, wait_until, wasm_filters
 from module_server import ModuleServer
 
 UNSTABLE = "Wasm remote code fetch is unstable and may cause a crash"
-
-
-@pytest.fixture(scope="module")
-def module_server() -> Iterator[ModuleServer]:
-    need_wasm()
-    server = ModuleServer(require_wasm().read_bytes())
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def remote_stack(request, tmp_path, server: ModuleServer, sha256: str) -> tuple[list, Stack]:

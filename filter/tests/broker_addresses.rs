@@ -55,6 +55,14 @@ fn metadata_brokers(ids: &[i32]) -> MetadataResponse {
     )
 }
 
+/// (id, host, port) of each broker a Metadata response lists.
+fn listed(got: &MetadataResponse) -> Vec<(i32, String, i32)> {
+    got.brokers
+        .iter()
+        .map(|b| (b.node_id.0, b.host.to_string(), b.port))
+        .collect()
+}
+
 fn through(
     cfg: &str,
     api: ApiKey,
@@ -80,13 +88,8 @@ fn metadata_brokers_get_the_proxy_addresses() {
         &metadata_brokers(&[1, 2]),
     );
     let got: MetadataResponse = answered(&back, ApiKey::Metadata, 12, 1);
-    let brokers: Vec<_> = got
-        .brokers
-        .iter()
-        .map(|b| (b.node_id.0, b.host.to_string(), b.port))
-        .collect();
     assert_eq!(
-        brokers,
+        listed(&got),
         [
             (1, "proxy-a".into(), 19091),
             (2, "proxy-2.example".into(), 20002)
@@ -107,13 +110,8 @@ fn a_host_per_broker_on_one_port() {
         &metadata_brokers(&[1, 2, 3]),
     );
     let got: MetadataResponse = answered(&back, ApiKey::Metadata, 12, 1);
-    let brokers: Vec<_> = got
-        .brokers
-        .iter()
-        .map(|b| (b.node_id.0, b.host.to_string(), b.port))
-        .collect();
     assert_eq!(
-        brokers,
+        listed(&got),
         [
             (1, "kafka-1.proxy.example".into(), 9092),
             (2, "kafka-2.proxy.example".into(), 9092),
