@@ -119,8 +119,9 @@ unit-wasm: rust-deps py-deps
 validate-config: wasm py-deps
 	$(VPY) tests/validate_configs.py
 
+# --durations: the slowest tests at the end of the log, to keep `make test` within CI's budget.
 e2e: wasm wasm-fault py-deps node-deps prom-deps oci-deps compose-deps kubectl-deps
-	$(VPY) -m pytest -v tests
+	$(VPY) -m pytest -v --durations=25 tests
 
 test: lint unit unit-wasm validate-config fuzz-smoke e2e
 
