@@ -172,7 +172,8 @@ bench: wasm py-deps
 	  cargo build --release -p kafka-filter --example core_cost --example conn_memory --target-dir target/cost
 	$(VPY) bench/run.py $(BENCH_ARGS)
 
-lint: rust-deps
+lint: rust-deps py-deps
+	$(VPY) -m pyflakes tests/*.py istio/*.py examples/*.py bench/*.py fuzz/*.py
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p kafka-filter -p wasm-floor --target wasm32-wasip1 -- -D warnings

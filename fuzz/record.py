@@ -20,7 +20,6 @@ Writes fuzz/corpus/<target>/seed-*, replacing the previous recorded seeds (other
 from __future__ import annotations
 
 import hashlib
-import os
 import socket
 import struct
 import sys
