@@ -750,6 +750,16 @@ def metadata_partitions(raw: RawKafka, topic: str, version: int = 4) -> dict[str
     return {t.name: len(t.partitions) for t in md.topics if t.error_code == 0}
 
 
+def closed_without_answer(port: int, client_id: str, tls: "ClientTls | None" = None) -> bool:
+    """A new connection to `port` gets no answer to a Metadata request: it is closed (or reset)."""
+    try:
+        with RawKafka(port, client_id=client_id, tls=tls, timeout=10) as raw:
+            metadata_partitions(raw, "any-topic")
+    except (ConnectionError, OSError):
+        return True
+    return False
+
+
 def response_class(request: Any) -> Any:
     """The kafka-python response class of a request instance (XRequest -> XResponse)."""
     module = sys.modules[type(request).__module__]
@@ -779,6 +789,12 @@ class BrokerView(RawKafka):
 
     Each helper uses one fixed, old-enough API version that tansu 0.6 and kafka-python both speak.
     """
+
+    def node_ids(self) -> list[int]:
+        """The broker ids the broker's Metadata (v4) lists."""
+        from kafka.protocol.metadata import MetadataRequest
+        md = self.call(MetadataRequest(topics=[], allow_auto_topic_creation=False), 4)
+        return [b.node_id for b in md.brokers]
 
     def topics(self) -> dict[str, int]:
         """{topic: partition count} of every topic on the broker (Metadata v4, no auto-creation)."""

@@ -384,6 +384,13 @@ def rewrite_config(cfg: dict, *, admin_port: int | None = None, listener_port: i
     return cfg
 
 
+def static_cluster(name: str, port: int, connect_timeout: str = "5s") -> dict:
+    """An Envoy cluster of one endpoint on loopback `port`."""
+    return {"name": name, "type": "STATIC", "connect_timeout": connect_timeout,
+            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": {"socket_address": {"address": HOST, "port_value": port}}}}]}]}}
+
+
 def listener_port_of(cfg: dict) -> int:
     return int(_get(cfg, ("static_resources", "listeners", 0))["address"]["socket_address"]["port_value"])
 

@@ -61,7 +61,7 @@ from typing import Any
 
 import yaml
 
-from harness import REPO, Envoy
+from harness import REPO, Envoy, static_cluster
 
 WASMPLUGIN_PREFIX = "extensions.istio.io/wasmplugin/"
 WASM_NETWORK = "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm"
@@ -367,10 +367,7 @@ class SidecarEnvoy(Envoy):
         tcp_proxy = {"name": "envoy.filters.network.tcp_proxy", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
             "stat_prefix": "inbound|9092||", "cluster": "inbound|9092||"}}
-        cluster = {"name": "inbound|9092||", "type": "STATIC", "connect_timeout": "5s",
-                   "load_assignment": {"cluster_name": "inbound|9092||", "endpoints": [{"lb_endpoints": [
-                       {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1",
-                                                                    "port_value": upstream_port}}}}]}]}}
+        cluster = static_cluster("inbound|9092||", upstream_port)
         ns = self.plugin["metadata"]["namespace"]
         return {
             "node": {"id": f"sidecar~127.0.0.1~kafka-broker-0.{ns}~{ns}.svc.cluster.local",

@@ -36,9 +36,7 @@ def start(request, tmp_path, rewrite: bool):
     stacks = [stack]
     broker.start()
     with BrokerView(broker.port) as view:
-        from kafka.protocol.metadata import MetadataRequest
-        md = view.call(MetadataRequest(topics=[], allow_auto_topic_creation=False), 4)
-    (node,) = [b.node_id for b in md.brokers]
+        (node,) = view.node_ids()
     config = {"client_metrics": {}}
     if rewrite:
         config["broker_addresses"] = {"map": {str(node): f"127.0.0.1:{listener_port}"}}
@@ -212,10 +210,8 @@ def test_the_shipped_three_broker_bootstrap_carries_traffic(request, tmp_path):
     try:
         broker.start()
         with BrokerView(broker.port) as view:
-            from kafka.protocol.metadata import MetadataRequest
-            md = view.call(MetadataRequest(topics=[], allow_auto_topic_creation=False), 4)
+            (node,) = view.node_ids()
             view.create_topic("three", 1)
-        (node,) = [b.node_id for b in md.brokers]
         envoy = Envoy(broker_port, config="envoy-brokers.yaml", workdir=tmp_path, admin_port=admin_port,
                       listener_port=listener_ports[0])
         listeners = envoy.cfg["static_resources"]["listeners"]

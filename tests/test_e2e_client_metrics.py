@@ -39,7 +39,7 @@ from clients import (
     rdkafka_create_topic,
     rdkafka_produce,
 )
-from harness import recv_exactly, request_frame, wait_until
+from harness import recv_exactly, request_frame, static_cluster, wait_until
 from prometheus import PrometheusServer
 
 MAX_CLIENTS = 20
@@ -395,10 +395,7 @@ def test_request_log_lines_reach_an_http_collector_and_drops_are_counted(make_st
     real HTTP server; with the server down, clients see nothing of it and the lines are
     counted as dropped; every line is either delivered or counted as dropped."""
     collector = Collector()
-    cluster = {"name": "request_log_collector", "type": "STATIC", "connect_timeout": "0.5s",
-               "load_assignment": {"cluster_name": "request_log_collector", "endpoints": [{"lb_endpoints": [
-                   {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1",
-                                                                "port_value": collector.port}}}}]}]}}
+    cluster = static_cluster("request_log_collector", collector.port, connect_timeout="0.5s")
     config = {"request_log": {"match": {"client_id": {"prefix": "logged-"}}, "apis": ["Produce"],
                               "envoy_log": False,
                               "http": {"cluster": "request_log_collector", "path": "/kafka/lines",

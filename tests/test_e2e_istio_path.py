@@ -28,7 +28,7 @@ from typing import Iterator
 
 import pytest
 
-from clients import CLIENT_OPS, BrokerView, ClientTls, RawKafka, metadata_partitions
+from clients import CLIENT_OPS, BrokerView, ClientTls, RawKafka, closed_without_answer, metadata_partitions
 from conftest import Stack, _stop_stacks
 from harness import Broker, free_ports, per_api, require_wasm, wait_until
 from istio_sidecar import (
@@ -75,13 +75,7 @@ class Sidecar(Stack):
 
     def refused(self, workload: str = "team-a") -> bool:
         """A TLS connection as `workload` gets no answer to a Metadata request: closed."""
-        try:
-            with RawKafka(self.envoy.listener_port, client_id=CLIENT_ID, tls=self.tls(workload),
-                          timeout=10) as raw:
-                metadata_partitions(raw, "events")
-        except (ConnectionError, OSError):
-            return True
-        return False
+        return closed_without_answer(self.envoy.listener_port, CLIENT_ID, tls=self.tls(workload))
 
     def broker_topics(self) -> dict[str, int]:
         with BrokerView(self.broker.port) as view:
