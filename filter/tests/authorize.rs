@@ -12,12 +12,11 @@ mod common;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use common::{drive, request_from as request, response};
+use common::{drive, offering, request_from as request, response};
 use kafka_filter::config::{self, Config};
 use kafka_filter::connection::KafkaConnection;
 use kafka_filter::metrics::RecordingSink;
 use kafka_filter::pipeline::refusal::substitute_request;
-use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::list_groups_response::ListedGroup;
@@ -532,16 +531,7 @@ fn api_versions_offer_no_topic_id_versions() {
         &ApiVersionsRequest::default(),
     );
     drive(&mut conn, &req, 1000, true, &mut m).unwrap();
-    let body = ApiVersionsResponse::default().with_api_keys(vec![
-        ApiVersion::default()
-            .with_api_key(0)
-            .with_min_version(3)
-            .with_max_version(13),
-        ApiVersion::default()
-            .with_api_key(1)
-            .with_min_version(4)
-            .with_max_version(17),
-    ]);
+    let body = offering(&[(0, 3, 13), (1, 4, 17)]);
     let back = drive(
         &mut conn,
         &response(ApiKey::ApiVersions, 3, 1, &body),

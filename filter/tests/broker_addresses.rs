@@ -11,12 +11,11 @@ mod common;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use common::{drive, request_from as request, response};
+use common::{drive, offering, request_from as request, response};
 use kafka_filter::config::{self, Config};
 use kafka_filter::connection::KafkaConnection;
 use kafka_filter::metrics::RecordingSink;
 use kafka_filter::pipeline::refusal::substitute_request;
-use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::metadata_response::MetadataResponseBroker;
@@ -214,20 +213,7 @@ fn coordinators_and_cluster_descriptions_too() {
 
 #[test]
 fn versions_that_carry_endpoints_elsewhere_are_not_offered_nor_answered() {
-    let body = ApiVersionsResponse::default().with_api_keys(vec![
-        ApiVersion::default()
-            .with_api_key(0)
-            .with_min_version(3)
-            .with_max_version(13),
-        ApiVersion::default()
-            .with_api_key(1)
-            .with_min_version(4)
-            .with_max_version(17),
-        ApiVersion::default()
-            .with_api_key(3)
-            .with_min_version(0)
-            .with_max_version(12),
-    ]);
+    let body = offering(&[(0, 3, 13), (1, 4, 17), (3, 0, 12)]);
     let (back, _) = through(
         CFG,
         ApiKey::ApiVersions,
@@ -310,20 +296,7 @@ fn what_the_filter_cannot_read_closes_the_connection() {
 
 #[test]
 fn share_groups_are_not_offered() {
-    let body = ApiVersionsResponse::default().with_api_keys(vec![
-        ApiVersion::default()
-            .with_api_key(ApiKey::ShareFetch as i16)
-            .with_min_version(0)
-            .with_max_version(1),
-        ApiVersion::default()
-            .with_api_key(3)
-            .with_min_version(0)
-            .with_max_version(12),
-        ApiVersion::default()
-            .with_api_key(999)
-            .with_min_version(0)
-            .with_max_version(0),
-    ]);
+    let body = offering(&[(ApiKey::ShareFetch as i16, 0, 1), (3, 0, 12), (999, 0, 0)]);
     let (back, _) = through(
         CFG,
         ApiKey::ApiVersions,

@@ -13,12 +13,11 @@ mod common;
 use std::rc::Rc;
 
 use bytes::Bytes;
-use common::{drive, frame, request_from as request, response};
+use common::{drive, frame, offering, request_from as request, response};
 use kafka_filter::codec::source::CountingSource;
 use kafka_filter::config::{self, Config};
 use kafka_filter::connection::{KafkaConnection, Verdict};
 use kafka_filter::metrics::{MetricKey, RecordingSink};
-use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
@@ -259,18 +258,12 @@ fn api_versions_advertise_only_what_can_be_rewritten() {
         "team-a-app",
         &ApiVersionsRequest::default(),
     );
-    let offered = |key: ApiKey, min: i16, max: i16| {
-        ApiVersion::default()
-            .with_api_key(key as i16)
-            .with_min_version(min)
-            .with_max_version(max)
-    };
-    let broker = ApiVersionsResponse::default().with_api_keys(vec![
-        offered(ApiKey::Produce, 3, 99),
-        offered(ApiKey::Metadata, 0, 12),
-        offered(ApiKey::ApiVersions, 0, 4),
-        offered(ApiKey::DescribeLogDirs, 0, 4),
-        ApiVersion::default().with_api_key(9999).with_max_version(3),
+    let broker = offering(&[
+        (ApiKey::Produce as i16, 3, 99),
+        (ApiKey::Metadata as i16, 0, 12),
+        (ApiKey::ApiVersions as i16, 0, 4),
+        (ApiKey::DescribeLogDirs as i16, 0, 4),
+        (9999, 0, 3),
     ]);
     let resps = response(ApiKey::ApiVersions, v, 1, &broker);
     for (fwd_req, fwd_resp, _) in exchange(&cfg, &reqs, &resps, &[1, 5, reqs.len()]) {

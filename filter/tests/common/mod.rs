@@ -5,7 +5,8 @@ use bytes::{Bytes, BytesMut};
 use indexmap::IndexMap;
 use kafka_filter::connection::{KafkaConnection, Verdict};
 use kafka_filter::metrics::RecordingSink;
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
@@ -58,6 +59,20 @@ pub fn response<B: Encodable>(api: ApiKey, version: i16, corr: i32, body: &B) ->
         .unwrap();
     body.encode(&mut buf, version).unwrap();
     frame(&buf)
+}
+
+/// An ApiVersions response body offering each `(api_key, min, max)`.
+pub fn offering(keys: &[(i16, i16, i16)]) -> ApiVersionsResponse {
+    ApiVersionsResponse::default().with_api_keys(
+        keys.iter()
+            .map(|&(key, min, max)| {
+                ApiVersion::default()
+                    .with_api_key(key)
+                    .with_min_version(min)
+                    .with_max_version(max)
+            })
+            .collect(),
+    )
 }
 
 /// What a host forwards for one direction after applying each chunk's verdict.
