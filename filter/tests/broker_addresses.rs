@@ -77,6 +77,18 @@ fn through(
     (back, m)
 }
 
+/// What a client under `CFG` is offered when the broker offers `body` (ApiVersions v3).
+fn versions_through(body: &ApiVersionsResponse) -> ApiVersionsResponse {
+    let (back, _) = through(
+        CFG,
+        ApiKey::ApiVersions,
+        3,
+        &ApiVersionsRequest::default(),
+        body,
+    );
+    answered(&back, ApiKey::ApiVersions, 3, 1)
+}
+
 #[test]
 fn metadata_brokers_get_the_proxy_addresses() {
     let (back, m) = through(
@@ -214,14 +226,7 @@ fn coordinators_and_cluster_descriptions_too() {
 #[test]
 fn versions_that_carry_endpoints_elsewhere_are_not_offered_nor_answered() {
     let body = offering(&[(0, 3, 13), (1, 4, 17), (3, 0, 12)]);
-    let (back, _) = through(
-        CFG,
-        ApiKey::ApiVersions,
-        3,
-        &ApiVersionsRequest::default(),
-        &body,
-    );
-    let got: ApiVersionsResponse = answered(&back, ApiKey::ApiVersions, 3, 1);
+    let got = versions_through(&body);
     let max: Vec<_> = got
         .api_keys
         .iter()
@@ -297,14 +302,7 @@ fn what_the_filter_cannot_read_closes_the_connection() {
 #[test]
 fn share_groups_are_not_offered() {
     let body = offering(&[(ApiKey::ShareFetch as i16, 0, 1), (3, 0, 12), (999, 0, 0)]);
-    let (back, _) = through(
-        CFG,
-        ApiKey::ApiVersions,
-        3,
-        &ApiVersionsRequest::default(),
-        &body,
-    );
-    let got: ApiVersionsResponse = answered(&back, ApiKey::ApiVersions, 3, 1);
+    let got = versions_through(&body);
     assert_eq!(
         got.api_keys.iter().map(|k| k.api_key).collect::<Vec<_>>(),
         [3]
