@@ -448,14 +448,24 @@ def rdkafka_consume_group(bootstrap: str, topic: str, group: str, checker: Consu
         consumer.close()
 
 
-def rdkafka_produce_acks0(bootstrap: str, topic: str, count: int, extra: dict | None = None) -> None:
-    """count small messages with acks=0 (Produce requests that get no response), one per request."""
+def rdkafka_produce_acks0(bootstrap: str, topic: str, count: int, extra: dict | None = None,
+                          before_close: Callable[[], None] | None = None) -> None:
+    """count small messages with acks=0 (Produce requests that get no response), one per request.
+
+    With acks=0, flush() returns once a request is written to the socket, not once anyone read
+    it. tansu answers acks=0 Produce anyway, so the client closes with those answers unread and
+    its kernel resets the connection (RST): requests still queued in a socket buffer on either
+    side are then dropped by the kernels, before Envoy ever reads them. `before_close` lets a
+    test wait, on the open connection, for what the other end has seen.
+    """
     from confluent_kafka import Producer
     producer = Producer({**rdkafka_common(bootstrap), "acks": 0, "linger.ms": 0,
                          "enable.idempotence": False, **(extra or {})})
     for i in range(count):
         producer.produce(topic, value=b"acks0-%d" % i, partition=0)
         producer.flush(10)
+    if before_close is not None:
+        before_close()
     producer.close()
 
 

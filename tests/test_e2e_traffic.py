@@ -223,8 +223,20 @@ def test_request_counters_match_librdkafka(make_stack, tmp_path):
         stats = settle_filter_stats(stack)
         sent, received = counter.snapshot()
 
-        # acks=0: Produce requests without responses.
-        rdkafka_produce_acks0(stack.bootstrap, topic, 25, extra=counter.conf(stats=False))
+        # acks=0: Produce requests without responses. The client closes with tansu's answers
+        # unread, which resets the connection and can drop requests still in a socket buffer
+        # (see rdkafka_produce_acks0), so the producer stays open until the filter has counted
+        # what the client logged as sent; a request the filter never counts fails by timeout.
+        def filter_counted_every_produce() -> None:
+            def produce_gap() -> int:
+                client = delta(counter.snapshot()[0], sent).get("Produce", 0)
+                seen = delta(stack.envoy.kafka_stats(), stats).get("kafka.api.Produce.requests", 0)
+                return client - seen
+            wait_until(lambda: produce_gap() == 0, 20,
+                       what="the filter to count every acks=0 Produce the client sent")
+
+        rdkafka_produce_acks0(stack.bootstrap, topic, 25, extra=counter.conf(stats=False),
+                              before_close=filter_counted_every_produce)
         after = settle_filter_stats(stack)
         sent2, _ = counter.snapshot()
 
