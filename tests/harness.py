@@ -162,6 +162,11 @@ def wait_for_port(port: int, timeout: float = 15.0, host: str = HOST,
         raise HarnessError(f"{e}{tail}") from None
 
 
+# How late the filter reports a held per-API counter of an open connection (FLUSH_PERIOD in
+# filter/src/wasm/root.rs).
+FILTER_FLUSH_PERIOD_S = 1.0
+
+
 def wait_stable(read: Callable[[], Any], timeout: float = 20.0, interval: float = 0.3,
                 settle: int = 2, what: str = "value to settle") -> Any:
     """Poll read() until it returns the same value `settle` times in a row; return that value."""
@@ -467,7 +472,10 @@ class Envoy:
                 "--concurrency", str(getattr(self, "concurrency", 1)),
                 # No shared memory with other Envoys: several run at once, each on its own.
                 "--disable-hot-restart",
-                "--log-level", self.log_level, "--log-path", str(self.log_path)]
+                "--log-level", self.log_level, "--log-path", str(self.log_path),
+                # Envoy writes its log file every 10 s by default: tests that wait for a line
+                # would wait for the flush.
+                "--file-flush-interval-msec", "200"]
         if self.component_log_level:
             argv += ["--component-log-level", self.component_log_level]
         return argv
@@ -559,9 +567,27 @@ class Envoy:
         return self.stats().kafka()
 
     def settled_kafka_stats(self, timeout: float = 20.0, interval: float = 0.3) -> dict[str, float]:
-        """The filter's counters once two successive reads are equal."""
-        return wait_stable(self.kafka_stats, timeout=timeout, interval=interval,
-                           what="the filter's stats to settle")
+        """The filter's counters once they have stopped moving.
+
+        The filter holds its per-API counters in the VM and reports them when a connection
+        closes, or on its tick (FLUSH_PERIOD, filter/src/wasm/root.rs) while it stays open. With
+        no connection open, two equal reads are settled; with one open, the reads must be equal
+        across more than a tick, or they may both predate the next report.
+        """
+        deadline = time.monotonic() + timeout
+        last, since = self.kafka_stats(), time.monotonic()
+        while True:
+            time.sleep(interval)
+            now, cur = time.monotonic(), self.kafka_stats()
+            if cur != last:
+                last, since = cur, now
+            else:
+                idle = cur.get("kafka.connections_active", 0) == 0
+                if now - since >= (interval if idle else FILTER_FLUSH_PERIOD_S + interval):
+                    return cur
+            if now >= deadline:
+                raise TimeoutError(f"timed out after {timeout:.1f}s waiting for the filter's stats to settle; "
+                                   f"last: {last!r}")
 
     def __enter__(self) -> "Envoy":
         return self.start()

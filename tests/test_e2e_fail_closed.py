@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import struct
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from clients import rdkafka_common
-from harness import RecordingServer, delta, request_frame, wait_until
+from harness import RecordingServer, delta, request_frame, wait_stable, wait_until
 from test_e2e_wire import Reader, close, compact_string, connect, i16, i32, oversized_header, respond
 
 TENANT_RULE = {"name": "team-a", "match": {"client_id": {"prefix": "team-a-"}},
@@ -180,7 +179,13 @@ def test_fifty_connections_holding_large_frames_stay_within_the_budget(make_stac
     try:
         for s, f in zip(socks, frames):
             s.sendall(f[:-1])
-        time.sleep(1.0)
+        # Only once Envoy has read every partial frame may they complete (completing frees
+        # budget): the refusals are counted at once, so wait for them to reach the bound, then stop.
+        def refused_so_far() -> float:
+            return delta(envoy.kafka_stats(), before).get("kafka.held.budget_exhausted", 0)
+
+        wait_until(lambda: refused_so_far() >= 30, 30, what="30 connections refused a hold")
+        wait_stable(refused_so_far, timeout=30, interval=0.3, settle=4, what="the refusals to stop")
         for s, f in zip(socks, frames):
             s.sendall(f[-1:])
         delivered = bystander_produces(stack.bootstrap)

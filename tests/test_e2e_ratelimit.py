@@ -77,8 +77,9 @@ def test_a_limited_producer_is_held_to_its_rate_without_errors_and_others_are_no
     # Nothing lost: every message sent was delivered.
     assert len(slow.delivered) == slow.sent and len(free.delivered) == free.sent
     assert 0.8 <= slow_rate <= 1.2, f"limited producer at {slow_rate:.2f} MiB/s"
-    # The unlimited client keeps most of its rate alone (it offers 5 MiB/s; the machine is shared).
-    assert free_rate >= 0.7 * min(alone_rate, OFFER), (free_rate, alone_rate)
+    # The unlimited client is never held (below: no throttle under its key) and keeps at least half
+    # its rate alone: it offers 5 MiB/s, and the two windows are minutes apart on a shared machine.
+    assert free_rate >= 0.5 * min(alone_rate, OFFER), (free_rate, alone_rate)
     assert stats.get("kafka.limit.slow-producers.limit_throttled", 0) > 0
     assert stats.get("kafka.connections_closed_by_policy", 0) == 0
     # In Prometheus: per limit, and per key (the client id) under the same limit label.
@@ -150,7 +151,10 @@ def test_a_consumer_limited_in_fetch_bytes_reads_a_backlog_at_its_rate(make_stac
     assert p.flush(60) == 0 and not backlog.errors
     c = Consumer({**rdkafka_common(stack.bootstrap), "client.id": "slow-reader", "group.id": "slow",
                   "auto.offset.reset": "earliest", "fetch.max.bytes": MIB, "message.max.bytes": MIB,
-                  "max.partition.fetch.bytes": 256 * 1024, "enable.auto.commit": False})
+                  "max.partition.fetch.bytes": 256 * 1024, "enable.auto.commit": False,
+                  # tansu answers the second JoinGroup after half the session timeout (see
+                  # test_e2e_traffic.py): the 45 s default would spend ~22 s of the deadline joining.
+                  "session.timeout.ms": 6000})
     c.subscribe(["backlog"])
     got: list[tuple[float, int]] = []
     errors: list[str] = []
@@ -251,6 +255,10 @@ def test_dry_run_changes_nothing_and_counts(make_stack):
 
 MUTATIONS = {"limits": [{"name": "admin", "match": {"client_id": {"prefix": "admin-"}},
                          "topic_mutations_per_second": {"rate": 1, "burst": 2}}]}
+# kafka-python is refused rather than held, so its creates come as fast as a fresh admin client
+# can connect: at 1/s a slow machine could pay as it goes. At 0.1/s, creates after the burst are
+# refused unless each took ten seconds.
+MUTATIONS_SLOW = {"limits": [{**MUTATIONS["limits"][0], "topic_mutations_per_second": {"rate": 0.1, "burst": 2}}]}
 
 
 def create_rdkafka(bootstrap: str, names: list[str]) -> dict[str, str | None]:
@@ -287,11 +295,12 @@ def create_kafka_python(bootstrap: str, names: list[str]) -> dict[str, str | Non
 
 @pytest.mark.parametrize("client", ["rdkafka", "kafka-python"])
 def test_topic_mutations_over_their_rate(make_stack, client):
-    """One partition per second, a burst of two, six topics created in a row. kafka-python
-    speaks CreateTopics v6+, where a broker over the controller mutation quota answers
-    THROTTLING_QUOTA_EXCEEDED (KIP-599): it sees that error. librdkafka 2.x speaks an older
-    version, which has no such error: its creates are delayed instead, and all succeed."""
-    stack = make_stack("filter", MUTATIONS)
+    """Six topics created in a row under a burst of two and a rate of one partition per second
+    (0.1 for kafka-python, see MUTATIONS_SLOW). kafka-python speaks CreateTopics v6+, where a
+    broker over the controller mutation quota answers THROTTLING_QUOTA_EXCEEDED (KIP-599): it sees
+    that error. librdkafka 2.x speaks an older version, which has no such error: its creates are
+    delayed instead, and all succeed."""
+    stack = make_stack("filter", MUTATIONS if client == "rdkafka" else MUTATIONS_SLOW)
     create = create_rdkafka if client == "rdkafka" else create_kafka_python
     names = [f"mut-{client}-{i}" for i in range(6)]
     started = time.monotonic()
