@@ -24,6 +24,8 @@ Observed with Envoy 1.40.0 (one worker, `--concurrency 1`):
 - `failure_policy: FAIL_CLOSED`: every new connection on that worker is closed (reset) without an
   answer, until Envoy restarts; a producer times out with nothing delivered. No `vm_reload_*`
   counter moves.
+- `failure_policy: FAIL_OPEN`: new connections on that worker skip the filter: they reach the
+  broker unfiltered (no rule, ACL or limit applies) and nothing is counted. No shipped file uses it.
 """
 
 from __future__ import annotations
@@ -254,6 +256,28 @@ def test_fail_closed_refuses_new_connections(fault_stack):
     assert delivered == 0 and len(errors) == 5, (delivered, errors)
     assert all("timed out" in e for e in errors), errors
     assert stack.wasm_stat("vm_reload_success") == 0 and stack.wasm_stat("vm_reload_backoff") == 0
+
+    stack.envoy.stop()
+    assert VM_FAILED_LOG in stack.envoy.log_text(), stack.envoy.log_tail()
+
+
+def test_fail_open_lets_new_connections_bypass_the_filter(fault_stack):
+    # Why the shipped configurations never use FAIL_OPEN, shown rather than taken from Envoy's docs.
+    stack = fault_stack("FAIL_OPEN")
+    bootstrap = stack.envoy.bootstrap
+    create_topic(bootstrap, "vm-failure")
+    assert produce(bootstrap, "vm-failure", MESSAGES, 20, "before") == (MESSAGES, [])
+    before = stack.envoy.settled_kafka_stats()
+    assert before.get("kafka.api.Produce.requests", 0) > 0, before
+
+    stack.fail_vm()
+
+    assert stack.probe(), "FAIL_OPEN: a new connection after the failure got no answer"
+    assert produce(bootstrap, "vm-failure", MESSAGES, 20, "after") == (MESSAGES, [])
+    # Served, but not by the filter: the failed VM counts nothing more.
+    assert stack.envoy.settled_kafka_stats().get("kafka.api.Produce.requests", 0) == \
+        before["kafka.api.Produce.requests"]
+    assert stack.wasm_stat("vm_reload_success") == 0
 
     stack.envoy.stop()
     assert VM_FAILED_LOG in stack.envoy.log_text(), stack.envoy.log_tail()
