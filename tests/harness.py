@@ -931,9 +931,10 @@ class RecordingServer:
 
     def _serve(self, rec: dict) -> None:
         conn: socket.socket = rec["sock"]
-        conn.settimeout(0.2)
         parsed = 0
         try:
+            # close() may close the socket before this thread first runs, or while it sends.
+            conn.settimeout(0.2)
             while not self._stop.is_set():
                 try:
                     chunk = conn.recv(65536)
@@ -958,6 +959,8 @@ class RecordingServer:
                             conn.sendall(out)
                             with self._lock:
                                 rec["sent"] += out
+        except OSError:
+            pass
         finally:
             rec["closed"].set()
             try:
