@@ -111,6 +111,10 @@ ALL_FEATURES_CONFIG: dict[str, Any] = {
         {"match": {"client_id": {"prefix": "intruder-"}}, "permission": "deny", "operations": ["All"],
          "resource_type": "topic", "pattern_type": "any"},
     ]},
+    # Broker address rewrite (issue 16): every Metadata response's brokers given Envoy's addresses
+    # (port_base + broker id), and ApiVersions narrowed. The load generator keeps its bootstrap
+    # connection, so where the addresses point does not matter here, only what rewriting costs.
+    "broker_addresses": {"host": "127.0.0.1", "port_base": 30000},
 }
 ALL_FEATURES_LABEL = "filter, all features (topic conversion on every request)"
 # The same document with no rule in it; while ALL_FEATURES_CONFIG equals it, the report uses the
