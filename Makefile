@@ -35,7 +35,7 @@ KUBECTL := .deps/kubectl/usr/bin/kubectl
 OCI_DIR := target/oci/kafka-filter
 OCI_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' filter/Cargo.toml | head -1)
 
-.PHONY: all wasm wasm-fault deps rust-deps py-deps node-deps prom-deps oci-deps compose-deps kubectl-deps oci test unit unit-wasm e2e demo example-canary example-tenants example-ratelimit example-acls bench lint fmt validate-config clean fuzz fuzz-smoke fuzz-seeds
+.PHONY: all wasm wasm-fault deps rust-deps py-deps node-deps prom-deps oci-deps compose-deps kubectl-deps oci test unit unit-wasm e2e demo example-canary example-tenants example-ratelimit example-acls example-brokers bench lint fmt validate-config clean fuzz fuzz-smoke fuzz-seeds
 
 all: wasm
 
@@ -155,6 +155,11 @@ example-tenants: wasm py-deps
 # Two teams under ACLs by client id, and what the filter answers when one reaches for the other's.
 example-acls: wasm py-deps
 	$(VPY) examples/acls.py
+
+# Plain Envoy in front of a broker that advertises itself: clients bypass Envoy without
+# broker_addresses, and never with it.
+example-brokers: wasm py-deps
+	$(VPY) examples/brokers.py
 
 # A producer held to its rate limit beside one that is not.
 example-ratelimit: wasm py-deps

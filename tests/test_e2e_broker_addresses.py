@@ -18,11 +18,9 @@ the rewrite shows the checks can fail: there the client follows the broker's own
 from __future__ import annotations
 
 import json
-import os
-import threading
-import time
 
-from clients import CLIENT_OPS, BrokerView, rdkafka_common
+from broker_handles import DirectConnections, envoy_connections, kafka_python_brokers, rdkafka_brokers
+from clients import CLIENT_OPS, BrokerView
 from conftest import _stop_stacks, Stack, need_wasm
 from harness import Broker, Envoy, free_ports, wasm_filters
 
@@ -44,97 +42,6 @@ def start(request, tmp_path, rewrite: bool):
                         admin_port=admin_port)
     stack.envoy.start()
     return stacks, stack, node
-
-
-class DirectConnections:
-    """While open, samples this process's TCP sockets every 10 ms and records those connected to
-    `port` (the broker's own): (local port, remote port) pairs. The clients under test run in
-    this process (librdkafka's threads, kafka-python), so a connection of theirs that bypassed
-    Envoy shows up here whatever the library reports."""
-
-    def __init__(self, port: int):
-        self.port = port
-        self.seen: set[tuple[int, int]] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _socket_inodes(self) -> set[str]:
-        inodes = set()
-        for fd in os.listdir("/proc/self/fd"):
-            try:
-                target = os.readlink(f"/proc/self/fd/{fd}")
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-        return inodes
-
-    def _sample(self) -> None:
-        inodes = self._socket_inodes()
-        for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
-            try:
-                lines = open(table).read().splitlines()[1:]
-            except OSError:
-                continue
-            for line in lines:
-                f = line.split()
-                local, remote, inode = f[1], f[2], f[9]
-                if inode in inodes and int(remote.rsplit(":", 1)[1], 16) == self.port:
-                    self.seen.add((int(local.rsplit(":", 1)[1], 16), self.port))
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._sample()
-            self._stop.wait(0.01)
-
-    def __enter__(self) -> "DirectConnections":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def envoy_connections(envoy: Envoy) -> tuple[float, float]:
-    """(connections the Kafka listener accepted, connections Envoy opened to the broker)."""
-    s = envoy.stats()
-    return (s.get(f"listener.127.0.0.1_{envoy.listener_port}.downstream_cx_total"),
-            s.get("cluster.kafka_broker.upstream_cx_total"))
-
-
-def rdkafka_brokers(bootstrap: str, topic: str) -> set[str]:
-    """The broker handles (host:port/id) librdkafka had while producing to and consuming from
-    `topic` with a group, from its statistics."""
-    from confluent_kafka import Consumer, Producer
-    seen: set[str] = set()
-
-    def on_stats(doc: str) -> None:
-        for name, b in json.loads(doc).get("brokers", {}).items():
-            if b.get("nodeid", -1) >= 0 and b.get("state") == "UP":
-                seen.add(name)
-
-    conf = {**rdkafka_common(bootstrap), "statistics.interval.ms": 100, "stats_cb": on_stats}
-    p = Producer({**conf, "client.id": "addr-producer"})
-    for i in range(20):
-        p.produce(topic, value=f"v{i}".encode())
-    assert p.flush(20) == 0
-    for _ in range(5):
-        p.poll(0.1)
-    c = Consumer({**conf, "client.id": "addr-consumer", "group.id": "addr-group",
-                  "auto.offset.reset": "earliest", "session.timeout.ms": 6000})
-    c.subscribe([topic])
-    got, deadline = 0, time.monotonic() + 30
-    while got < 20 and time.monotonic() < deadline:
-        m = c.poll(0.2)
-        if m is not None and m.error() is None:
-            got += 1
-    c.commit(asynchronous=False)
-    for _ in range(5):
-        c.poll(0.1)
-    c.close()
-    assert got == 20, got
-    return seen
 
 
 def test_rdkafka_never_connects_to_the_broker_directly(request, tmp_path):
@@ -175,23 +82,13 @@ def test_without_the_rewrite_clients_follow_the_brokers_own_address(request, tmp
 def test_kafka_python_sees_only_envoy(request, tmp_path):
     stacks, stack, node = start(request, tmp_path, rewrite=True)
     try:
-        ops = CLIENT_OPS["kafka-python"](stack.bootstrap, "addr-kp")
         with DirectConnections(stack.broker.port) as direct:
-            ops.create_topic("addr-kp", 1)
-            ops.produce("addr-kp", [b"a", b"b"])
-            got, committed = ops.consume("addr-kp", "addr-kp-group", 2)
-        assert len(got) == 2 and committed
+            CLIENT_OPS["kafka-python"](stack.bootstrap, "addr-kp").create_topic("addr-kp", 1)
+            brokers = kafka_python_brokers(stack.bootstrap, "addr-kp")
         assert not direct.seen, f"sockets connected to the broker directly: {direct.seen}"
         accepted, forwarded = envoy_connections(stack.envoy)
         assert accepted >= 2 and forwarded == accepted, (accepted, forwarded)
-        from kafka import KafkaAdminClient
-        admin = KafkaAdminClient(bootstrap_servers=stack.bootstrap, client_id="addr-kp-admin")
-        try:
-            admin.describe_topics(["addr-kp"])
-            brokers = {(b.node_id, b.host, b.port) for b in admin._client.cluster.brokers()}
-        finally:
-            admin.close()
-        assert brokers == {(node, "127.0.0.1", stack.envoy.listener_port)}, brokers
+        assert brokers == {f"127.0.0.1:{stack.envoy.listener_port}/{node}"}, brokers
     finally:
         _stop_stacks(request, stacks)
 
