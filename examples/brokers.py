@@ -106,12 +106,7 @@ def run(client: str) -> int:
     finally:
         broker.stop()
         print(f"(logs in {workdir})")
-    print()
-    if check.failed:
-        print(f"FAILED: {len(check.failed)} check(s)")
-        return 1
-    print("all checks passed")
-    return 0
+    return check.exit_code()
 
 
 def main() -> int:

@@ -27,6 +27,15 @@ class Checks:
         if not ok:
             self.failed.append(what)
 
+    def exit_code(self) -> int:
+        """Prints the verdict: 0 when every check passed, else 1."""
+        print()
+        if self.failed:
+            print(f"FAILED: {len(self.failed)} check(s)")
+            return 1
+        print("all checks passed")
+        return 0
+
 
 def step(msg: str) -> None:
     print(f"==> {msg}", flush=True)
@@ -85,12 +94,7 @@ def run(name: str, rules: dict, body: Body, client: str) -> int:
         envoy.stop()
         broker.stop()
         print(f"(logs in {workdir})")
-    print()
-    if check.failed:
-        print(f"FAILED: {len(check.failed)} check(s)")
-        return 1
-    print("all checks passed")
-    return 0
+    return check.exit_code()
 
 
 def main(doc: str | None, name: str, rules: dict, body: Body) -> int:
