@@ -21,7 +21,6 @@ broker address counters. Exits 1 if anything is not as it should be.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -29,33 +28,30 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from scenario import Checks, step  # noqa: E402
-from broker_handles import DirectConnections, envoy_connections, kafka_python_brokers, rdkafka_brokers  # noqa: E402
-from clients import CLIENT_OPS, BrokerView  # noqa: E402
-from harness import Broker, Envoy, HarnessError, free_ports, require_wasm, wait_until  # noqa: E402
+from scenario import Checks, cli, step  # noqa: E402
+from broker_handles import BROKERS_USED, DirectConnections, envoy_connections  # noqa: E402
+from clients import BrokerView  # noqa: E402
+from harness import Broker, Envoy, free_ports, require_wasm, wait_until  # noqa: E402
 
 
-def through_envoy(client: str, broker: Broker, plugin_config: dict, topic: str, workdir: Path,
+def through_envoy(client: str, broker: Broker, rewrite: bool, topic: str, workdir: Path,
                   check: Checks) -> tuple[set[str], set[tuple[int, int]], int, dict[str, float]]:
-    """Runs the client through a new Envoy: (brokers it used, its direct connections to the
-    broker, Envoy's listener port, the filter's counters)."""
+    """Runs the client through a new Envoy, with or without `broker_addresses`: (brokers it
+    used, its direct connections to the broker, Envoy's listener port, the filter's counters)."""
     listener_port, admin_port = free_ports(2)
-    if "broker_addresses" in plugin_config:
+    plugin_config: dict = {}
+    if rewrite:
         # The broker's id, as the broker itself reports it, mapped to this Envoy's listener.
         with BrokerView(broker.port) as view:
             (node,) = view.node_ids()
-        plugin_config = {**plugin_config,
-                         "broker_addresses": {"map": {str(node): f"127.0.0.1:{listener_port}"}}}
+        plugin_config["broker_addresses"] = {"map": {str(node): f"127.0.0.1:{listener_port}"}}
     print("    plugin configuration: " + json.dumps(plugin_config))
     envoy = Envoy(broker.port, plugin_config=plugin_config, workdir=workdir, listener_port=listener_port,
                   admin_port=admin_port)
     envoy.start()
     try:
         with DirectConnections(broker.port) as direct:
-            if client == "rdkafka":
-                used = rdkafka_brokers(envoy.bootstrap, topic)
-            else:
-                used = kafka_python_brokers(envoy.bootstrap, topic)
+            used = BROKERS_USED[client](envoy.bootstrap, topic)
         wait_until(lambda: envoy.kafka_stats().get("kafka.connections_active", 0) == 0, 30,
                    what="client connections to close")
         accepted, forwarded = envoy_connections(envoy)
@@ -88,13 +84,13 @@ def run(client: str) -> int:
 
         step(f"{client} through Envoy WITHOUT broker_addresses: produce and consume `payments` with a group")
         (workdir / "plain").mkdir()
-        used, direct, _, _ = through_envoy(client, broker, {}, "payments", workdir / "plain", check)
+        used, direct, _, _ = through_envoy(client, broker, False, "payments", workdir / "plain", check)
         check(any(f":{broker_port}/" in b for b in used) and bool(direct),
               "without the rewrite, the client followed the broker's own address past Envoy")
 
         step(f"{client} through Envoy WITH broker_addresses: the same")
         (workdir / "rewrite").mkdir()
-        used, direct, listener, stats = through_envoy(client, broker, {"broker_addresses": {}}, "payments-2",
+        used, direct, listener, stats = through_envoy(client, broker, True, "payments-2",
                                                       workdir / "rewrite", check)
         check(bool(used) and all(f":{listener}/" in b for b in used),
               f"every broker the client used is Envoy's listener 127.0.0.1:{listener}")
@@ -109,17 +105,5 @@ def run(client: str) -> int:
     return check.exit_code()
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--client", choices=sorted(CLIENT_OPS), default="rdkafka",
-                    help="client library: rdkafka (confluent-kafka) or kafka-python (default rdkafka)")
-    args = ap.parse_args()
-    try:
-        return run(args.client)
-    except HarnessError as e:
-        print(e, file=sys.stderr)
-        return 2
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli(__doc__, run))

@@ -97,13 +97,19 @@ def run(name: str, rules: dict, body: Body, client: str) -> int:
     return check.exit_code()
 
 
-def main(doc: str | None, name: str, rules: dict, body: Body) -> int:
+def cli(doc: str | None, scenario: Callable[[str], int]) -> int:
+    """Runs scenario(client) with the client library `--client` names; 2 when the environment
+    is missing something."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--client", choices=sorted(CLIENT_OPS), default="rdkafka",
                     help="client library: rdkafka (confluent-kafka) or kafka-python (default rdkafka)")
     args = ap.parse_args()
     try:
-        return run(name, rules, body, args.client)
+        return scenario(args.client)
     except HarnessError as e:
         print(e, file=sys.stderr)
         return 2
+
+
+def main(doc: str | None, name: str, rules: dict, body: Body) -> int:
+    return cli(doc, lambda client: run(name, rules, body, client))

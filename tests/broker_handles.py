@@ -120,3 +120,6 @@ def kafka_python_brokers(bootstrap: str, topic: str) -> set[str]:
     finally:
         admin.close()
 
+
+# The brokers a client library used, by CLIENT_OPS name.
+BROKERS_USED = {"rdkafka": rdkafka_brokers, "kafka-python": kafka_python_brokers}
