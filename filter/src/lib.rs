@@ -20,6 +20,7 @@
 pub mod acl;
 pub mod api;
 pub mod brokers;
+pub mod client_log;
 pub mod codec;
 pub mod config;
 pub mod connection;

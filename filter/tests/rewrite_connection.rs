@@ -594,46 +594,44 @@ fn single_topic_fetch_response_is_mapped_from_its_head_and_records_are_not_copie
 fn multi_topic_and_hidden_topic_fetch_responses_are_held_whole() {
     let canary = config(CANARY);
     for version in [4, 11, 12] {
-        let req = request(
-            ApiKey::Fetch,
-            version,
-            5,
-            "checkout-canary",
-            &fetch_req("orders"),
-        );
+        let req = |corr| {
+            request(
+                ApiKey::Fetch,
+                version,
+                corr,
+                "checkout-canary",
+                &fetch_req("orders"),
+            )
+        };
+        let resp = |corr, names: &[&str], len| {
+            response(
+                ApiKey::Fetch,
+                version,
+                corr,
+                &fetch_resp(version, names, len),
+            )
+        };
         // Two topics: the second name comes after the first topic's records.
-        let sent = response(
-            ApiKey::Fetch,
-            version,
-            5,
-            &fetch_resp(version, &["x", "orders-canary"], 3000),
-        );
-        let want = response(
-            ApiKey::Fetch,
-            version,
-            5,
-            &fetch_resp(version, &["x", "orders"], 3000),
-        );
+        let sent = |corr| resp(corr, &["x", "orders-canary"], 3000);
+        let want = |corr| resp(corr, &["x", "orders"], 3000);
         // The production topic a canary's own stands in for is never shown to the canary.
-        let hidden = response(
-            ApiKey::Fetch,
-            version,
-            5,
-            &fetch_resp(version, &["orders"], 3000),
-        );
-        let hidden_want = response(ApiKey::Fetch, version, 5, &fetch_resp(version, &[], 0));
-        for chunk in [1usize, 13, 999, sent.len()] {
-            for (sent, want) in [(&sent, &want), (&hidden, &hidden_want)] {
-                let mut both = req.clone();
-                both.extend_from_slice(&req);
-                let mut resps = sent.clone();
-                resps.extend_from_slice(sent);
+        let hidden = |corr| resp(corr, &["orders"], 3000);
+        let hidden_want = |corr| resp(corr, &[], 0);
+        let len = sent(5).len();
+        for chunk in [1usize, 13, 999, len] {
+            type Frames<'a> = &'a dyn Fn(i32) -> Vec<u8>;
+            let cases: [(Frames, Frames); 2] = [(&sent, &want), (&hidden, &hidden_want)];
+            for (sent, want) in cases {
+                let mut both = req(5);
+                both.extend_from_slice(&req(6));
+                let mut resps = sent(5);
+                resps.extend_from_slice(&sent(6));
                 for (_, fwd, m) in exchange(&canary, &both, &resps, &[chunk]) {
-                    let mut twice = want.clone();
-                    twice.extend_from_slice(want);
+                    let mut twice = want(5);
+                    twice.extend_from_slice(&want(6));
                     assert!(fwd == twice, "v{version} chunks of {chunk}");
                     assert_eq!(m.get(MetricKey::RewriteResponses), 2);
-                    assert!(m.get(MetricKey::RewriteBytesHeld) >= 2 * sent.len() as i64);
+                    assert!(m.get(MetricKey::RewriteBytesHeld) >= 2 * sent(5).len() as i64);
                 }
             }
         }

@@ -13,7 +13,7 @@ pub mod source;
 pub mod walk;
 
 pub use frame::{Edit, Edits, FrameError, FrameReader, Step};
-pub use inflight::{Inflight, InflightTable, Matched};
+pub use inflight::{Ambiguous, Answer, Inflight, InflightTable, Matched};
 pub use request::{RequestHead, RequestParse};
 pub use source::ByteSource;
 

@@ -5,10 +5,13 @@ use std::rc::Rc;
 
 use super::walking::{RequestWalk, ResponseWalk, Then};
 use super::LazyNow;
+use crate::client_log;
 use crate::codec::frame::FrameHead;
 use crate::codec::inflight::Inflight;
 use crate::codec::request::{parse_request, RequestParse};
-use crate::codec::{response, response_fields, InflightTable, Step};
+use crate::codec::{
+    response, response_fields, Ambiguous, Answer, InflightTable, RequestHead, Step,
+};
 use crate::config::Config;
 use crate::limits::BucketStore;
 use crate::metrics::{len_i64, MetricKey, MetricsSink};
@@ -37,6 +40,8 @@ pub(super) struct ConnState {
     pub request_unread: bool,
     /// The longest hold a stage asked for since the host last took it.
     pub delay_ms: u32,
+    /// The hold starts before the bytes of the chunk being read (`RequestCx::hold_first`).
+    pub hold_first: bool,
     pub malformed: i64,
     pub undecodable_logged: bool,
     pub(super) held_logged: bool,
@@ -68,6 +73,7 @@ impl ConnState {
             must_close: false,
             request_unread: false,
             delay_ms: 0,
+            hold_first: false,
             malformed: 0,
             undecodable_logged: false,
             held_logged: false,
@@ -84,6 +90,10 @@ impl ConnState {
         now: &mut LazyNow<F>,
         m: &mut dyn MetricsSink,
     ) -> Step {
+        if self.must_close {
+            // The connection is closing: nothing after the frame that closed it is looked at.
+            return Step::Discard(Vec::new());
+        }
         if let Some(peek) = h.peek {
             return self.request_peeked(peek, m);
         }
@@ -99,6 +109,9 @@ impl ConnState {
                 }
                 RequestParse::Done(head) => {
                     self.account_request(&head, m);
+                    if let Some(step) = self.ambiguous(&head, m) {
+                        return step;
+                    }
                     RequestProgress::new(head)
                 }
             },
@@ -144,21 +157,23 @@ impl ConnState {
         };
         self.held_request.release(&self.budget);
         self.delay_ms = self.delay_ms.max(p.delay_ms);
+        self.hold_first |= p.hold_first && p.delay_ms > 0;
         let walker = match action {
             Action::Forward | Action::ReplaceHead(_) | Action::Replace(_) => {
                 self.produce_walker(&p.head, h.frame_len)
             }
             _ => None,
         };
+        let forwarded = forwards(&action);
         match (walker, Then::of(action)) {
             (Some(walker), Ok(then)) => {
                 let id = p.head.correlation_id;
-                let unanswered = self.finish_request(p, h.frame_len, now, m, true);
+                let unanswered = self.finish_request(p, h.frame_len, now, m, true, forwarded);
                 let sent_at_ns = now.get();
                 self.start_request_walk(walker, h, then, id, sent_at_ns, unanswered, m)
             }
             (_, then) => {
-                self.finish_request(p, h.frame_len, now, m, false);
+                self.finish_request(p, h.frame_len, now, m, false, forwarded);
                 match then {
                     Ok(then) => self.step(then.into_action()),
                     Err(action) => self.step(action),
@@ -174,6 +189,9 @@ impl ConnState {
         now: &mut LazyNow<F>,
         m: &mut dyn MetricsSink,
     ) -> Step {
+        if self.must_close {
+            return Step::Discard(Vec::new());
+        }
         if let Some(peek) = h.peek {
             return self.response_peeked(peek, m);
         }
@@ -267,9 +285,14 @@ impl ConnState {
                 }
             }
         }
-        let Some(mut matched) = self.inflight.take(id) else {
-            m.add(MetricKey::ResponsesUnmatched, 1);
-            return Err(self.unmatched("a response answers no request in flight"));
+        let strict = self.pipeline.holds();
+        let mut matched = match self.inflight.take(id) {
+            Answer::Request(matched) => matched,
+            Answer::Acks0 { overtook } => return Err(self.acks0_answered(strict, overtook, m)),
+            Answer::Nothing => {
+                m.add(MetricKey::ResponsesUnmatched, 1);
+                return Err(self.unmatched("a response answers no request in flight"));
+            }
         };
         if !matched.skipped.is_empty() {
             m.add(
@@ -278,6 +301,14 @@ impl ConnState {
             );
             for s in &matched.skipped {
                 self.unanswered(s, m);
+            }
+            if strict {
+                // Kafka answers in order: this answers none of the requests waiting first.
+                self.unanswered(&matched.request, m);
+                m.add(MetricKey::ResponsesUnmatched, 1);
+                return Err(
+                    self.unmatched("a response answers a request sent after others still waiting")
+                );
             }
         }
         // A refused request's response answers its stand-in: nothing in it is the client's.
@@ -327,21 +358,78 @@ impl ConnState {
         self.pipeline.end(m);
     }
 
-    /// A response the filter cannot tie to a request: under a rule it could carry names the
-    /// client must not see, and dropping it would leave the client waiting, so the connection
-    /// closes; otherwise it passes.
+    /// A response the filter cannot tie to the request it answers. With stages, whose
+    /// decisions on it depend on that request (names to map back, topics to hide, a throttle to
+    /// raise), the connection closes before any of it reaches the client: dropping it would
+    /// leave the client waiting. A connection that is only observed passes it.
     fn unmatched(&mut self, what: &str) -> Step {
-        let unread = self.request_unread && self.request.is_none() && self.pipeline.may_guard();
-        if !self.pipeline.guarded() && !unread {
+        if !self.pipeline.holds() {
             return Step::Done;
         }
-        log::warn!(
-            "connection {} (client_id {}): {what}, under a rule; closing the connection",
+        client_log::warn(
             self.id,
-            self.identity.client_id.as_deref().unwrap_or("-")
+            format_args!(
+                "connection {} (client_id {}): {what}; closing the connection",
+                self.id,
+                self.identity.client_id.as_deref().unwrap_or("-")
+            ),
         );
         self.must_close = true;
         Step::Discard(Vec::new())
+    }
+
+    /// The broker answered an acks=0 Produce (Kafka never does). With stages the client gets
+    /// what Kafka would send, nothing: the answer is dropped (its names were never mapped, and
+    /// the client is not waiting for it). Observed only, it passes as it came.
+    fn acks0_answered(&mut self, strict: bool, overtook: bool, m: &mut dyn MetricsSink) -> Step {
+        if !strict {
+            return Step::Done;
+        }
+        if overtook {
+            m.add(MetricKey::ResponsesUnmatched, 1);
+            return self
+                .unmatched("an answer to an acks=0 Produce came before answers to older requests");
+        }
+        m.add(MetricKey::ResponsesDroppedAcks0, 1);
+        Step::Discard(Vec::new())
+    }
+
+    /// A request that would make pairing ambiguous: its id is still waiting for an answer, or
+    /// the table is full. With stages the connection closes before the request is forwarded (a
+    /// duplicate id could have one request's answer handled as another's; a forgotten entry
+    /// would shift every answer after it). Observed only, it is counted and goes on.
+    fn ambiguous(&mut self, head: &RequestHead, m: &mut dyn MetricsSink) -> Option<Step> {
+        let why = match self
+            .inflight
+            .check(head.correlation_id, head.expects_response)
+        {
+            Ok(()) => return None,
+            Err(Ambiguous::Duplicate) => {
+                m.add(MetricKey::RequestsDuplicateCorrelation, 1);
+                "reuses the correlation id of a request still waiting for its answer"
+            }
+            Err(Ambiguous::Full) => {
+                if !self.pipeline.holds() {
+                    // Counted when the oldest entry is forgotten (`finish_request`).
+                    return None;
+                }
+                m.add(MetricKey::InflightOverflow, 1);
+                "would overflow the correlation table (max_inflight_requests)"
+            }
+        };
+        if !self.pipeline.holds() {
+            return None;
+        }
+        client_log::warn(
+            self.id,
+            format_args!(
+                "connection {} (client_id {}): a request (correlation id {}) {why}; closing the connection",
+                self.id,
+                head.client_id.as_ref().map_or("-", |c| c.as_str()),
+                head.correlation_id
+            ),
+        );
+        Some(self.step(Action::Close))
     }
 
     /// The request is decided: remember it until its response, or tell observers now if the
@@ -354,6 +442,7 @@ impl ConnState {
         now: &mut LazyNow<F>,
         m: &mut dyn MetricsSink,
         walked: bool,
+        forwarded: bool,
     ) -> Option<Inflight> {
         let head = &p.head;
         let entry = Inflight {
@@ -368,6 +457,17 @@ impl ConnState {
             response_head: Default::default(),
         };
         if !head.expects_response {
+            if forwarded && !self.inflight.push_acks0(head.correlation_id) && self.pipeline.holds()
+            {
+                client_log::warn(
+                    self.id,
+                    format_args!(
+                        "connection {}: too many scattered acks=0 Produce ids waiting to be recognised; closing the connection",
+                        self.id
+                    ),
+                );
+                self.must_close = true;
+            }
             if walked {
                 return Some(entry);
             }
@@ -375,17 +475,10 @@ impl ConnState {
             self.pipeline.finished(&record, m);
             return None;
         }
+        // With stages, `ambiguous` has closed the connection before a push could overflow.
         if let Some(evicted) = self.inflight.push(entry) {
             m.add(MetricKey::InflightOverflow, 1);
             self.unanswered(&evicted, m);
-            if evicted.plan.is_active() {
-                // Its response could no longer be handled as planned.
-                log::warn!(
-                    "connection {}: correlation table full under a rule; closing the connection",
-                    self.id
-                );
-                self.must_close = true;
-            }
         }
         None
     }
@@ -409,10 +502,13 @@ impl ConnState {
             log::debug!("connection {}: {what}, forwarded untouched", self.id);
         } else {
             self.undecodable_logged = true;
-            log::warn!(
-                "connection {} (client_id {}): {what}, forwarded untouched (further ones logged at debug)",
+            client_log::warn(
                 self.id,
-                self.identity.client_id.as_deref().unwrap_or("-")
+                format_args!(
+                    "connection {} (client_id {}): {what}, forwarded untouched (further ones logged at debug)",
+                    self.id,
+                    self.identity.client_id.as_deref().unwrap_or("-")
+                ),
             );
         }
     }
@@ -431,5 +527,14 @@ fn view<'a>(h: &FrameHead<'a>) -> FrameView<'a> {
         collected: h.collected,
         last_look: h.last_look(),
         shared: h.shared,
+    }
+}
+
+/// Whether the request (or a stand-in answered in its place) goes on to the broker.
+fn forwards(action: &Action) -> bool {
+    match action {
+        Action::Forward | Action::ReplaceHead(_) => true,
+        Action::Replace(b) | Action::Discard(b) => !b.is_empty(),
+        Action::Close => false,
     }
 }

@@ -2,6 +2,7 @@
 //! identity and software), and what holding a whole frame takes (the VM's byte budget).
 
 use super::examine::ConnState;
+use crate::client_log;
 use crate::codec::frame::FrameHead;
 use crate::codec::request::RequestHead;
 use crate::codec::Step;
@@ -61,7 +62,10 @@ impl ConnState {
             log::debug!("{line}");
         } else {
             self.held_logged = true;
-            log::warn!("{line} (further ones on this connection logged at debug)");
+            client_log::warn(
+                self.id,
+                format_args!("{line} (further ones on this connection logged at debug)"),
+            );
         }
         Err(code)
     }

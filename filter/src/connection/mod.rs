@@ -18,6 +18,7 @@ pub use whole_reads::{topic_id_key, topic_name};
 
 use std::rc::Rc;
 
+use crate::client_log;
 use crate::codec::frame::FrameHead;
 use crate::codec::{request, response};
 use crate::codec::{ByteSource, Edits, FrameError, FrameReader};
@@ -187,6 +188,12 @@ impl KafkaConnection {
         (ms > 0).then_some(ms)
     }
 
+    /// Whether the hold just taken ([`Self::take_delay_ms`]) starts before the chunk just
+    /// handed in: its bytes must wait too (a request of a key already in debt), once.
+    pub fn take_hold_first(&mut self) -> bool {
+        std::mem::take(&mut self.state.hold_first)
+    }
+
     /// A chunk of bytes from the client. `now_ns`: any nanosecond clock, for latency; called
     /// at most once, and only if the chunk holds a frame header.
     // Not inlined, so that the benchmark's instruction count can name the core's entry points
@@ -295,7 +302,11 @@ impl KafkaConnection {
                 None => {
                     // The chunk cannot be rebuilt: forwarding it as it is could leak held-back
                     // or unmapped bytes out of order, so the connection ends.
-                    log::error!("connection {}: the host could not provide bytes to rebuild a chunk; closing", self.state.id);
+                    let id = self.state.id;
+                    client_log::error(
+                        id,
+                        format_args!("connection {id}: the host could not provide bytes to rebuild a chunk; closing"),
+                    );
                     self.close(m)
                 }
             }
@@ -363,11 +374,19 @@ impl KafkaConnection {
     pub fn end(&mut self, m: &mut dyn MetricsSink) {
         self.state.end(m);
         self.flush(m);
+        client_log::forget(self.state.id);
     }
 
     /// Report byte counts not yet reported.
     pub fn flush(&mut self, m: &mut dyn MetricsSink) {
         self.state.pipeline.flush(m);
+        let suppressed = client_log::take_suppressed();
+        if suppressed > 0 {
+            m.add(
+                MetricKey::LogLinesSuppressed,
+                i64::try_from(suppressed).unwrap_or(i64::MAX),
+            );
+        }
         if self.unreported_request_bytes > 0 {
             m.add(
                 MetricKey::RequestBytes,
@@ -412,9 +431,12 @@ impl KafkaConnection {
         let client = self.state.identity.client_id.as_deref().unwrap_or("-");
         match policy {
             FrameErrorPolicy::Close => {
-                log::warn!(
-                    "connection {id} (client_id {client}): {} stream: {e}; closing the connection ({why})",
-                    dir.as_str()
+                client_log::warn(
+                    id,
+                    format_args!(
+                        "connection {id} (client_id {client}): {} stream: {e}; closing the connection ({why})",
+                        dir.as_str()
+                    ),
                 );
                 m.add(MetricKey::ConnectionsClosedByPolicy, 1);
                 self.mode = Mode::Closed;
@@ -422,9 +444,12 @@ impl KafkaConnection {
                 Verdict::Close
             }
             FrameErrorPolicy::PassThrough => {
-                log::warn!(
-                    "connection {id} (client_id {client}): {} stream: {e}; forwarding the rest of the connection untouched ({why})",
-                    dir.as_str()
+                client_log::warn(
+                    id,
+                    format_args!(
+                        "connection {id} (client_id {client}): {} stream: {e}; forwarding the rest of the connection untouched ({why})",
+                        dir.as_str()
+                    ),
                 );
                 m.add(MetricKey::ConnectionsBypassed, 1);
                 self.mode = Mode::Bypassed;

@@ -29,6 +29,8 @@ pub struct BucketState {
 pub struct Charged {
     /// How long the client must wait, in milliseconds (0: it is within its rate).
     pub delay_ms: u32,
+    /// How long it would have had to wait before this charge (the debt others ran up).
+    pub owed_ms: u32,
 }
 
 impl BucketState {
@@ -49,9 +51,11 @@ impl BucketState {
         self.at_ns = self.at_ns.max(now_ns);
         let refilled = sane(self.tokens) + elapsed_s * per_second;
         let floor = -(per_second * MAX_DEBT_SECONDS);
-        self.tokens = (refilled.min(burst) - sane(amount)).max(floor);
+        let before = refilled.min(burst);
+        self.tokens = (before - sane(amount)).max(floor);
         Charged {
             delay_ms: delay_ms(self.tokens, per_second),
+            owed_ms: delay_ms(before, per_second),
         }
     }
 

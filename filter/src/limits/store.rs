@@ -38,6 +38,8 @@ pub struct Charge {
     pub rate: Rate,
     pub amount: f64,
     pub delay_ms: u32,
+    /// The bucket's debt before this charge, as a delay (set by the store, like `delay_ms`).
+    pub owed_ms: u32,
 }
 
 /// An entry's buckets, one per [`Kind`] (`None` until first charged).
@@ -48,7 +50,9 @@ pub fn apply(buckets: &mut Buckets, charges: &mut [Charge], now_ns: u64) {
     for c in charges {
         if let Some(slot) = buckets.get_mut(c.kind as usize) {
             let state = slot.get_or_insert_with(|| BucketState::new(&c.rate, now_ns));
-            c.delay_ms = state.charge(&c.rate, c.amount, now_ns).delay_ms;
+            let charged = state.charge(&c.rate, c.amount, now_ns);
+            c.delay_ms = charged.delay_ms;
+            c.owed_ms = charged.owed_ms;
         }
     }
 }
@@ -199,6 +203,7 @@ mod tests {
             rate,
             amount,
             delay_ms: 0,
+            owed_ms: 0,
         };
         let mut c = [
             charge(Kind::Requests, 20.0),

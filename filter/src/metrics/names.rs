@@ -52,6 +52,12 @@ pub enum MetricKey {
     HeldBudgetExhausted,
     /// Chunks whose bytes the host could not provide.
     HostReadErrors,
+    /// Requests reusing the correlation id of a request still waiting for its answer.
+    RequestsDuplicateCorrelation,
+    /// Answers to acks=0 Produce requests (Kafka sends none) the filter dropped.
+    ResponsesDroppedAcks0,
+    /// Log lines a client caused that were written at debug level instead (see `client_log`).
+    LogLinesSuppressed,
 }
 
 /// `(tag_name, regex)` pairs for Envoy `stats_config.stats_tags`.
@@ -119,7 +125,7 @@ const FIXED_BASE: usize = 3 * API_SLOTS;
 
 impl MetricKey {
     /// Number of distinct [`MetricKey::index`] values: hosts can keep metric ids in a flat array.
-    pub const COUNT: usize = FIXED_BASE + 22;
+    pub const COUNT: usize = FIXED_BASE + 25;
 
     /// A dense index, so hosts find a metric's id without hashing on the hot path.
     pub fn index(&self) -> usize {
@@ -158,6 +164,9 @@ impl MetricKey {
             MetricKey::HeldFrameTooLarge => FIXED_BASE + 19,
             MetricKey::HeldBudgetExhausted => FIXED_BASE + 20,
             MetricKey::HostReadErrors => FIXED_BASE + 21,
+            MetricKey::RequestsDuplicateCorrelation => FIXED_BASE + 22,
+            MetricKey::ResponsesDroppedAcks0 => FIXED_BASE + 23,
+            MetricKey::LogLinesSuppressed => FIXED_BASE + 24,
         }
     }
 
@@ -201,6 +210,9 @@ impl MetricKey {
             MetricKey::HeldFrameTooLarge => "held.frames_too_large",
             MetricKey::HeldBudgetExhausted => "held.budget_exhausted",
             MetricKey::HostReadErrors => "host_read_errors",
+            MetricKey::RequestsDuplicateCorrelation => "requests_duplicate_correlation",
+            MetricKey::ResponsesDroppedAcks0 => "responses_dropped_acks0",
+            MetricKey::LogLinesSuppressed => "log_lines_suppressed",
         };
         format!("kafka.{fixed}")
     }
@@ -269,6 +281,9 @@ mod tests {
             MetricKey::HeldFrameTooLarge,
             MetricKey::HeldBudgetExhausted,
             MetricKey::HostReadErrors,
+            MetricKey::RequestsDuplicateCorrelation,
+            MetricKey::ResponsesDroppedAcks0,
+            MetricKey::LogLinesSuppressed,
         ];
         for api in ApiKey::iter().map(Some).chain([None]) {
             keys.push(MetricKey::Requests(api));

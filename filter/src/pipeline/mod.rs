@@ -239,8 +239,11 @@ impl Pipeline {
                 now_ns,
                 plan: &mut p.plan,
                 stage: p.next,
+                held_first: false,
             };
-            match stage.on_request(&mut cx, frame, m) {
+            let decision = stage.on_request(&mut cx, frame, m);
+            p.hold_first |= cx.held_first;
+            match decision {
                 Decision::Pass => {}
                 Decision::Delay(ms) => {
                     p.delay_ms = p.delay_ms.max(ms);
@@ -289,8 +292,10 @@ impl Pipeline {
                     now_ns,
                     plan: &mut p.plan,
                     stage: p.next,
+                    held_first: false,
                 };
                 decision = stage.on_request(&mut cx, &view, m);
+                p.hold_first |= cx.held_first;
                 if !matches!(decision, Decision::NeedHead(_) | Decision::NeedFrame) {
                     break;
                 }
@@ -420,9 +425,12 @@ impl Pipeline {
     }
 
     fn misapplied(&self, stage: &str, decision: &str) -> Flow {
-        log::error!(
-            "connection {}: stage {stage} returned {decision} for a frame it cannot apply to; closing the connection",
-            self.id
+        crate::client_log::error(
+            self.id,
+            format_args!(
+                "connection {}: stage {stage} returned {decision} for a frame it cannot apply to; closing the connection",
+                self.id
+            ),
         );
         Flow::Done(Action::Close)
     }
@@ -436,9 +444,12 @@ impl Pipeline {
             return Action::Discard(Vec::new());
         }
         if !refusal::can_answer(h.api_key, h.api_version) {
-            log::warn!(
-                "connection {}: API key {} v{} (correlation id {}) must be refused but has no error response to answer with; closing the connection",
-                self.id, h.api_key, h.api_version, h.correlation_id
+            crate::client_log::warn(
+                self.id,
+                format_args!(
+                    "connection {}: API key {} v{} (correlation id {}) must be refused but has no error response to answer with; closing the connection",
+                    self.id, h.api_key, h.api_version, h.correlation_id
+                ),
             );
             return Action::Close;
         }
@@ -456,9 +467,12 @@ impl Pipeline {
         ) {
             Some(frame) => Action::Discard(frame),
             None => {
-                log::warn!(
-                    "connection {}: cannot build an error response for API key {} v{}; closing the connection",
-                    self.id, request.api_key, request.api_version
+                crate::client_log::warn(
+                    self.id,
+                    format_args!(
+                        "connection {}: cannot build an error response for API key {} v{}; closing the connection",
+                        self.id, request.api_key, request.api_version
+                    ),
                 );
                 Action::Close
             }

@@ -15,6 +15,8 @@ pub struct RequestProgress {
     pub(super) next: usize,
     /// The longest hold any stage asked for.
     pub delay_ms: u32,
+    /// A stage asked for the hold to start before this request (`RequestCx::hold_first`).
+    pub hold_first: bool,
     /// The client software has been looked for (ApiVersions v3+).
     pub software_read: bool,
     /// What was read of the request for observers (an OffsetCommit's offsets).
@@ -30,6 +32,7 @@ impl RequestProgress {
             plan: Plan::default(),
             next: 0,
             delay_ms: 0,
+            hold_first: false,
             software_read: false,
             facts: None,
             facts_read: false,

@@ -91,12 +91,20 @@ pub struct RequestCx<'a> {
     pub now_ns: u64,
     pub(super) plan: &'a mut Plan,
     pub(super) stage: usize,
+    pub(super) held_first: bool,
 }
 
 impl RequestCx<'_> {
     /// Show this stage the response, with `note` (the stage's own memory of the request).
     pub fn watch_response(&mut self, note: u32) {
         self.plan.watch(self.stage, note);
+    }
+
+    /// The hold a [`Decision::Delay`] asks for starts before this request: it waits in the
+    /// host's buffer with whatever the client sends after it (a client whose key is already in
+    /// debt gets nothing through until it is paid).
+    pub fn hold_first(&mut self) {
+        self.held_first = true;
     }
 }
 

@@ -42,7 +42,7 @@ impl AdvertiseStage {
     fn warn(&mut self, what: std::fmt::Arguments<'_>) {
         self.warned = self.warned.saturating_add(1);
         if self.warned <= MAX_WARNINGS {
-            log::warn!("connection {}: {what}", self.id);
+            crate::client_log::warn(self.id, format_args!("connection {}: {what}", self.id));
         } else {
             log::debug!("connection {}: {what}", self.id);
         }

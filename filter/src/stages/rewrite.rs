@@ -194,11 +194,14 @@ impl RewriteStage {
         // on: it may belong to a rule (a client can change its id at any request), and a broker
         // would close the connection for it anyway. Fail closed. (Found by fuzzing.)
         if head.api.is_some() && !head.header_decoded && head.client_id.is_none() {
-            log::warn!(
-                "connection {}: a {} v{} request header does not decode under rules; closing the connection",
+            crate::client_log::warn(
                 self.id,
-                api_name(head.api_key),
-                head.api_version
+                format_args!(
+                    "connection {}: a {} v{} request header does not decode under rules; closing the connection",
+                    self.id,
+                    api_name(head.api_key),
+                    head.api_version
+                ),
             );
             return Decision::Close;
         }
@@ -346,13 +349,16 @@ impl RewriteStage {
             }
             Err(e) => {
                 m.add(MetricKey::RewriteErrors, 1);
-                log::warn!(
-                    "connection {}: {} v{} request (correlation id {}) could not be rewritten under rule `{}`: {e}; refused",
+                crate::client_log::warn(
                     self.id,
-                    api_name(head.api_key),
-                    head.api_version,
-                    head.correlation_id,
-                    rule.name
+                    format_args!(
+                        "connection {}: {} v{} request (correlation id {}) could not be rewritten under rule `{}`: {e}; refused",
+                        self.id,
+                        api_name(head.api_key),
+                        head.api_version,
+                        head.correlation_id,
+                        rule.name
+                    ),
                 );
                 self.refuse(cx, p.rule, INVALID_REQUEST, m)
             }
@@ -381,7 +387,10 @@ impl RewriteStage {
             log::debug!("{what}");
         } else {
             self.refusal_logged = true;
-            log::info!("{what} (further refusals on this connection logged at debug)");
+            crate::client_log::info(
+                self.id,
+                format_args!("{what} (further refusals on this connection logged at debug)"),
+            );
         }
         Decision::Refuse(error_code)
     }
@@ -472,12 +481,15 @@ impl RewriteStage {
     /// carry physical names): it becomes an error response, or the connection closes.
     fn response_failed(&mut self, req: &Inflight, why: &str, m: &mut dyn MetricsSink) -> Decision {
         m.add(MetricKey::RewriteErrors, 1);
-        log::warn!(
-            "connection {}: {} v{} response (correlation id {}) could not be mapped back: {why}; answered with an error instead",
+        crate::client_log::warn(
             self.id,
-            api_name(req.api_key),
-            req.api_version,
-            req.correlation_id
+            format_args!(
+                "connection {}: {} v{} response (correlation id {}) could not be mapped back: {why}; answered with an error instead",
+                self.id,
+                api_name(req.api_key),
+                req.api_version,
+                req.correlation_id
+            ),
         );
         Decision::Refuse(UNKNOWN_SERVER_ERROR)
     }

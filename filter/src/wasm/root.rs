@@ -130,6 +130,8 @@ impl RootContext for KafkaRoot {
     }
 
     fn on_configure(&mut self, size: usize) -> bool {
+        // Log lines clients cause are bounded per second by Envoy's clock.
+        crate::client_log::set_clock(now_ns);
         let bytes = if size == 0 {
             Vec::new()
         } else {

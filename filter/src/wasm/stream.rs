@@ -107,7 +107,10 @@ impl KafkaStream {
                         (base + len + bytes.len()).saturating_sub(prefix_len),
                     ),
                     Err(e) => {
-                        log::error!("replacing {prefix_len} bytes of {buffer:?} failed: {e:?}; closing the connection");
+                        crate::client_log::error(
+                            self.id,
+                            format_args!("replacing {prefix_len} bytes of {buffer:?} failed: {e:?}; closing the connection"),
+                        );
                         (self.close(), 0)
                     }
                 }
@@ -116,12 +119,16 @@ impl KafkaStream {
         }
     }
 
-    /// A stage asked to hold the client: from now, requests wait in Envoy's buffer.
-    fn note_delay(&mut self, clock: &CallbackClock) {
+    /// A stage asked to hold the client: from now, requests wait in Envoy's buffer. True if
+    /// the bytes just examined must wait as well.
+    fn note_delay(&mut self, clock: &CallbackClock) -> bool {
+        let first = self.conn.take_hold_first();
         if let Some(ms) = self.conn.take_delay_ms() {
             let until = clock.get().saturating_add(u64::from(ms) * 1_000_000);
             self.muted_until_ns = self.muted_until_ns.max(until);
+            return first;
         }
+        false
     }
 
     fn close(&mut self) -> Action {
@@ -208,7 +215,7 @@ impl StreamContext for KafkaStream {
             self.conn.on_request_data(&mut src, || clock.get(), &mut *m)
         };
         let (action, buffered) = self.apply(BufferType::DownstreamData, verdict, base, len);
-        self.note_delay(&clock);
+        let muted = self.note_delay(&clock) || muted;
         if muted && action == Action::Continue {
             // Held by a rate limit: the bytes (examined) wait in Envoy's buffer until the
             // root's tick resumes the connection.
@@ -234,6 +241,7 @@ impl StreamContext for KafkaStream {
                 .on_response_data(&mut src, || clock.get(), &mut *m)
         };
         let (action, _) = self.apply(BufferType::UpstreamData, verdict, 0, data_size);
+        // A hold asked for on a response starts after it: requests are not read here.
         self.note_delay(&clock);
         action
     }

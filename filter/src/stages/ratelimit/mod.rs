@@ -215,9 +215,22 @@ impl RateLimitStage {
         now_ns: u64,
         m: &mut dyn MetricsSink,
     ) -> u32 {
+        self.charge_owed(what, rate_of, now_ns, m).0
+    }
+
+    /// As [`Self::charge`], with the longest debt the throttling limits' buckets already had
+    /// before the charge (run up by any connection of the key).
+    fn charge_owed(
+        &mut self,
+        what: &[(Kind, f64)],
+        rate_of: impl Fn(&Limit, Kind) -> Option<Rate>,
+        now_ns: u64,
+        m: &mut dyn MetricsSink,
+    ) -> (u32, u32) {
         let mut delay = 0;
+        let mut owed = 0;
         let Some((_, active)) = &mut self.selected else {
-            return 0;
+            return (0, 0);
         };
         for a in active.iter_mut() {
             let Some(l) = self.config.limits.get(a.limit) else {
@@ -231,6 +244,7 @@ impl RateLimitStage {
                         rate,
                         amount,
                         delay_ms: 0,
+                        owed_ms: 0,
                     })
                 })
                 .collect();
@@ -244,6 +258,9 @@ impl RateLimitStage {
                     *p += c.amount;
                 }
                 limit_delay = limit_delay.max(c.delay_ms);
+                if l.mode == Mode::Throttle {
+                    owed = owed.max(c.owed_ms);
+                }
             }
             delay = delay.max(throttled(&a.names, l.mode, limit_delay, m));
         }
@@ -251,7 +268,7 @@ impl RateLimitStage {
             self.reported_ns = now_ns;
             self.report(m);
         }
-        delay
+        (delay, owed)
     }
 
     /// The connection limits, on its first request: false if it must close.
@@ -274,6 +291,7 @@ impl RateLimitStage {
                     rate,
                     amount: 1.0,
                     delay_ms: 0,
+                    owed_ms: 0,
                 }];
                 self.store.charge(&a.bucket, &mut c, now_ns);
                 if c[0].delay_ms > 0 {
@@ -302,10 +320,12 @@ impl RateLimitStage {
         match l.mode {
             Mode::Throttle => {
                 m.add_named(&limit_metric(&l.name, "connections_refused"), 1);
-                log::info!(
-                    "connection {}: over `{what}` of limit `{}`; closing it",
+                crate::client_log::info(
                     self.id,
-                    l.name
+                    format_args!(
+                        "connection {}: over `{what}` of limit `{}`; closing it",
+                        self.id, l.name
+                    ),
                 );
                 true
             }
@@ -412,14 +432,17 @@ impl Stage for RateLimitStage {
         let size = (frame.frame_len as f64) + 4.0;
         let api = head.api_key;
         let walked = per_topic::walked(api, head.api_version, head.header_decoded);
-        let both = [(Kind::Requests, 1.0), (Kind::ProduceBytes, size)];
-        let what = if api == PRODUCE {
-            &both[..]
-        } else {
-            &both[..1]
-        };
-        let mut delay = self.charge(
-            what,
+        // Every kind the key may owe for is in the charge, at nothing where the request does
+        // not add to it (a Fetch pays for its response when it comes back): one store update
+        // tells whether the key is already in debt, whatever ran it up.
+        let what = [
+            (Kind::Requests, 1.0),
+            (Kind::ProduceBytes, if api == PRODUCE { size } else { 0.0 }),
+            (Kind::FetchBytes, 0.0),
+            (Kind::TopicMutations, 0.0),
+        ];
+        let (mut delay, owed_before) = self.charge_owed(
+            &what,
             |l, kind| match kind {
                 Kind::Requests => l.requests.filter(|_| {
                     l.request_apis
@@ -459,6 +482,11 @@ impl Stage for RateLimitStage {
                 | if fetch { NOTE_FETCH_BYTES } else { 0 }
                 | if owed { NOTE_OWED } else { 0 };
             cx.watch_response(note);
+        }
+        if owed_before > 0 {
+            // The key was already in debt (another connection of it, maybe one just closed, ran
+            // it up): this request waits too, so reconnecting buys nothing.
+            cx.hold_first();
         }
         if delay > 0 {
             Decision::Delay(delay)

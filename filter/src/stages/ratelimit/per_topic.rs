@@ -187,6 +187,7 @@ impl RateLimitStage {
                     rate,
                     amount: *bytes as f64,
                     delay_ms: 0,
+                    owed_ms: 0,
                 }];
                 store.charge(&b.bucket, &mut c, cx.now_ns);
                 let d = c[0].delay_ms;
