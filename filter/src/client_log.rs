@@ -15,6 +15,9 @@ use std::fmt;
 pub const PER_CONNECTION: u32 = 5;
 /// Lines all connections of one worker may write above debug level in one second.
 pub const PER_WORKER_PER_SECOND: u32 = 50;
+/// Request-log and audit lines one worker may write to Envoy's log in one second: they are
+/// one per request by design, so their bound is far higher (their HTTP collector has its own).
+pub const RECORDS_PER_WORKER_PER_SECOND: u32 = 2000;
 
 const SECOND_NS: u64 = 1_000_000_000;
 
@@ -23,8 +26,21 @@ struct Gate {
     written: HashMap<u32, u32>,
     window_start_ns: u64,
     in_window: u32,
+    records_in_window: u32,
     suppressed: u64,
     clock: fn() -> u64,
+}
+
+impl Gate {
+    /// Start a new one-second window if the last one is over.
+    fn roll(&mut self) {
+        let now = (self.clock)();
+        if now.saturating_sub(self.window_start_ns) >= SECOND_NS {
+            self.window_start_ns = now;
+            self.in_window = 0;
+            self.records_in_window = 0;
+        }
+    }
 }
 
 thread_local! {
@@ -32,6 +48,7 @@ thread_local! {
         written: HashMap::new(),
         window_start_ns: 0,
         in_window: 0,
+        records_in_window: 0,
         suppressed: 0,
         clock: monotonic_ns,
     });
@@ -58,11 +75,7 @@ fn admit(conn: u32) -> bool {
             g.suppressed += 1;
             return false;
         }
-        let now = (g.clock)();
-        if now.saturating_sub(g.window_start_ns) >= SECOND_NS {
-            g.window_start_ns = now;
-            g.in_window = 0;
-        }
+        g.roll();
         if g.in_window >= PER_WORKER_PER_SECOND {
             g.suppressed += 1;
             return false;
@@ -98,6 +111,23 @@ pub fn error(conn: u32, line: fmt::Arguments<'_>) {
         log::error!("{line}");
     } else {
         log::debug!("{line}");
+    }
+}
+
+/// A request-log or audit line for Envoy's log (info level), within the worker's bound.
+pub fn record(line: fmt::Arguments<'_>) {
+    let admitted = GATE.with(|g| {
+        let mut g = g.borrow_mut();
+        g.roll();
+        if g.records_in_window >= RECORDS_PER_WORKER_PER_SECOND {
+            g.suppressed += 1;
+            return false;
+        }
+        g.records_in_window += 1;
+        true
+    });
+    if admitted {
+        log::info!("{line}");
     }
 }
 

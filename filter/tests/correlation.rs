@@ -14,9 +14,9 @@ mod common;
 
 use std::rc::Rc;
 
-use common::{request_from as request, response};
+use common::{feed, request_from as request, response};
 use kafka_filter::config::{self, Config};
-use kafka_filter::connection::{KafkaConnection, Verdict};
+use kafka_filter::connection::KafkaConnection;
 use kafka_filter::limits::{BucketStore, LocalStore};
 use kafka_filter::metrics::{MetricKey, RecordingSink};
 use kafka_filter::pipeline::held::HeldBudget;
@@ -36,33 +36,6 @@ const OBSERVED: &str = r#"{"client_metrics": {}}"#;
 
 fn config(json: &str) -> Rc<Config> {
     Rc::new(config::parse(json.as_bytes()).unwrap())
-}
-
-/// Bytes forwarded for each chunk until the connection closes, and whether it did.
-fn feed(
-    conn: &mut KafkaConnection,
-    chunks: &[&[u8]],
-    requests: bool,
-    m: &mut RecordingSink,
-) -> (Vec<u8>, bool) {
-    let mut out = Vec::new();
-    for c in chunks {
-        let mut src = *c;
-        let verdict = if requests {
-            conn.on_request_data(&mut src, || 1_000, m)
-        } else {
-            conn.on_response_data(&mut src, || 2_000, m)
-        };
-        match verdict {
-            Verdict::Continue => out.extend_from_slice(c),
-            Verdict::Rewrite { prefix_len, bytes } => {
-                out.extend_from_slice(&bytes);
-                out.extend_from_slice(&c[prefix_len..]);
-            }
-            Verdict::Close => return (out, true),
-        }
-    }
-    (out, false)
 }
 
 fn produce(corr: i32, acks: i16) -> Vec<u8> {

@@ -167,7 +167,7 @@ impl Observer for RequestLog {
         }
         let line = line(self.connection, r).to_string();
         if self.config.envoy_log {
-            log::info!("{LINE_PREFIX}{line}");
+            crate::client_log::record(format_args!("{LINE_PREFIX}{line}"));
         }
         m.add_named("request_log_lines", 1);
         if let Some(c) = &self.collector {

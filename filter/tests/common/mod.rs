@@ -83,9 +83,23 @@ pub fn drive(
     requests: bool,
     m: &mut RecordingSink,
 ) -> Option<Vec<u8>> {
+    let chunks: Vec<&[u8]> = stream.chunks(chunk.max(1)).collect();
+    match feed(conn, &chunks, requests, m) {
+        (out, false) => Some(out),
+        (_, true) => None,
+    }
+}
+
+/// The bytes a host forwards for each chunk until the connection closes, and whether it did.
+pub fn feed(
+    conn: &mut KafkaConnection,
+    chunks: &[&[u8]],
+    requests: bool,
+    m: &mut RecordingSink,
+) -> (Vec<u8>, bool) {
     let mut out = Vec::new();
-    for c in stream.chunks(chunk.max(1)) {
-        let mut src = c;
+    for c in chunks {
+        let mut src = *c;
         let verdict = if requests {
             conn.on_request_data(&mut src, || 1_000, m)
         } else {
@@ -97,10 +111,10 @@ pub fn drive(
                 out.extend_from_slice(&bytes);
                 out.extend_from_slice(&c[prefix_len..]);
             }
-            Verdict::Close => return None,
+            Verdict::Close => return (out, true),
         }
     }
-    Some(out)
+    (out, false)
 }
 
 /// A record set of batches with these record counts, offsets from `base`.

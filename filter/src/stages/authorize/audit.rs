@@ -95,7 +95,7 @@ impl Audit {
         let line = line(self.connection, identity, client_id, now_ns, e).to_string();
         m.add_named("acl_audit_lines", 1);
         if self.envoy_log {
-            log::info!("{LINE_PREFIX}{line}");
+            crate::client_log::record(format_args!("{LINE_PREFIX}{line}"));
         }
         if let Some(c) = &self.collector {
             if !c.borrow_mut().push(line, now_ns) {

@@ -375,12 +375,17 @@ impl RateLimitStage {
                 }
             }
         }
-        Ok(self.charge(
+        let (delay, owed) = self.charge_owed(
             &[(Kind::TopicMutations, mutation.partitions())],
             rate_of,
             now,
             m,
-        ))
+        );
+        if owed > 0 {
+            // A version without the error: it waits for the key's debt before it goes on.
+            cx.hold_first();
+        }
+        Ok(delay)
     }
 
     fn release(&mut self) {
@@ -432,14 +437,14 @@ impl Stage for RateLimitStage {
         let size = (frame.frame_len as f64) + 4.0;
         let api = head.api_key;
         let walked = per_topic::walked(api, head.api_version, head.header_decoded);
-        // Every kind the key may owe for is in the charge, at nothing where the request does
+        // Every rate the key may owe for is in the charge, at nothing where the request does
         // not add to it (a Fetch pays for its response when it comes back): one store update
-        // tells whether the key is already in debt, whatever ran it up.
+        // tells whether the key is already in debt, whatever ran it up. Topic mutations are
+        // not: a mutation of a key in debt is refused or waits (`mutation`), nothing else does.
         let what = [
             (Kind::Requests, 1.0),
             (Kind::ProduceBytes, if api == PRODUCE { size } else { 0.0 }),
             (Kind::FetchBytes, 0.0),
-            (Kind::TopicMutations, 0.0),
         ];
         let (mut delay, owed_before) = self.charge_owed(
             &what,
