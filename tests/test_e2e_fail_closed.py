@@ -89,15 +89,21 @@ def test_a_bad_frame_under_a_rule_closes_the_connection(make_envoy, bad):
     assert not d.get("kafka.connections_bypassed"), d
 
 
-def test_an_unmatched_response_closes_a_connection_under_a_rule_only(make_envoy):
+def test_an_unmatched_response_closes_a_connection_with_stages(make_envoy):
+    """With rules configured, every response is handled as its request's, whether or not the
+    client is under a rule: one that answers nothing in flight closes the connection, for the
+    client under the rule and for a bystander alike; a connection only observed passes it (see
+    README, "Correlation integrity")."""
     def wrong_correlation(frame: bytes) -> bytes:
         corr = int.from_bytes(frame[4:8], "big") + 1000
         payload = i32(corr) + bytes(30)
         return i32(len(payload)) + payload
 
     with RecordingServer(respond=wrong_correlation) as server:
-        envoy = make_envoy(server.port, plugin_config={"rules": [TENANT_RULE]})
-        for client, closes in [(RULED, True), ("bystander", False)]:
+        ruled = make_envoy(server.port, plugin_config={"rules": [TENANT_RULE]})
+        observed = make_envoy(server.port, plugin_config={"client_metrics": {}})
+        for envoy, client, closes in [(ruled, RULED, True), (ruled, "bystander", True),
+                                      (observed, "bystander", False)]:
             before = envoy.kafka_stats()
             sock = connect(envoy)
             try:
@@ -106,7 +112,7 @@ def test_an_unmatched_response_closes_a_connection_under_a_rule_only(make_envoy)
                 if closes:
                     assert reader.wait_closed(timeout=20) == b""
                 else:
-                    # Forwarded as it came: the client decides what to make of it.
+                    # Only observed: forwarded as it came, the client decides what to make of it.
                     assert len(reader.read_at_least(38)) == 38
             finally:
                 close(sock)

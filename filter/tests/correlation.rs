@@ -120,7 +120,7 @@ fn an_answer_to_an_acks0_produce_is_dropped_and_the_next_one_pairs() {
         back, answer,
         "the client gets the Metadata answer, nothing else"
     );
-    assert_eq!(m.get(MetricKey::ResponsesDroppedAcks0), 1);
+    assert_eq!(m.get(MetricKey::ResponsesAcks0), 1);
     // Its id is free again once answered.
     let (_, closed) = feed(&mut conn, &[&produce(1, 1)], true, &mut m);
     assert!(!closed);

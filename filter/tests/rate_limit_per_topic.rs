@@ -244,3 +244,35 @@ fn frames_whose_topics_are_not_counted_are_charged_whole_at_their_head() {
     assert_eq!(m.named("limit.t.limit_produce_bytes"), req.len() as i64);
     assert_eq!(m.named("limit.t.topic.a.limit_topic_throttled"), 0);
 }
+
+#[test]
+fn a_new_connection_waits_for_its_first_topics_debt_before_its_produce_goes_on() {
+    let cfg = config(PER_TOPIC);
+    for chunk in [1, 17, 1 << 20] {
+        let store = Rc::new(LocalStore::default());
+        let mut m = RecordingSink::default();
+        // The first connection runs `big` into debt; its request went on before that was known.
+        let mut first = conn(&cfg, &store, 1);
+        let req = produce(1, &[("big", 80)]);
+        drive(&mut first, &req, chunk, true, &mut m).unwrap();
+        assert!(first.take_delay_ms().is_some());
+        assert!(!first.take_hold_first());
+        // A new connection's Produce to `big` waits before it goes on...
+        let mut second = conn(&cfg, &store, 2);
+        drive(&mut second, &produce(1, &[("big", 1)]), chunk, true, &mut m).unwrap();
+        assert!(second.take_delay_ms().is_some(), "chunk {chunk}");
+        assert!(second.take_hold_first(), "chunk {chunk}");
+        // ...and one to another topic does not.
+        let mut third = conn(&cfg, &store, 3);
+        drive(
+            &mut third,
+            &produce(1, &[("small", 1)]),
+            chunk,
+            true,
+            &mut m,
+        )
+        .unwrap();
+        assert_eq!(third.take_delay_ms(), None, "chunk {chunk}");
+        assert!(!third.take_hold_first());
+    }
+}

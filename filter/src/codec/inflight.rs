@@ -51,10 +51,9 @@ pub struct Matched {
 pub enum Answer {
     /// A request waiting in the table.
     Request(Matched),
-    /// A Produce sent with acks=0 (the broker answered what Kafka would not). `overtook`:
-    /// requests that expect an answer were sent before it and are still waiting (the broker
-    /// answered out of order).
-    Acks0 { overtook: bool },
+    /// A Produce sent with acks=0 (the broker answered what Kafka would not). Ids still waiting
+    /// are unique, so this answers nothing else, whatever came before it.
+    Acks0,
     /// Nothing this connection sent, as far as the table knows.
     Nothing,
 }
@@ -70,7 +69,9 @@ pub enum Ambiguous {
 
 /// acks=0 Produce ids kept one by one; older ones are folded into [`Forgotten`] ranges.
 const ACKS0_KEPT: usize = 64;
-/// Ranges of forgotten acks=0 ids kept at most (a producer counting up needs one or two).
+/// Ranges of forgotten acks=0 ids kept at most (a producer counting up needs one or two; one
+/// whose ids have gaps, such as a client numbering requests across its connections, gets its
+/// closest ranges merged).
 const FORGOTTEN_RANGES: usize = 16;
 
 /// acks=0 Produce ids pushed out of the ring: their answer could still come (after every
@@ -87,27 +88,49 @@ impl Forgotten {
         self.ranges.iter().any(|&(lo, hi)| lo <= id && id <= hi)
     }
 
-    /// False if `id` fits no range and no range is left.
-    fn add(&mut self, id: i32, seq: u64) -> bool {
+    /// Keep `id` taken. Past [`FORGOTTEN_RANGES`] the two closest ranges become one: the ids
+    /// between them are taken too, which can only close a connection that reuses one of
+    /// them before its next answer, never pair an answer wrongly.
+    fn add(&mut self, id: i32, seq: u64) {
         self.last_seq = self.last_seq.max(seq);
         for r in &mut self.ranges {
             if r.1.checked_add(1) == Some(id) {
                 r.1 = id;
-                return true;
+                return;
             }
             if r.0.checked_sub(1) == Some(id) {
                 r.0 = id;
-                return true;
+                return;
             }
             if r.0 <= id && id <= r.1 {
-                return true;
+                return;
             }
         }
-        if self.ranges.len() >= FORGOTTEN_RANGES {
-            return false;
-        }
         self.ranges.push((id, id));
-        true
+        if self.ranges.len() > FORGOTTEN_RANGES {
+            self.merge_closest();
+        }
+    }
+
+    fn merge_closest(&mut self) {
+        self.ranges.sort_unstable();
+        let closest = self
+            .ranges
+            .windows(2)
+            .enumerate()
+            .min_by_key(|(_, w)| match w {
+                [a, b] => i64::from(b.0) - i64::from(a.1),
+                _ => i64::MAX,
+            })
+            .map(|(i, _)| i);
+        if let Some(i) = closest {
+            if let Some(next) = self.ranges.get(i + 1).copied() {
+                self.ranges.remove(i + 1);
+                if let Some(r) = self.ranges.get_mut(i) {
+                    r.1 = r.1.max(next.1);
+                }
+            }
+        }
     }
 
     /// A request sent at `seq` was answered: everything forgotten before it never will be.
@@ -200,20 +223,17 @@ impl InflightTable {
         evicted
     }
 
-    /// Remember a forwarded acks=0 Produce. False if its id could not be kept (too many
-    /// scattered ids forgotten): a later answer to it would not be recognised.
-    pub fn push_acks0(&mut self, correlation_id: i32) -> bool {
-        let mut kept = true;
+    /// Remember a forwarded acks=0 Produce.
+    pub fn push_acks0(&mut self, correlation_id: i32) {
         if self.acks0.len() >= ACKS0_KEPT {
             if let Some((seq, id)) = self.acks0.pop_front() {
                 self.remove_id(id);
-                kept = self.forgotten.add(id, seq);
+                self.forgotten.add(id, seq);
             }
         }
         let seq = self.seq();
         self.add_id(correlation_id);
         self.acks0.push_back((seq, correlation_id));
-        kept
     }
 
     /// What a response with this correlation id answers. Passed-over acks=0 entries end (Kafka
@@ -221,9 +241,7 @@ impl InflightTable {
     pub fn take(&mut self, correlation_id: i32) -> Answer {
         if !self.ids.contains_key(&correlation_id) {
             if self.forgotten.contains(correlation_id) {
-                return Answer::Acks0 {
-                    overtook: !self.entries.is_empty(),
-                };
+                return Answer::Acks0;
             }
             return Answer::Nothing;
         }
@@ -238,9 +256,7 @@ impl InflightTable {
             (Some(e), a) if a.is_none_or(|a| e < a) => self.take_entry(in_entries.unwrap_or(0)),
             (_, Some(a)) => {
                 self.end_acks0_through(a);
-                Answer::Acks0 {
-                    overtook: self.entries.front().is_some_and(|(s, _)| *s < a),
-                }
+                Answer::Acks0
             }
             _ => Answer::Nothing,
         }

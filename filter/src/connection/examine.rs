@@ -288,7 +288,7 @@ impl ConnState {
         let strict = self.pipeline.holds();
         let mut matched = match self.inflight.take(id) {
             Answer::Request(matched) => matched,
-            Answer::Acks0 { overtook } => return Err(self.acks0_answered(strict, overtook, m)),
+            Answer::Acks0 => return Err(self.acks0_answered(strict, m)),
             Answer::Nothing => {
                 m.add(MetricKey::ResponsesUnmatched, 1);
                 return Err(self.unmatched("a response answers no request in flight"));
@@ -381,16 +381,11 @@ impl ConnState {
     /// The broker answered an acks=0 Produce (Kafka never does). With stages the client gets
     /// what Kafka would send, nothing: the answer is dropped (its names were never mapped, and
     /// the client is not waiting for it). Observed only, it passes as it came.
-    fn acks0_answered(&mut self, strict: bool, overtook: bool, m: &mut dyn MetricsSink) -> Step {
+    fn acks0_answered(&mut self, strict: bool, m: &mut dyn MetricsSink) -> Step {
+        m.add(MetricKey::ResponsesAcks0, 1);
         if !strict {
             return Step::Done;
         }
-        if overtook {
-            m.add(MetricKey::ResponsesUnmatched, 1);
-            return self
-                .unmatched("an answer to an acks=0 Produce came before answers to older requests");
-        }
-        m.add(MetricKey::ResponsesDroppedAcks0, 1);
         Step::Discard(Vec::new())
     }
 
@@ -457,16 +452,8 @@ impl ConnState {
             response_head: Default::default(),
         };
         if !head.expects_response {
-            if forwarded && !self.inflight.push_acks0(head.correlation_id) && self.pipeline.holds()
-            {
-                client_log::warn(
-                    self.id,
-                    format_args!(
-                        "connection {}: too many scattered acks=0 Produce ids waiting to be recognised; closing the connection",
-                        self.id
-                    ),
-                );
-                self.must_close = true;
+            if forwarded {
+                self.inflight.push_acks0(head.correlation_id);
             }
             if walked {
                 return Some(entry);

@@ -54,8 +54,8 @@ pub enum MetricKey {
     HostReadErrors,
     /// Requests reusing the correlation id of a request still waiting for its answer.
     RequestsDuplicateCorrelation,
-    /// Answers to acks=0 Produce requests (Kafka sends none) the filter dropped.
-    ResponsesDroppedAcks0,
+    /// Answers to acks=0 Produce requests (Kafka sends none): dropped with stages configured.
+    ResponsesAcks0,
     /// Log lines a client caused that were written at debug level instead (see `client_log`).
     LogLinesSuppressed,
 }
@@ -165,7 +165,7 @@ impl MetricKey {
             MetricKey::HeldBudgetExhausted => FIXED_BASE + 20,
             MetricKey::HostReadErrors => FIXED_BASE + 21,
             MetricKey::RequestsDuplicateCorrelation => FIXED_BASE + 22,
-            MetricKey::ResponsesDroppedAcks0 => FIXED_BASE + 23,
+            MetricKey::ResponsesAcks0 => FIXED_BASE + 23,
             MetricKey::LogLinesSuppressed => FIXED_BASE + 24,
         }
     }
@@ -211,7 +211,7 @@ impl MetricKey {
             MetricKey::HeldBudgetExhausted => "held.budget_exhausted",
             MetricKey::HostReadErrors => "host_read_errors",
             MetricKey::RequestsDuplicateCorrelation => "requests_duplicate_correlation",
-            MetricKey::ResponsesDroppedAcks0 => "responses_dropped_acks0",
+            MetricKey::ResponsesAcks0 => "responses_acks0",
             MetricKey::LogLinesSuppressed => "log_lines_suppressed",
         };
         format!("kafka.{fixed}")
@@ -282,7 +282,7 @@ mod tests {
             MetricKey::HeldBudgetExhausted,
             MetricKey::HostReadErrors,
             MetricKey::RequestsDuplicateCorrelation,
-            MetricKey::ResponsesDroppedAcks0,
+            MetricKey::ResponsesAcks0,
             MetricKey::LogLinesSuppressed,
         ];
         for api in ApiKey::iter().map(Some).chain([None]) {

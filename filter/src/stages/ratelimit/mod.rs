@@ -437,6 +437,20 @@ impl Stage for RateLimitStage {
         let size = (frame.frame_len as f64) + 4.0;
         let api = head.api_key;
         let walked = per_topic::walked(api, head.api_version, head.header_decoded);
+        // What the decision needs of the frame is asked for before anything is charged: a
+        // stage shown the frame again must not charge it twice.
+        let mutation = is_mutation(api) && head.header_decoded && self.limits_mutations();
+        if mutation && !frame.collected && !frame.whole() {
+            return Decision::NeedFrame;
+        }
+        let first_topic = if api == PRODUCE && walked && self.limits_per_topic() {
+            match first_topic(head.header_len, head.api_version, frame) {
+                Ok(topic) => topic,
+                Err(n) => return Decision::NeedHead(n),
+            }
+        } else {
+            None
+        };
         // Every rate the key may owe for is in the charge, at nothing where the request does
         // not add to it (a Fetch pays for its response when it comes back): one store update
         // tells whether the key is already in debt, whatever ran it up. Topic mutations are
@@ -461,10 +475,16 @@ impl Stage for RateLimitStage {
             now,
             m,
         );
-        if is_mutation(api) && head.header_decoded && self.limits_mutations() {
-            if !frame.collected && !frame.whole() {
-                return Decision::NeedFrame;
-            }
+        let mut owed_before = owed_before;
+        if let Some(topic) = first_topic {
+            // A Produce's topics are charged once its records have passed, too late to hold
+            // it: the topic it names first (all of it, for the usual single-topic request) is
+            // checked for debt now, so that a new connection does not get a request through.
+            let owed = self.topic_owed(&topic, now, m);
+            owed_before = owed_before.max(owed);
+            delay = delay.max(owed);
+        }
+        if mutation {
             match self.mutation(cx, frame, now, m) {
                 Ok(d) => delay = delay.max(d),
                 Err(refused) => return refused,
@@ -563,5 +583,32 @@ impl Stage for RateLimitStage {
             return Decision::Pass;
         };
         set_throttle(frame, req.api_key, req.api_version, at, delay)
+    }
+}
+
+/// The first topic a Produce request names (`Ok(None)`: none, or not readable from its first
+/// bytes); `Err(n)`: its first `n` bytes are needed.
+fn first_topic(
+    header_len: usize,
+    version: i16,
+    frame: &FrameView<'_>,
+) -> Result<Option<String>, usize> {
+    use crate::topics::produce_head::{scan, Scan, VERSIONS};
+    if !VERSIONS.contains(&version) {
+        return Ok(None);
+    }
+    let body = frame.bytes.get(header_len..).unwrap_or_default();
+    match scan(body, version) {
+        Scan::Need(n) if !frame.last_look && header_len.saturating_add(n) > frame.bytes.len() => {
+            Err(header_len.saturating_add(n))
+        }
+        Scan::Names {
+            first_topic: Some(r),
+            ..
+        } => Ok(body
+            .get(r)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .map(str::to_string)),
+        _ => Ok(None),
     }
 }

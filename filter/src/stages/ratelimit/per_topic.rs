@@ -214,6 +214,38 @@ impl RateLimitStage {
         delay
     }
 
+    /// The debt the key already has for `topic` under its `per_topic` Produce byte rates (any
+    /// connection of the key ran it up), as a delay; nothing is charged.
+    pub(super) fn topic_owed(&mut self, topic: &str, now_ns: u64, m: &mut dyn MetricsSink) -> u32 {
+        let limits: Vec<(usize, crate::limits::Rate)> = self
+            .active()
+            .iter()
+            .enumerate()
+            .filter_map(|(ai, a)| {
+                let l = self.limit(a.limit)?;
+                let rate = l.produce_bytes.filter(|_| l.per_topic)?;
+                (l.mode == Mode::Throttle).then_some((ai, rate))
+            })
+            .collect();
+        let store = std::rc::Rc::clone(&self.store);
+        let mut owed = 0;
+        for (ai, rate) in limits {
+            let Some(b) = self.topic_bucket(ai, topic, m) else {
+                continue;
+            };
+            let mut c = [Charge {
+                kind: Kind::ProduceBytes,
+                rate,
+                amount: 0.0,
+                delay_ms: 0,
+                owed_ms: 0,
+            }];
+            store.charge(&b.bucket, &mut c, now_ns);
+            owed = owed.max(c[0].owed_ms);
+        }
+        owed
+    }
+
     /// What is left of a hold from counted topics at `now_ns`, in milliseconds.
     pub(super) fn owed_ms(&self, now_ns: u64) -> u32 {
         let ms = self
