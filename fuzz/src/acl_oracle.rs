@@ -7,7 +7,8 @@
 //!   topic) that names a topic does;
 //! * no unknown API key, no version kafka-protocol has no schema for (but ApiVersions, which
 //!   negotiates them), and no frame whose header does not decode reaches the broker;
-//! * forwarded requests are the client's, in order (or the stand-in for one answered here).
+//! * forwarded requests are the client's, in order (or the stand-in for one answered here);
+//! * correlation integrity, both ways: see [`crate::pairing`].
 
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, FetchRequest};
@@ -23,20 +24,31 @@ pub const DENIED_GROUP: &str = "g-secret";
 pub const DENIED_TXN: &str = "t-secret";
 pub const INTRUDER: &str = "intruder";
 
-/// The policy: everything allowed but the names above, every topic for `intruder`, and Create and
-/// ClusterAction on the cluster (which, as in Kafka, would allow creating any topic, and a
-/// follower's Fetch or a broker's AddPartitionsToTxn of any topic); with
-/// per-client metrics and a name-conversion rule after it, so frames the ACL stage replaced are
-/// shown to the stages after it.
-pub const ACL: Model = Model {
-    config: r#"{"acls":{"default":"allow","entries":[
+/// The policy's configuration, with `$extra` top-level fields: everything allowed but the names
+/// above, every topic for `intruder`, and Create and ClusterAction on the cluster (which, as in
+/// Kafka, would allow creating any topic, and a follower's Fetch or a broker's AddPartitionsToTxn
+/// of any topic); with per-client metrics and a name-conversion rule after it, so frames the ACL
+/// stage replaced are shown to the stages after it.
+macro_rules! acl_config {
+    ($extra:literal) => {
+        concat!(
+            r#"{"acls":{"default":"allow","entries":[
         {"permission":"deny","operations":["All"],"resource_type":"topic","name":"secret"},
         {"permission":"deny","operations":["Create","ClusterAction"],"resource_type":"cluster"},
         {"permission":"deny","operations":["All"],"resource_type":"group","name":"g-secret"},
         {"permission":"deny","operations":["All"],"resource_type":"transactional_id","name":"t-secret"},
         {"match":{"client_id":{"exact":"intruder"}},"permission":"deny","operations":["All"],"resource_type":"topic","pattern_type":"any"}]},
         "rules":[{"name":"t","match":{"client_id":{"prefix":"team-a-"}},"topics":{"prefix":"team-a."}}],
-        "client_metrics":{"max_clients":4,"max_topics":4}}"#,
+        "client_metrics":{"max_clients":4,"max_topics":4}"#,
+            $extra,
+            "}"
+        )
+    };
+}
+
+/// The policy (see [`acl_config`]).
+pub const ACL: Model = Model {
+    config: acl_config!(""),
     is_tenant: |_| true,
     request_ok: |_, _| true,
     to_client: |_, n| Some(n.to_string()),
@@ -47,7 +59,9 @@ pub const ACL: Model = Model {
         Some("intruder"),
         None,
     ],
-    logical: &["secret", "orders", "g-secret", "g1", "t-secret", "t1", "", "secre", "secret."],
+    logical: &[
+        "secret", "orders", "g-secret", "g1", "t-secret", "t1", "", "secre", "secret.",
+    ],
     physical: &[
         "secret",
         "orders",
@@ -59,6 +73,31 @@ pub const ACL: Model = Model {
         "",
     ],
 };
+
+/// The correlation table's bound in the small configuration: a scenario overflows it easily.
+pub const SMALL_INFLIGHT: usize = 4;
+
+/// One configuration of the target.
+pub struct Variant {
+    pub model: Model,
+    /// `max_inflight_requests` (the filter's default when not configured).
+    pub max_inflight: usize,
+}
+
+/// The target's configurations, chosen by the input's first byte.
+pub static CONFIGS: [Variant; 2] = [
+    Variant {
+        model: ACL,
+        max_inflight: 10_000,
+    },
+    Variant {
+        model: Model {
+            config: acl_config!(r#","max_inflight_requests":4"#),
+            ..ACL
+        },
+        max_inflight: SMALL_INFLIGHT,
+    },
+];
 
 macro_rules! violation {
     ($($t:tt)*) => {
@@ -80,7 +119,17 @@ fn client_side(client: Option<&str>, kind: Kind, name: &str) -> String {
     }
 }
 
-pub fn check(c: &Conn) {
+/// Every check of the target: what reached the broker (below), and correlation integrity
+/// ([`crate::pairing`]).
+pub fn check(c: &Conn, variant: &Variant) {
+    if std::env::var_os("KAFKA_FUZZ_VERBOSE").is_some() {
+        eprintln!("{}", crate::oracle::describe(c));
+    }
+    crate::pairing::check(c, variant.max_inflight);
+    check_requests(c);
+}
+
+fn check_requests(c: &Conn) {
     let orig: Vec<i32> = frames::split(&c.orig_req)
         .iter()
         .filter_map(frames::request)
@@ -110,7 +159,10 @@ pub fn check(c: &Conn) {
             continue;
         }
         let Some(key) = r.api else {
-            violation!("request #{j} with unknown API key {} reached the broker", r.api_key);
+            violation!(
+                "request #{j} with unknown API key {} reached the broker",
+                r.api_key
+            );
         };
         if r.header.is_none() {
             violation!("request #{j} ({key:?}) whose header does not decode reached the broker");

@@ -98,6 +98,14 @@ pub struct Conn {
     pub before_close: (usize, usize),
     /// After each chunk: how many bytes of each stream (client, broker) had been handed in.
     pub timeline: Vec<(usize, usize)>,
+    /// After each chunk: how many bytes had reached the broker and the client (when a frame was
+    /// forwarded tells what the filter had read by then).
+    pub forwarded: Vec<(usize, usize)>,
+    /// The broker frames the scenario generated: where each starts in the broker stream, and the
+    /// forwarded request frame it answers (index among the complete frames that reached the
+    /// broker, those too short for a request header left out); `None`: unsolicited. Raw broker
+    /// bytes are not listed.
+    pub produced_for: Vec<(usize, Option<usize>)>,
     clock: u64,
 }
 
@@ -113,6 +121,8 @@ impl Conn {
             closed: None,
             before_close: (0, 0),
             timeline: Vec::new(),
+            forwarded: Vec::new(),
+            produced_for: Vec::new(),
             clock: 0,
         }
     }
@@ -156,6 +166,8 @@ impl Conn {
         let closed = apply(verdict, chunk, out).is_none();
         self.timeline
             .push((self.orig_req.len(), self.orig_resp.len()));
+        self.forwarded
+            .push((self.fwd_req.len(), self.fwd_resp.len()));
         if closed {
             self.closed = Some(dir);
             self.before_close = match dir {

@@ -9,4 +9,5 @@ pub mod gen;
 pub mod input;
 pub mod names;
 pub mod oracle;
+pub mod pairing;
 pub mod scenario;

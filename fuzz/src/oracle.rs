@@ -164,7 +164,7 @@ fn with_partial(stream: &[u8]) -> Vec<Bytes> {
 }
 
 /// [`with_partial`] with the stream offset each frame (its size field) starts at.
-fn frames_at(stream: &[u8]) -> Vec<(usize, Bytes)> {
+pub fn frames_at(stream: &[u8]) -> Vec<(usize, Bytes)> {
     let mut out = Vec::new();
     let mut at = 0usize;
     for f in frames::split(stream) {

@@ -2,6 +2,7 @@
 //!
 //! `request_stream`:  `[config][chunking][client bytes...]`
 //! `response_stream`: `[chunking][request length: u16][client bytes][broker bytes...]`
+//! `acl`: `[config]` + the rule targets' operations.
 //! rule targets: a sequence of operations, each `[tag]` + operands; `tag & 7` is the operation,
 //! `tag >> 3` the chunking its bytes are handed in with ([`Chunking`]):
 //!
@@ -12,7 +13,7 @@
 //! | 2 | `len: u16`, body | a client frame: the size field is added |
 //! | 3 | `len: u16`, body | a broker frame: the size field is added |
 //! | 4, 5 | choices | a generated request (API, version, client id, names) |
-//! | 6, 7 | choices | the broker answers the next request it received (generated response) |
+//! | 6, 7 | choices | the broker answers the next request it received (generated response; for `acl`, an acks=0 Produce next in line is answered or passed over as a choice says) |
 
 use std::rc::Rc;
 
@@ -109,18 +110,39 @@ const MAX_OPS: usize = 96;
 
 /// A rule target: the operations above, then the oracle.
 pub fn rule(model: &'static Model, data: &[u8]) {
-    let conn = run(model, data);
+    let conn = run(model, data, KAFKA);
     oracle::check(model, &conn);
 }
 
-/// The ACL target: the operations above under a policy, then its oracle.
+/// The ACL target: `[config]` + the operations above under a policy, then its oracle. The first
+/// byte chooses the policy's configuration (`acl_oracle::CONFIGS`: the plain one, or one with a
+/// small correlation table to overflow); its broker sometimes answers an acks=0 Produce, as tansu
+/// does (Kafka never does).
 pub fn acl(data: &[u8]) {
-    let conn = run(&crate::acl_oracle::ACL, data);
-    crate::acl_oracle::check(&conn);
+    use crate::acl_oracle::{self, CONFIGS};
+    let mut c = Cursor::new(data);
+    let variant = &CONFIGS[usize::from(c.u8()) % CONFIGS.len()];
+    let broker = Broker {
+        answers_acks0: true,
+    };
+    let conn = run(&variant.model, data.get(1..).unwrap_or_default(), broker);
+    acl_oracle::check(&conn, variant);
 }
 
+/// How the modelled broker behaves.
+#[derive(Clone, Copy)]
+struct Broker {
+    /// Whether it may answer a Produce with acks=0 (the input chooses, request by request).
+    answers_acks0: bool,
+}
+
+/// Kafka's behaviour: an acks=0 Produce is never answered.
+const KAFKA: Broker = Broker {
+    answers_acks0: false,
+};
+
 /// The operations of `data` on a connection under `model`'s configuration.
-fn run(model: &'static Model, data: &[u8]) -> Conn {
+fn run(model: &'static Model, data: &[u8], broker: Broker) -> Conn {
     thread_local! {
         static CONFIGS: std::cell::RefCell<Vec<(&'static str, Rc<Config>)>> = Default::default();
     }
@@ -177,7 +199,8 @@ fn run(model: &'static Model, data: &[u8]) -> Conn {
                 conn.feed(Dir::Request, &frame, chunking);
             }
             _ => {
-                let frame = gen_response(model, &mut c, &conn, &mut answered);
+                let (frame, answers) = gen_response(model, &mut c, &conn, &mut answered, broker);
+                conn.produced_for.push((conn.orig_resp.len(), answers));
                 conn.feed(Dir::Response, &frame, chunking);
             }
         }
@@ -225,17 +248,27 @@ fn gen_request(model: &Model, c: &mut Cursor<'_>, corr: &mut i32) -> Vec<u8> {
 }
 
 /// What the broker sends next: most often the answer to the next request it received, with the
-/// names it was asked about (and others), as a broker would.
-fn gen_response(model: &Model, c: &mut Cursor<'_>, conn: &Conn, answered: &mut usize) -> Vec<u8> {
-    let received: Vec<frames::Req> = frames::split(&conn.fwd_req)
+/// names it was asked about (and others), as a broker would. Also returns the forwarded request
+/// frame it answers (`None`: unsolicited), for the correlation oracle.
+fn gen_response(
+    model: &Model,
+    c: &mut Cursor<'_>,
+    conn: &Conn,
+    answered: &mut usize,
+    broker: Broker,
+) -> (Vec<u8>, Option<usize>) {
+    // Every complete request frame that reached the broker, with its index among them (frames
+    // too short for a request header are not counted: no broker answers them).
+    let received: Vec<(usize, frames::Req)> = frames::split(&conn.fwd_req)
         .iter()
         .filter_map(frames::request)
-        .filter(|r| !r.acks0)
+        .enumerate()
         .collect();
+    skip_unanswered_acks0(c, &received, answered, broker);
     let mode = c.u8() % 8;
-    let next = received.get(*answered);
-    let (key, version, corr, echo) = match (mode, next) {
-        (0..=5, Some(r)) => {
+    let next = received.get(*answered).map(|(i, r)| (*i, r));
+    let (key, version, corr, echo, answers) = match (mode, next) {
+        (0..=5, Some((i, r))) => {
             *answered += 1;
             let echo = match (r.api, &r.body) {
                 (Some(k), Some(body))
@@ -248,22 +281,22 @@ fn gen_response(model: &Model, c: &mut Cursor<'_>, conn: &Conn, answered: &mut u
                 _ => Vec::new(),
             };
             match r.api {
-                Some(k) => (k, r.version, r.correlation_id, echo),
-                None => (ApiKey::ApiVersions, 0, r.correlation_id, echo),
+                Some(k) => (k, r.version, r.correlation_id, echo, Some(i)),
+                None => (ApiKey::ApiVersions, 0, r.correlation_id, echo, Some(i)),
             }
         }
-        (6, Some(r)) => {
+        (6, Some((i, r))) => {
             // A response in another API's layout.
             *answered += 1;
             let api = ApiKey::try_from(*c.pick(REQUEST_APIS)).unwrap_or(ApiKey::Metadata);
             let v = pick_version(c, api as i16);
-            (api, v, r.correlation_id, Vec::new())
+            (api, v, r.correlation_id, Vec::new(), Some(i))
         }
         _ => {
             // Unsolicited: a correlation id of the input's choosing.
             let api = ApiKey::try_from(*c.pick(REQUEST_APIS)).unwrap_or(ApiKey::Metadata);
             let v = pick_version(c, api as i16);
-            (api, v, c.i32(), Vec::new())
+            (api, v, c.i32(), Vec::new(), None)
         }
     };
     let pool = NamePool {
@@ -277,5 +310,22 @@ fn gen_response(model: &Model, c: &mut Cursor<'_>, conn: &Conn, answered: &mut u
             c.bytes(n).to_vec()
         }
     };
-    gen::response_frame(key, version, corr, &body)
+    (gen::response_frame(key, version, corr, &body), answers)
+}
+
+/// Passes over the acks=0 Produce requests next in line that the broker does not answer: all of
+/// them for Kafka (no input read, so the rule targets' inputs keep their meaning); for a broker
+/// that may answer them, each one the input says.
+fn skip_unanswered_acks0(
+    c: &mut Cursor<'_>,
+    received: &[(usize, frames::Req)],
+    answered: &mut usize,
+    broker: Broker,
+) {
+    while let Some((_, r)) = received.get(*answered) {
+        if !r.acks0 || (broker.answers_acks0 && c.chance(128)) {
+            return;
+        }
+        *answered += 1;
+    }
 }
