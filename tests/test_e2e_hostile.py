@@ -633,6 +633,9 @@ LIMITS = {"limits": [
      "produce_bytes_per_second": {"rate": BYTE_RATE, "burst": BYTE_RATE}},
     {"name": "per-client-requests", "match": {"client_id": {"exact": "asker"}}, "key": "client_id",
      "requests_per_second": REQUEST_RATE},
+    {"name": "per-client-topic-bytes", "match": {"client_id": {"exact": "topic-flooder"}},
+     "key": "client_id", "per_topic": True,
+     "produce_bytes_per_second": {"rate": BYTE_RATE, "burst": BYTE_RATE}},
 ]}
 
 
@@ -663,21 +666,23 @@ def close_all(socks: list[socket.socket]) -> None:
             pass
 
 
-@pytest.mark.parametrize("limited, workers", [(True, 1), (False, 1), (True, 2)],
-                         ids=["limited", "control", "limited-2-workers"])
-def test_a_client_reconnecting_for_every_produce_gets_no_more_than_its_byte_rate(stacks, limited, workers):
+@pytest.mark.parametrize("client_id, workers",
+                         [("flooder", 1), ("free-flooder", 1), ("flooder", 2), ("topic-flooder", 1)],
+                         ids=["limited", "control", "limited-2-workers", "limited-per-topic"])
+def test_a_client_reconnecting_for_every_produce_gets_no_more_than_its_byte_rate(stacks, client_id, workers):
     """A new connection for each 64 KiB Produce (acks=1), 25 a second, never reading an answer;
     what landed on the broker by the end of the window (plus a settle) is bounded by the
-    limit's rate and burst. Control: a client id under no limit, same Envoy. With two workers
-    the connections land on both (one bucket per key in Envoy's shared data)."""
+    limit's rate and burst, per client id or (`per_topic`) per client id and topic. Control: a
+    client id under no limit, same Envoy. With two workers the connections land on both (one
+    bucket per key in Envoy's shared data)."""
     stack = stacks.get("limits" if workers == 1 else f"limits-{workers}", LIMITS, concurrency=workers)
-    client_id = "flooder" if limited else "free-flooder"
+    limited = client_id != "free-flooder"
     topic = f"flood-{client_id}"
     seed(stack, [topic])
     frame_len = len(produce(topic, b"v" * PRODUCE_VALUE, 1, 1, client_id=client_id, version=7))
     assert 60_000 < frame_len <= 64 * 1024, frame_len
     # The control run needs less time to show what an unlimited client gets.
-    window = WINDOW_S if limited and workers == 1 else WINDOW_S / 2
+    window = WINDOW_S if client_id == "flooder" and workers == 1 else WINDOW_S / 2
     started = time.monotonic()
     socks = fire_connections(stack.envoy.listener_port,
                              lambda n: produce(topic, b"v" * PRODUCE_VALUE, 1, n + 1, client_id=client_id,
