@@ -57,7 +57,7 @@ ANOMALIES = [
     ("frames_invalid_size", "negative size fields"),
     ("responses_unmatched", "responses matching no request in flight"),
     ("requests_unanswered", "requests never answered"),
-    ("inflight_overflow", "requests forgotten (correlation table full)"),
+    ("inflight_overflow", "requests past max_inflight_requests"),
     ("connections_closed_by_policy", "connections closed (on_frame_error=close)"),
     ("connections_bypassed", "connections passed through unparsed (on_frame_error=pass_through)"),
 ]

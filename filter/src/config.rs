@@ -251,6 +251,15 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
                 .into(),
         });
     }
+    if raw.on_frame_error == Some(FrameErrorPolicy::PassThrough) && !limits.is_empty() {
+        return Err(ConfigError::Field {
+            field: "on_frame_error",
+            message: "\"pass_through\" cannot be used with `limits`: a client could escape its \
+                      limits by sending one frame it cannot be framed past, so a stream that \
+                      cannot be framed always closes there"
+                .into(),
+        });
+    }
     if raw.on_frame_error == Some(FrameErrorPolicy::PassThrough) && !rules.is_empty() {
         return Err(ConfigError::Field {
             field: "on_frame_error",
@@ -413,6 +422,10 @@ mod tests {
             ),
             (
                 r#"{"on_frame_error": "pass_through", "rules": [{"name": "a", "topics": {"prefix": "a."}}]}"#,
+                "on_frame_error",
+            ),
+            (
+                r#"{"on_frame_error": "pass_through", "limits": [{"name": "a", "requests_per_second": 5}]}"#,
                 "on_frame_error",
             ),
         ];

@@ -241,9 +241,46 @@ fn a_new_connection_of_a_key_in_debt_waits_before_its_first_request() {
     feed(&mut first, &[&big], true, &mut m);
     assert!(first.take_delay_ms().is_some());
     assert!(!first.take_hold_first());
-    // A new connection of the same key: its first request waits for the debt too.
-    let mut second = KafkaConnection::with_shared(2, cfg.clone(), HeldBudget::new(1 << 26), shared);
-    feed(&mut second, &[&all_topics(1)], true, &mut m);
+    // A new connection of the same key: its first Produce waits for the debt too...
+    let mut second =
+        KafkaConnection::with_shared(2, cfg.clone(), HeldBudget::new(1 << 26), shared.clone());
+    feed(&mut second, &[&produce(1, 1)], true, &mut m);
     assert!(second.take_delay_ms().unwrap() > 1000);
     assert!(second.take_hold_first());
+    // ...and a request that adds nothing to a byte rate (a heartbeat, a Metadata request)
+    // does not: a broker mutes only the channel it throttled.
+    let mut third = KafkaConnection::with_shared(3, cfg, HeldBudget::new(1 << 26), shared);
+    feed(&mut third, &[&all_topics(1)], true, &mut m);
+    assert_eq!(third.take_delay_ms(), None);
+    assert!(!third.take_hold_first());
+}
+
+#[test]
+fn a_request_frame_too_short_for_its_header_closes_with_stages_and_passes_when_observed() {
+    // Three bytes: no correlation id to pair the broker's answer with.
+    let short = common::frame(&[0, 3, 0]);
+    for (cfg, closes) in [(ACLS, true), (OBSERVED, false)] {
+        let mut conn = KafkaConnection::new(1, config(cfg));
+        let mut m = RecordingSink::default();
+        let (fwd, closed) = feed(&mut conn, &[&short], true, &mut m);
+        assert_eq!(closed, closes, "{cfg}");
+        assert_eq!(fwd.is_empty(), closes);
+        assert_eq!(m.get(MetricKey::FramesUndecodable), 1);
+    }
+}
+
+#[test]
+fn a_produce_whose_acks_cannot_be_read_may_go_unanswered() {
+    // A version the filter has no schema for: its acks are unknown, so Kafka may not answer it
+    // (acks=0); a later request's answer passes it over instead of closing.
+    let cfg = r#"{"limits": [{"name": "l", "requests_per_second": 1000}]}"#;
+    let unknown = common::bare_request(0, 99, 1, &[0xff; 16]);
+    let mut conn = KafkaConnection::new(1, config(cfg));
+    let mut m = RecordingSink::default();
+    let (_, closed) = feed(&mut conn, &[&unknown, &all_topics(2)], true, &mut m);
+    assert!(!closed);
+    let answer = response(ApiKey::Metadata, 9, 2, &MetadataResponse::default());
+    let (back, closed) = feed(&mut conn, &[&answer], false, &mut m);
+    assert!(!closed);
+    assert_eq!(back, answer);
 }

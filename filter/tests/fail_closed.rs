@@ -394,6 +394,11 @@ fn an_unmatched_response_closes_once_a_request_under_a_rule_has_been_seen() {
     let cfg = config(TENANTS);
     let mut conn = KafkaConnection::new(1, cfg);
     let mut m = RecordingSink::default();
+    // After its Metadata request the stream held a 2-byte request frame, which now closes the
+    // connection by itself (no correlation id to pair its answer with): left out, so that the
+    // response is the test. The next frame's first bytes stay unread, as in the finding.
+    let first = 4 + 0x67;
+    let client = [&client[..first], &client[client.len() - 2..]].concat();
     assert!(drive(&mut conn, &client, 13, true, &mut m).is_some());
     let back = drive(&mut conn, &broker, 5, false, &mut m);
     // The matched Metadata response passes; the unknown one must never reach the client.

@@ -274,5 +274,12 @@ fn a_new_connection_waits_for_its_first_topics_debt_before_its_produce_goes_on()
         .unwrap();
         assert_eq!(third.take_delay_ms(), None, "chunk {chunk}");
         assert!(!third.take_hold_first());
+        // A decoy topic first does not help: a request naming several topics waits for the
+        // debt of any topic of the key.
+        let mut fourth = conn(&cfg, &store, 4);
+        let decoy = produce(1, &[("small", 1), ("big", 1)]);
+        drive(&mut fourth, &decoy, chunk, true, &mut m).unwrap();
+        assert!(fourth.take_delay_ms().is_some(), "chunk {chunk}");
+        assert!(fourth.take_hold_first(), "chunk {chunk}");
     }
 }

@@ -36,6 +36,9 @@ pub struct Inflight {
     pub facts: Option<Box<Facts>>,
     /// What its response's first bytes said, once matched (for observers that want it).
     pub response_head: ResponseHead,
+    /// It may get no answer: a Produce whose acks could not be read (a version the filter
+    /// has no schema for), which a later answer may pass over like an acks=0 one.
+    pub answer_optional: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

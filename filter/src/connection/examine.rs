@@ -6,6 +6,8 @@ use std::rc::Rc;
 use super::walking::{RequestWalk, ResponseWalk, Then};
 use super::LazyNow;
 use crate::client_log;
+
+const PRODUCE: i16 = 0;
 use crate::codec::frame::FrameHead;
 use crate::codec::inflight::Inflight;
 use crate::codec::request::{parse_request, RequestParse};
@@ -105,6 +107,11 @@ impl ConnState {
                 RequestParse::Need(n) => return Step::Need(n),
                 RequestParse::Malformed => {
                     self.malformed += 1;
+                    if self.pipeline.holds() {
+                        // No correlation id to pair its answer with (a broker closes the
+                        // connection for it anyway).
+                        return self.step(Action::Close);
+                    }
                     return Step::Done;
                 }
                 RequestParse::Done(head) => {
@@ -302,7 +309,7 @@ impl ConnState {
             for s in &matched.skipped {
                 self.unanswered(s, m);
             }
-            if strict {
+            if strict && matched.skipped.iter().any(|s| !s.answer_optional) {
                 // Kafka answers in order: this answers none of the requests waiting first.
                 self.unanswered(&matched.request, m);
                 m.add(MetricKey::ResponsesUnmatched, 1);
@@ -450,6 +457,8 @@ impl ConnState {
             plan: p.plan,
             facts: p.facts,
             response_head: Default::default(),
+            answer_optional: head.api_key == PRODUCE
+                && !(head.version_known && head.header_decoded),
         };
         if !head.expects_response {
             if forwarded {
@@ -484,15 +493,20 @@ impl ConnState {
     }
 
     pub fn log_undecodable(&mut self, what: &str) {
+        let fate = if self.must_close {
+            "closing the connection (stages configured)"
+        } else {
+            "forwarded untouched"
+        };
         // First time per connection at warn, then quietly: a broken client must not flood the log.
         if self.undecodable_logged {
-            log::debug!("connection {}: {what}, forwarded untouched", self.id);
+            log::debug!("connection {}: {what}, {fate}", self.id);
         } else {
             self.undecodable_logged = true;
             client_log::warn(
                 self.id,
                 format_args!(
-                    "connection {} (client_id {}): {what}, forwarded untouched (further ones logged at debug)",
+                    "connection {} (client_id {}): {what}, {fate} (further ones logged at debug)",
                     self.id,
                     self.identity.client_id.as_deref().unwrap_or("-")
                 ),

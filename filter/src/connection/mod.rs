@@ -462,5 +462,6 @@ impl KafkaConnection {
 impl Drop for KafkaConnection {
     fn drop(&mut self) {
         self.state.release_held();
+        client_log::forget(self.state.id);
     }
 }

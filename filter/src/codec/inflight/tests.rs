@@ -11,6 +11,7 @@ fn req(id: i32) -> Inflight {
         plan: Plan::default(),
         facts: None,
         response_head: Default::default(),
+        answer_optional: false,
     }
 }
 

@@ -443,25 +443,35 @@ impl Stage for RateLimitStage {
         if mutation && !frame.collected && !frame.whole() {
             return Decision::NeedFrame;
         }
-        let first_topic = if api == PRODUCE && walked && self.limits_per_topic() {
-            match first_topic(head.header_len, head.api_version, frame) {
-                Ok(topic) => topic,
+        let topics = if api == PRODUCE && walked && self.limits_per_topic() {
+            match only_topic(head.header_len, head.api_version, frame) {
+                Ok(topic) => Some(topic),
                 Err(n) => return Decision::NeedHead(n),
             }
         } else {
             None
         };
-        // Every rate the key may owe for is in the charge, at nothing where the request does
-        // not add to it (a Fetch pays for its response when it comes back): one store update
-        // tells whether the key is already in debt, whatever ran it up. Topic mutations are
-        // not: a mutation of a key in debt is refused or waits (`mutation`), nothing else does.
-        let what = [
+        // The rates this API adds to (a Fetch pays for its response when it comes back, so it
+        // is charged nothing now): the same store update tells whether the key already owes
+        // for them, whichever of its connections ran the debt up. Only those: a key's fetch
+        // debt holds its Fetch requests, not its heartbeats (as a broker mutes only the
+        // throttled channel); topic mutations wait or are refused in `mutation`.
+        let bytes = match api {
+            PRODUCE => Some((Kind::ProduceBytes, size)),
+            FETCH => Some((Kind::FetchBytes, 0.0)),
+            _ => None,
+        };
+        let both = [
             (Kind::Requests, 1.0),
-            (Kind::ProduceBytes, if api == PRODUCE { size } else { 0.0 }),
-            (Kind::FetchBytes, 0.0),
+            bytes.unwrap_or((Kind::Requests, 0.0)),
         ];
+        let what = if bytes.is_some() {
+            &both[..]
+        } else {
+            &both[..1]
+        };
         let (mut delay, owed_before) = self.charge_owed(
-            &what,
+            what,
             |l, kind| match kind {
                 Kind::Requests => l.requests.filter(|_| {
                     l.request_apis
@@ -476,11 +486,15 @@ impl Stage for RateLimitStage {
             m,
         );
         let mut owed_before = owed_before;
-        if let Some(topic) = first_topic {
+        if let Some(topic) = topics {
             // A Produce's topics are charged once its records have passed, too late to hold
-            // it: the topic it names first (all of it, for the usual single-topic request) is
-            // checked for debt now, so that a new connection does not get a request through.
-            let owed = self.topic_owed(&topic, now, m);
+            // it: its topic's debt (any topic's of the key, for a request naming several or one
+            // whose name cannot be read from its head) is checked now, so that a new
+            // connection does not get a request through.
+            let owed = match topic {
+                Some(topic) => self.topic_owed(&topic, now, m),
+                None => self.any_topic_owed(now),
+            };
             owed_before = owed_before.max(owed);
             delay = delay.max(owed);
         }
@@ -586,9 +600,9 @@ impl Stage for RateLimitStage {
     }
 }
 
-/// The first topic a Produce request names (`Ok(None)`: none, or not readable from its first
-/// bytes); `Err(n)`: its first `n` bytes are needed.
-fn first_topic(
+/// The one topic a Produce request names (`Ok(None)`: several, none, or not readable from its
+/// first bytes); `Err(n)`: its first `n` bytes are needed.
+fn only_topic(
     header_len: usize,
     version: i16,
     frame: &FrameView<'_>,
@@ -603,6 +617,7 @@ fn first_topic(
             Err(header_len.saturating_add(n))
         }
         Scan::Names {
+            topic_count: 1,
             first_topic: Some(r),
             ..
         } => Ok(body

@@ -210,8 +210,42 @@ impl RateLimitStage {
         if delay > 0 {
             let until = cx.now_ns.saturating_add(u64::from(delay) * 1_000_000);
             self.owed_until_ns = self.owed_until_ns.max(until);
+            if !cx.response {
+                // For the key's other connections: until when some topic of it owes.
+                let marker = self.owed_marker();
+                let until_ms = i64::try_from(until / 1_000_000).unwrap_or(i64::MAX);
+                for key in marker {
+                    self.store.raise_number(&key, until_ms);
+                }
+            }
         }
         delay
+    }
+
+    /// The store keys under which the key's latest per-topic Produce debt is kept, one per
+    /// active `per_topic` limit that throttles.
+    fn owed_marker(&self) -> Vec<String> {
+        self.active()
+            .iter()
+            .filter(|a| {
+                self.limit(a.limit).is_some_and(|l| {
+                    l.per_topic && l.produce_bytes.is_some() && l.mode == Mode::Throttle
+                })
+            })
+            .map(|a| format!("{}/~topics_owed_until_ms", a.bucket))
+            .collect()
+    }
+
+    /// How long until no topic of the key owes (for a Produce whose topics cannot all be known
+    /// from its head), in milliseconds.
+    pub(super) fn any_topic_owed(&self, now_ns: u64) -> u32 {
+        let now_ms = i64::try_from(now_ns / 1_000_000).unwrap_or(i64::MAX);
+        self.owed_marker()
+            .iter()
+            .filter_map(|key| self.store.number(key))
+            .map(|until| u32::try_from(until.saturating_sub(now_ms).max(0)).unwrap_or(u32::MAX))
+            .max()
+            .unwrap_or(0)
     }
 
     /// The debt the key already has for `topic` under its `per_topic` Produce byte rates (any
