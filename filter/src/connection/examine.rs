@@ -3,11 +3,10 @@
 
 use std::rc::Rc;
 
+use super::headers::PRODUCE;
 use super::walking::{RequestWalk, ResponseWalk, Then};
 use super::LazyNow;
 use crate::client_log;
-
-const PRODUCE: i16 = 0;
 use crate::codec::frame::FrameHead;
 use crate::codec::inflight::Inflight;
 use crate::codec::request::{parse_request, RequestParse};

@@ -13,7 +13,7 @@ use crate::pipeline::RequestProgress;
 const MESSAGE_TOO_LARGE: i16 = 10;
 const REQUEST_TIMED_OUT: i16 = 7;
 const POLICY_VIOLATION: i16 = 44;
-const PRODUCE: i16 = 0;
+pub(super) const PRODUCE: i16 = 0;
 const API_VERSIONS: i16 = 18;
 /// An ApiVersions request is read whole for the client software only up to this size.
 const MAX_API_VERSIONS_BYTES: usize = 1024;
